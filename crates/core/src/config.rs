@@ -1,0 +1,432 @@
+//! Configuration structs: defaults, validation naming the bad field, secrets redacted.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An invalid configuration value: names the field, the value (redacted if secret) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field} = {value}: {reason}")]
+pub struct ConfigError {
+    /// The field's dotted path, such as `redis.pool.max_size`.
+    pub field: String,
+    /// The value given, with any secret redacted.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// An error for `field` holding `value`.
+    pub fn new(field: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A secret string: `Debug` and `Display` print `***`; serialization writes `***` too.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself. Keep it out of logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// A Redis URL (`redis://`, `rediss://` or `redis+unix://`); its password never shows in
+/// `Debug`, `Display` or serialization.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Wraps a URL; [`validate`](Self::validate) checks it.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password. Keep it out of logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut parsed) => {
+                if parsed.password().is_some() {
+                    // Cannot fail for URLs that have a password.
+                    let _ = parsed.set_password(Some("***"));
+                }
+                parsed.to_string()
+            }
+            // Unparseable: show nothing of it that could be a secret.
+            Err(_) => match self.0.split_once('@') {
+                Some((_, host)) => format!("<unparseable>@{host}"),
+                None => "<unparseable URL>".to_owned(),
+            },
+        }
+    }
+
+    /// Checks the scheme and host; the error never holds the password.
+    pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        let parsed = url::Url::parse(&self.0)
+            .map_err(|e| ConfigError::new(field, self.redacted(), format!("not a URL: {e}")))?;
+        match parsed.scheme() {
+            "redis" | "rediss" => {
+                if parsed.host_str().is_none_or(str::is_empty) {
+                    return Err(ConfigError::new(field, self.redacted(), "the URL has no host"));
+                }
+            }
+            "redis+unix" | "unix" => {}
+            other => {
+                return Err(ConfigError::new(
+                    field,
+                    self.redacted(),
+                    format!("scheme {other:?} is not one of redis, rediss, redis+unix"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the URL asks for TLS.
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("rediss://")
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.redacted(), f)
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(RedisUrl)
+    }
+}
+
+impl Serialize for RedisUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+/// Durations in config files: `"250ms"`, `"2s"`, `"1m"`, or a number of milliseconds.
+pub mod duration {
+    use super::*;
+
+    /// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"` or plain milliseconds `"250"`.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like \"250ms\", \"2s\" or \"1m\""))?;
+        let seconds = match unit.trim() {
+            "" | "ms" => number / 1e3,
+            "us" | "µs" => number / 1e6,
+            "s" => number,
+            "m" => number * 60.0,
+            "h" => number * 3600.0,
+            other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
+        };
+        Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    }
+
+    /// Formats a duration the way [`parse`] reads it.
+    pub fn format(d: Duration) -> String {
+        if d.subsec_nanos() == 0 && d.as_secs() > 0 {
+            format!("{}s", d.as_secs())
+        } else if d.subsec_nanos() % 1_000_000 == 0 {
+            format!("{}ms", d.as_millis())
+        } else {
+            format!("{}us", d.as_micros())
+        }
+    }
+
+    /// `serde(with = "duration")`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*d))
+    }
+
+    /// `serde(with = "duration")`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Millis(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Connection pool settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Multiplexed connections shared by all pipelined traffic (default 2).
+    pub shared_connections: u32,
+    /// Most connections in the exclusive (bb8) pool (default 8).
+    pub max_size: u32,
+    /// Idle connections the exclusive pool keeps open (default 0).
+    pub min_idle: u32,
+    /// Longest wait for an exclusive connection (default 1 s).
+    #[serde(with = "duration")]
+    pub checkout_timeout: Duration,
+    /// How often idle connections are checked with PING (default 5 s).
+    #[serde(with = "duration")]
+    pub health_check_interval: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            shared_connections: 2,
+            max_size: 8,
+            min_idle: 0,
+            checkout_timeout: Duration::from_secs(1),
+            health_check_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where Redis is and how to talk to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user[:password]@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: RedisUrl,
+    /// PEM file of the CA to trust for `rediss://` instead of the system roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Longest wait to open a connection (default 1 s).
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Longest wait for a reply (default 1 s).
+    #[serde(with = "duration")]
+    pub response_timeout: Duration,
+    /// Pool settings.
+    pub pool: PoolConfig,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: RedisUrl::new("redis://127.0.0.1:6379"),
+            tls_ca_file: None,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The defaults, with `url`.
+    pub fn with_url(url: impl Into<String>) -> Self {
+        Self {
+            url: RedisUrl::new(url),
+            ..Self::default()
+        }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.url.validate("redis.url")?;
+        positive("redis.connect_timeout", self.connect_timeout)?;
+        positive("redis.response_timeout", self.response_timeout)?;
+        let p = &self.pool;
+        at_least("redis.pool.shared_connections", p.shared_connections, 1, 64)?;
+        at_least("redis.pool.max_size", p.max_size, 1, 1024)?;
+        if p.min_idle > p.max_size {
+            return Err(ConfigError::new(
+                "redis.pool.min_idle",
+                p.min_idle,
+                format!("must not exceed redis.pool.max_size ({})", p.max_size),
+            ));
+        }
+        positive("redis.pool.checkout_timeout", p.checkout_timeout)?;
+        positive("redis.pool.health_check_interval", p.health_check_interval)?;
+        Ok(())
+    }
+}
+
+/// How state values are stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StateConfig {
+    /// Largest encoded value accepted, in bytes (default 512 KiB).
+    pub max_value_size: usize,
+    /// Compress values larger than this many bytes (default: off). Needs the `compression`
+    /// feature; compressed values always decode, whatever this setting.
+    pub compress_above: Option<usize>,
+    /// Attempts `update` makes before giving up on conflicts (default 32).
+    pub update_max_attempts: u32,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            max_value_size: 512 * 1024,
+            compress_above: None,
+            update_max_attempts: 32,
+        }
+    }
+}
+
+impl StateConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // Redis bulk strings stop at 512 MiB.
+        if self.max_value_size == 0 || self.max_value_size > 512 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "state.max_value_size",
+                self.max_value_size,
+                "must be from 1 byte to 512 MiB",
+            ));
+        }
+        if let Some(0) = self.compress_above {
+            return Err(ConfigError::new("state.compress_above", 0, "must be at least 1 byte"));
+        }
+        at_least("state.update_max_attempts", self.update_max_attempts, 1, 100_000)
+    }
+}
+
+/// Everything the executor is built from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ExecutorConfig {
+    /// Redis connection settings.
+    pub redis: RedisConfig,
+    /// Value storage settings.
+    pub state: StateConfig,
+}
+
+impl ExecutorConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.redis.validate()?;
+        self.state.validate()
+    }
+}
+
+fn positive(field: &str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::new(field, duration::format(d), "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn at_least(field: &str, value: u32, min: u32, max: u32) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::new(field, value, format!("must be from {min} to {max}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        let mut config = ExecutorConfig::default();
+        config.redis.url = RedisUrl::new("redis://app:hunter2@127.0.0.1:6379/0");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("app:***@127.0.0.1"), "{debug}");
+        let json = serde_json::to_string(&config).expect("serialize");
+        assert!(!json.contains("hunter2"), "{json}");
+        assert_eq!(format!("{:?}", Secret::new("s3cret")), "\"***\"");
+        let bad = RedisUrl::new("http://app:hunter2@host");
+        let err = bad.validate("redis.url").expect_err("bad scheme").to_string();
+        assert!(!err.contains("hunter2") && err.contains("redis.url") && err.contains("http"), "{err}");
+        let garbage = RedisUrl::new("not a url :hunter2@x");
+        let err = garbage.validate("redis.url").expect_err("unparseable").to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_field_and_value() {
+        let mut config = ExecutorConfig::default();
+        assert_eq!(config.validate(), Ok(()));
+        config.redis.pool.max_size = 0;
+        let err = config.validate().expect_err("max_size 0");
+        assert_eq!(err.field, "redis.pool.max_size");
+        assert_eq!(err.value, "0");
+        config.redis.pool.max_size = 4;
+        config.redis.pool.min_idle = 5;
+        assert_eq!(config.validate().expect_err("min_idle").field, "redis.pool.min_idle");
+        config.redis.pool.min_idle = 0;
+        config.redis.response_timeout = Duration::ZERO;
+        assert_eq!(config.validate().expect_err("timeout").field, "redis.response_timeout");
+    }
+
+    #[test]
+    fn durations_parse_from_text_and_numbers() {
+        assert_eq!(duration::parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration::parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration::parse("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration::parse("40"), Ok(Duration::from_millis(40)));
+        assert!(duration::parse("fast").is_err());
+        assert!(duration::parse("3 parsecs").is_err());
+        let config: PoolConfig =
+            serde_json::from_str(r#"{"checkout_timeout": "30ms", "health_check_interval": 2000}"#).expect("parse");
+        assert_eq!(config.checkout_timeout, Duration::from_millis(30));
+        assert_eq!(config.health_check_interval, Duration::from_secs(2));
+        let err = serde_json::from_str::<PoolConfig>(r#"{"max_sise": 3}"#).expect_err("unknown field");
+        assert!(err.to_string().contains("max_sise"), "{err}");
+    }
+}

@@ -1,0 +1,252 @@
+//! The error vocabulary shared by every layer.
+
+use std::time::Duration;
+
+use crate::codec::CodecError;
+use crate::config::ConfigError;
+use crate::id::InvalidId;
+use crate::version::Version;
+
+/// A boxed cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong with an operation.
+///
+/// Messages name what was wrong (the entity, the limit, the script) and never hold
+/// secrets: connection errors are built from the driver's error kind and message,
+/// never from the URL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An entity id, namespace or status was refused before anything was sent.
+    #[error("invalid input: {0}")]
+    InvalidId(#[from] InvalidId),
+    /// A compare-and-set found another version.
+    #[error("conflict on entity {entity:?}: expected {expected}, found {current}")]
+    Conflict {
+        /// The entity.
+        entity: String,
+        /// The version the caller expected.
+        expected: Version,
+        /// The version in Redis (`v0` if it does not exist).
+        current: Version,
+    },
+    /// A read-modify-write gave up after conflicting on every attempt.
+    #[error("entity {entity:?}: update gave up after {attempts} conflicting attempts")]
+    TooManyConflicts {
+        /// The entity.
+        entity: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The entity does not exist.
+    #[error("entity {entity:?} not found")]
+    NotFound {
+        /// The entity.
+        entity: String,
+    },
+    /// A transition was refused: the entity's status is not one of those allowed.
+    #[error("entity {entity:?}: transition refused from status {actual:?}")]
+    TransitionRefused {
+        /// The entity.
+        entity: String,
+        /// Its actual status (`None`: no status set yet).
+        actual: Option<String>,
+    },
+    /// A value is larger than the configured limit; nothing was sent.
+    #[error("entity {entity:?}: value is {size} bytes encoded, over the limit of {max}")]
+    ValueTooLarge {
+        /// The entity.
+        entity: String,
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value could not be encoded.
+    #[error("entity {entity:?}: cannot encode value: {source}")]
+    Encode {
+        /// The entity.
+        entity: String,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// A stored record could not be decoded (corrupt or foreign data).
+    #[error("entity {entity:?}: stored record does not decode: {source}")]
+    Decode {
+        /// The entity.
+        entity: String,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// A stored record is missing fields or holds malformed ones.
+    #[error("entity {entity:?}: stored record is malformed: {detail}")]
+    Corrupt {
+        /// The entity.
+        entity: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No reply within the configured time.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// What timed out.
+        operation: &'static str,
+        /// The configured limit.
+        after: Duration,
+    },
+    /// Redis could not be reached, or the connection broke.
+    #[error("connection to Redis failed: {message}")]
+    Connection {
+        /// What the driver said.
+        message: String,
+        /// The cause.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Redis refused the credentials.
+    #[error("authentication failed: {message}")]
+    Auth {
+        /// What the server said (never the password).
+        message: String,
+    },
+    /// The ACL user lacks a permission.
+    #[error("permission denied: {message}")]
+    NoPermission {
+        /// What the server said.
+        message: String,
+    },
+    /// No pooled connection became free in time.
+    #[error("connection pool exhausted: no connection free after {waited:?}")]
+    PoolExhausted {
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// A script failed on the server.
+    #[error("script {script} failed: {message}")]
+    Script {
+        /// The script's name.
+        script: &'static str,
+        /// Redis's message.
+        message: String,
+    },
+    /// Redis answered with something the client did not expect.
+    #[error("unexpected reply to {what}: {detail}")]
+    UnexpectedReply {
+        /// The command or script.
+        what: &'static str,
+        /// What came back.
+        detail: String,
+    },
+    /// The executor is shutting down or shut down.
+    #[error("the executor is shut down")]
+    Shutdown,
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A stable, low-cardinality name for each error, for metrics (`error.type`) and matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::InvalidId`].
+    InvalidId,
+    /// [`Error::Conflict`].
+    Conflict,
+    /// [`Error::TooManyConflicts`].
+    TooManyConflicts,
+    /// [`Error::NotFound`].
+    NotFound,
+    /// [`Error::TransitionRefused`].
+    TransitionRefused,
+    /// [`Error::ValueTooLarge`].
+    ValueTooLarge,
+    /// [`Error::Encode`].
+    Encode,
+    /// [`Error::Decode`].
+    Decode,
+    /// [`Error::Corrupt`].
+    Corrupt,
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::Connection`].
+    Connection,
+    /// [`Error::Auth`].
+    Auth,
+    /// [`Error::NoPermission`].
+    NoPermission,
+    /// [`Error::PoolExhausted`].
+    PoolExhausted,
+    /// [`Error::Script`].
+    Script,
+    /// [`Error::UnexpectedReply`].
+    UnexpectedReply,
+    /// [`Error::Shutdown`].
+    Shutdown,
+    /// [`Error::Config`].
+    Config,
+}
+
+impl ErrorKind {
+    /// The snake_case name, as used for `error.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidId => "invalid_id",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::TooManyConflicts => "too_many_conflicts",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::TransitionRefused => "transition_refused",
+            ErrorKind::ValueTooLarge => "value_too_large",
+            ErrorKind::Encode => "encode",
+            ErrorKind::Decode => "decode",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Auth => "auth",
+            ErrorKind::NoPermission => "no_permission",
+            ErrorKind::PoolExhausted => "pool_exhausted",
+            ErrorKind::Script => "script",
+            ErrorKind::UnexpectedReply => "unexpected_reply",
+            ErrorKind::Shutdown => "shutdown",
+            ErrorKind::Config => "config",
+        }
+    }
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidId(_) => ErrorKind::InvalidId,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::TooManyConflicts { .. } => ErrorKind::TooManyConflicts,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::TransitionRefused { .. } => ErrorKind::TransitionRefused,
+            Error::ValueTooLarge { .. } => ErrorKind::ValueTooLarge,
+            Error::Encode { .. } => ErrorKind::Encode,
+            Error::Decode { .. } => ErrorKind::Decode,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Connection { .. } => ErrorKind::Connection,
+            Error::Auth { .. } => ErrorKind::Auth,
+            Error::NoPermission { .. } => ErrorKind::NoPermission,
+            Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
+            Error::Script { .. } => ErrorKind::Script,
+            Error::UnexpectedReply { .. } => ErrorKind::UnexpectedReply,
+            Error::Shutdown => ErrorKind::Shutdown,
+            Error::Config(_) => ErrorKind::Config,
+        }
+    }
+
+    /// Whether the request may not have reached Redis, or its reply was lost: the
+    /// operation's effect is unknown. Only idempotent operations may be retried then.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Error::Timeout { .. } | Error::Connection { .. })
+    }
+}
+
+/// A `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

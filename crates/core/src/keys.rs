@@ -1,0 +1,86 @@
+//! The key layout in Redis: every key of one entity carries the entity's hash tag.
+
+use crate::id::Namespace;
+
+/// Suffix of the state hash (`v`, `d`, `st`, `t`, `f`).
+pub const STATE_SUFFIX: &str = ":s";
+/// Suffix of the lease key.
+pub const LEASE_SUFFIX: &str = ":l";
+/// Suffix of the fence counter.
+pub const FENCE_SUFFIX: &str = ":f";
+/// Suffix of the recent message ids.
+pub const MESSAGES_SUFFIX: &str = ":m";
+
+/// Builds the keys of entities in one namespace: `<ns>:{<entity>}:<kind>`.
+///
+/// The braces are literal: they form the Redis Cluster hash tag, so all keys of one
+/// entity live in one slot and every script touches one slot. The id must already be
+/// validated ([`validate_entity_id`](crate::validate_entity_id)).
+#[derive(Debug, Clone)]
+pub struct KeyLayout {
+    /// `<ns>:{`
+    prefix: Box<str>,
+}
+
+impl KeyLayout {
+    /// The layout of `namespace`.
+    pub fn new(namespace: &Namespace) -> Self {
+        Self {
+            prefix: format!("{namespace}:{{").into(),
+        }
+    }
+
+    /// Writes `<ns>:{<entity>}<suffix>` into `out`, replacing what it held.
+    pub fn write_key(&self, entity: &str, suffix: &str, out: &mut String) {
+        out.clear();
+        out.reserve(self.prefix.len() + entity.len() + 1 + suffix.len());
+        out.push_str(&self.prefix);
+        out.push_str(entity);
+        out.push('}');
+        out.push_str(suffix);
+    }
+
+    /// `<ns>:{<entity>}<suffix>` as a new string.
+    pub fn key(&self, entity: &str, suffix: &str) -> String {
+        let mut out = String::new();
+        self.write_key(entity, suffix, &mut out);
+        out
+    }
+
+    /// The state hash of `entity`.
+    pub fn state(&self, entity: &str) -> String {
+        self.key(entity, STATE_SUFFIX)
+    }
+
+    /// The lease key of `entity`.
+    pub fn lease(&self, entity: &str) -> String {
+        self.key(entity, LEASE_SUFFIX)
+    }
+
+    /// The fence counter of `entity`.
+    pub fn fence(&self, entity: &str) -> String {
+        self.key(entity, FENCE_SUFFIX)
+    }
+
+    /// The recent message ids of `entity`.
+    pub fn messages(&self, entity: &str) -> String {
+        self.key(entity, MESSAGES_SUFFIX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_puts_the_hash_tag_around_the_entity_only() {
+        let keys = KeyLayout::new(&Namespace::new("app").expect("valid"));
+        assert_eq!(keys.state("dev:1"), "app:{dev:1}:s");
+        assert_eq!(keys.lease("d"), "app:{d}:l");
+        assert_eq!(keys.fence("d"), "app:{d}:f");
+        assert_eq!(keys.messages("d"), "app:{d}:m");
+        let mut buf = String::from("junk");
+        keys.write_key("x", STATE_SUFFIX, &mut buf);
+        assert_eq!(buf, "app:{x}:s");
+    }
+}

@@ -1,0 +1,41 @@
+//! The vocabulary of stateful-redis: validated ids, the hash-tagged key layout, versions,
+//! value codecs, the error type and the configuration schema. It does no I/O.
+//!
+//! ```
+//! use stateful_redis_core::{Envelope, KeyLayout, Namespace, SerdeCodec, validate_entity_id};
+//!
+//! validate_entity_id("device-42")?;
+//! assert!(validate_entity_id("bad{id}").is_err());
+//!
+//! let keys = KeyLayout::new(&Namespace::new("fleet")?);
+//! assert_eq!(keys.state("device-42"), "fleet:{device-42}:s");
+//!
+//! let envelope = Envelope::new(512 * 1024, None);
+//! let stored = envelope.seal(&SerdeCodec::json(), &vec![1, 2, 3])?;
+//! let back: Vec<i32> = envelope.open(&SerdeCodec::json(), &stored)?;
+//! assert_eq!(back, [1, 2, 3]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Feature flags
+//! - `compression` (default): LZ4 compression of values above a configured size.
+//! - `msgpack`: the MessagePack codec ([`SerdeCodec::msgpack`]).
+
+mod codec;
+mod config;
+mod error;
+mod id;
+mod keys;
+mod version;
+
+pub use crate::codec::{
+    BytesCodec, COMPRESSED, Codec, CodecError, Envelope, FORMAT_JSON, FORMAT_MSGPACK, FORMAT_RAW, SealError,
+    SerdeCodec, SerdeFormat,
+};
+pub use crate::config::{ConfigError, ExecutorConfig, PoolConfig, RedisConfig, RedisUrl, Secret, StateConfig, duration};
+pub use crate::error::{BoxError, Error, ErrorKind, Result};
+pub use crate::id::{
+    InvalidId, MAX_ENTITY_ID_LEN, MAX_NAMESPACE_LEN, MAX_STATUS_LEN, Namespace, validate_entity_id, validate_status,
+};
+pub use crate::keys::{FENCE_SUFFIX, KeyLayout, LEASE_SUFFIX, MESSAGES_SUFFIX, STATE_SUFFIX};
+pub use crate::version::{Version, Versioned};
