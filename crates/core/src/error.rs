@@ -132,6 +132,12 @@ pub enum Error {
         /// Redis's message.
         message: String,
     },
+    /// Redis refused a command with an error reply.
+    #[error("Redis error: {message}")]
+    Server {
+        /// Redis's message.
+        message: String,
+    },
     /// Redis answered with something the client did not expect.
     #[error("unexpected reply to {what}: {detail}")]
     UnexpectedReply {
@@ -182,6 +188,8 @@ pub enum ErrorKind {
     PoolExhausted,
     /// [`Error::Script`].
     Script,
+    /// [`Error::Server`].
+    Server,
     /// [`Error::UnexpectedReply`].
     UnexpectedReply,
     /// [`Error::Shutdown`].
@@ -209,6 +217,7 @@ impl ErrorKind {
             ErrorKind::NoPermission => "no_permission",
             ErrorKind::PoolExhausted => "pool_exhausted",
             ErrorKind::Script => "script",
+            ErrorKind::Server => "server",
             ErrorKind::UnexpectedReply => "unexpected_reply",
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::Config => "config",
@@ -235,6 +244,7 @@ impl Error {
             Error::NoPermission { .. } => ErrorKind::NoPermission,
             Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
             Error::Script { .. } => ErrorKind::Script,
+            Error::Server { .. } => ErrorKind::Server,
             Error::UnexpectedReply { .. } => ErrorKind::UnexpectedReply,
             Error::Shutdown => ErrorKind::Shutdown,
             Error::Config(_) => ErrorKind::Config,

@@ -1,0 +1,97 @@
+//! Opening connections: the client (URL, TLS roots, timeouts) and the hooks run on every new connection.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, RedisResult};
+use stateful_redis_core::{ConfigError, Error, RedisConfig};
+
+use crate::error::map_redis_error;
+
+/// A boxed future, as returned by [`ConnectHook::on_connect`].
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = RedisResult<()>> + Send + 'a>>;
+
+/// Work done on every new connection before it serves anyone, such as loading scripts.
+///
+/// A failing hook is logged and the connection is used anyway: the work it prepares
+/// must also heal on demand (scripts do, through `NOSCRIPT` recovery).
+pub trait ConnectHook: Send + Sync + 'static {
+    /// Runs on a freshly opened connection.
+    fn on_connect<'a>(&'a self, conn: &'a mut MultiplexedConnection) -> HookFuture<'a>;
+}
+
+/// Opens connections with the configured URL, TLS roots and timeouts, then runs the hooks.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    client: Client,
+    config: AsyncConnectionConfig,
+    hooks: Arc<[Arc<dyn ConnectHook>]>,
+    pub(crate) response_timeout: std::time::Duration,
+    pub(crate) connect_timeout: std::time::Duration,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The client's connection info holds the password: show nothing of it.
+        f.debug_struct("Connector")
+            .field("hooks", &self.hooks.len())
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    pub(crate) fn new(config: &RedisConfig, hooks: Vec<Arc<dyn ConnectHook>>) -> Result<Self, Error> {
+        config.validate()?;
+        let url = config.url.expose();
+        let client = match &config.tls_ca_file {
+            Some(path) => {
+                let root = std::fs::read(path).map_err(|e| {
+                    ConfigError::new("redis.tls_ca_file", path.display(), format!("cannot read it: {e}"))
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root),
+                };
+                Client::build_with_tls(url, certs)
+            }
+            #[allow(clippy::disallowed_methods, reason = "the pool is the one place that opens connections")]
+            None => Client::open(url),
+        }
+        .map_err(|e| ConfigError::new("redis.url", config.url.redacted(), e.to_string()))?;
+        let async_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout));
+        Ok(Self {
+            client,
+            config: async_config,
+            hooks: hooks.into(),
+            response_timeout: config.response_timeout,
+            connect_timeout: config.connect_timeout,
+        })
+    }
+
+    /// Opens one multiplexed connection and runs every hook on it.
+    pub(crate) async fn open(&self) -> Result<MultiplexedConnection, Error> {
+        let connecting = self.client.get_multiplexed_async_connection_with_config(&self.config);
+        // The driver applies the connect timeout per address; bound the whole handshake too.
+        let mut conn = match tokio::time::timeout(self.connect_timeout + self.response_timeout, connecting).await {
+            Ok(result) => result.map_err(|e| map_redis_error(e, self.response_timeout))?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    operation: "connect to Redis",
+                    after: self.connect_timeout,
+                });
+            }
+        };
+        for hook in self.hooks.iter() {
+            if let Err(e) = hook.on_connect(&mut conn).await {
+                tracing::warn!(error = %e, "connect hook failed; continuing (it heals on demand)");
+            }
+        }
+        Ok(conn)
+    }
+}

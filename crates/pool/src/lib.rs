@@ -1,0 +1,39 @@
+//! Connections to Redis for stateful-redis.
+//!
+//! A [`Pool`] holds a few shared multiplexed links for pipelined traffic (many callers'
+//! requests share one socket, so work in flight is not capped by a checkout per
+//! operation) and a bb8 pool of connections for exclusive use. It checks health in the
+//! background (no PING per checkout), reopens broken links on next use and runs
+//! [`ConnectHook`]s (such as script preload) on every new connection. [`PoolStats`]
+//! reports connections, waits, timeouts and churn; [`Pool::resize`] changes the
+//! exclusive pool's size live.
+//!
+//! This is the only crate that opens Redis connections.
+//!
+//! ```no_run
+//! use stateful_redis_core::RedisConfig;
+//! use stateful_redis_pool::Pool;
+//!
+//! # async fn run() -> Result<(), stateful_redis_core::Error> {
+//! let pool = Pool::connect(&RedisConfig::with_url("redis://127.0.0.1:6379"), Vec::new()).await?;
+//! let mut conn = pool.shared().await?;
+//! let pong: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| {
+//!     stateful_redis_pool::map_redis_error(e, pool.response_timeout())
+//! })?;
+//! assert_eq!(pong, "PONG");
+//! println!("{:?}", pool.stats());
+//! # Ok(()) }
+//! ```
+
+mod connect;
+mod error;
+mod exclusive;
+mod pool;
+mod shared;
+
+pub use crate::connect::{ConnectHook, HookFuture};
+pub use crate::error::map_redis_error;
+pub use crate::exclusive::ExclusiveConnection;
+pub use crate::pool::{Pool, PoolStats};
+pub use crate::shared::SharedConnection;
+pub use redis;

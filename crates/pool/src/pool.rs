@@ -1,0 +1,254 @@
+//! The pool: shared multiplexed links for pipelined traffic, a bb8 pool for exclusive
+//! use, a background health check, statistics and live resize.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use stateful_redis_core::{Error, PoolConfig, RedisConfig};
+
+use crate::connect::{ConnectHook, Connector};
+use crate::exclusive::{ExclusiveConnection, Manager, ping};
+use crate::shared::{Link, LinkCounters, SharedConnection};
+
+/// Counts and gauges of one pool. Cumulative counters never go down, across resizes too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Shared multiplexed links configured.
+    pub shared_links: u32,
+    /// Shared links connected now.
+    pub shared_connected: u32,
+    /// Most exclusive connections allowed now.
+    pub max_size: u32,
+    /// Exclusive connections open now.
+    pub connections: u32,
+    /// Exclusive connections idle now.
+    pub idle: u32,
+    /// Exclusive connections checked out now.
+    pub in_use: u32,
+    /// Callers waiting for an exclusive connection now.
+    pub waiters: u64,
+    /// Checkouts that had to wait.
+    pub waits: u64,
+    /// Total time callers waited for a checkout.
+    pub wait_time: Duration,
+    /// Checkouts that gave up waiting.
+    pub timeouts: u64,
+    /// Connections opened (shared and exclusive).
+    pub created: u64,
+    /// Connections closed because they broke, failed a check or expired.
+    pub closed: u64,
+    /// Attempts to open a shared connection that failed.
+    pub failed_connects: u64,
+}
+
+/// Connections to one standalone Redis.
+///
+/// Pipelined traffic goes over a few shared multiplexed links ([`shared`](Self::shared)),
+/// so work in flight is not capped by a checkout per operation; the bb8 pool
+/// ([`exclusive`](Self::exclusive)) serves what needs a connection of its own. Every new
+/// connection runs the [`ConnectHook`]s (script preload) before serving anyone.
+/// Clones share the same connections.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    connector: Connector,
+    links: Box<[Arc<Link>]>,
+    next: AtomicUsize,
+    link_counters: Arc<LinkCounters>,
+    exclusive: RwLock<bb8::Pool<Manager>>,
+    /// Statistics of exclusive pools replaced by a resize.
+    retired: Mutex<PoolStats>,
+    config: Mutex<PoolConfig>,
+    closed: AtomicBool,
+}
+
+impl Pool {
+    /// Connects to the Redis of `config`, runs `hooks` on every new connection, and
+    /// starts the background health check. Fails if the first shared connection cannot
+    /// be opened (wrong address, wrong password), so a bad configuration shows at once.
+    ///
+    /// Needs a Tokio runtime.
+    pub async fn connect(config: &RedisConfig, hooks: Vec<Arc<dyn ConnectHook>>) -> Result<Self, Error> {
+        let connector = Connector::new(config, hooks)?;
+        let link_counters = Arc::new(LinkCounters::default());
+        let links = (0..config.pool.shared_connections)
+            .map(|_| Arc::new(Link::new(Arc::clone(&link_counters))))
+            .collect::<Box<[_]>>();
+        let exclusive = build_exclusive(&connector, &config.pool);
+        let inner = Arc::new(Inner {
+            connector,
+            links,
+            next: AtomicUsize::new(0),
+            link_counters,
+            exclusive: RwLock::new(exclusive),
+            retired: Mutex::new(PoolStats::default()),
+            config: Mutex::new(config.pool.clone()),
+            closed: AtomicBool::new(false),
+        });
+        // Open every shared link now: a bad address or password fails here.
+        for link in inner.links.iter() {
+            link.get(&inner.connector).await?;
+        }
+        tokio::spawn(health_check(Arc::downgrade(&inner), config.pool.health_check_interval));
+        Ok(Self { inner })
+    }
+
+    /// A shared multiplexed connection (round robin over the links), reopened first if it
+    /// broke. Use it for single commands and pipelines; never for `MULTI`/`WATCH`,
+    /// blocking commands or `SELECT`, which need [`exclusive`](Self::exclusive).
+    pub async fn shared(&self) -> Result<SharedConnection, Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.links.len();
+        self.inner.links[i].get(&self.inner.connector).await
+    }
+
+    /// A connection of its own, waiting up to the checkout timeout.
+    pub async fn exclusive(&self) -> Result<ExclusiveConnection, Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let pool = self.exclusive_pool();
+        match pool.get_owned().await {
+            Ok(inner) => Ok(ExclusiveConnection { inner }),
+            Err(bb8::RunError::User(e)) => Err(e),
+            Err(bb8::RunError::TimedOut) => Err(Error::PoolExhausted {
+                waited: pool.config().connection_timeout,
+            }),
+        }
+    }
+
+    fn exclusive_pool(&self) -> bb8::Pool<Manager> {
+        self.inner.exclusive.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The reply timeout every request is held to.
+    pub fn response_timeout(&self) -> Duration {
+        self.inner.connector.response_timeout
+    }
+
+    /// Changes the most exclusive connections allowed, live. Connections checked out
+    /// now finish their work and close when returned; new checkouts use the new size.
+    pub fn resize(&self, max_size: u32) -> Result<(), Error> {
+        let mut config = self.inner.config.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = config.clone();
+        next.max_size = max_size;
+        next.min_idle = next.min_idle.min(max_size);
+        let mut check = RedisConfig::default();
+        check.pool = next.clone();
+        check.validate()?;
+        let fresh = build_exclusive(&self.inner.connector, &next);
+        let old = std::mem::replace(&mut *self.inner.exclusive.write().unwrap_or_else(|p| p.into_inner()), fresh);
+        let mut retired = self.inner.retired.lock().unwrap_or_else(|p| p.into_inner());
+        add_cumulative(&mut retired, &old.state().statistics);
+        tracing::info!(from = config.max_size, to = max_size, "exclusive pool resized");
+        *config = next;
+        Ok(())
+    }
+
+    /// The current configuration of the pool.
+    pub fn config(&self) -> PoolConfig {
+        self.inner.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A snapshot of the pool's counts and gauges.
+    pub fn stats(&self) -> PoolStats {
+        let pool = self.exclusive_pool();
+        let state = pool.state();
+        let mut stats = self.inner.retired.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        add_cumulative(&mut stats, &state.statistics);
+        stats.shared_links = self.inner.links.len() as u32;
+        stats.shared_connected = self.inner.links.iter().filter(|l| l.is_connected()).count() as u32;
+        stats.max_size = pool.config().max_size;
+        stats.connections = state.connections;
+        stats.idle = state.idle_connections;
+        stats.in_use = state.connections.saturating_sub(state.idle_connections);
+        stats.waiters = state.statistics.pending_gets();
+        let links = &self.inner.link_counters;
+        stats.created += links.opened.load(Ordering::Relaxed);
+        stats.closed += links.closed.load(Ordering::Relaxed);
+        stats.failed_connects = links.failed_connects.load(Ordering::Relaxed);
+        stats
+    }
+
+    /// Stops handing out connections and closes the shared links. Requests already
+    /// sent finish; exclusive connections close as they are returned.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        for link in self.inner.links.iter() {
+            link.close();
+        }
+    }
+}
+
+fn add_cumulative(into: &mut PoolStats, from: &bb8::Statistics) {
+    into.waits += from.get_waited;
+    into.wait_time += from.get_wait_time;
+    into.timeouts += from.get_timed_out;
+    into.created += from.connections_created;
+    into.closed += from.connections_closed_broken
+        + from.connections_closed_invalid
+        + from.connections_closed_max_lifetime
+        + from.connections_closed_idle_timeout;
+}
+
+fn build_exclusive(connector: &Connector, config: &PoolConfig) -> bb8::Pool<Manager> {
+    bb8::Pool::builder()
+        .max_size(config.max_size)
+        .min_idle(Some(config.min_idle).filter(|&n| n > 0))
+        // A PING per checkout halves throughput; the health check runs in the background.
+        .test_on_check_out(false)
+        .connection_timeout(config.checkout_timeout)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .retry_connection(false)
+        .build_unchecked(Manager {
+            connector: connector.clone(),
+        })
+}
+
+/// Pings every shared link (reopening broken ones, so the pool heals without traffic)
+/// and the idle exclusive connections. Ends when the pool is dropped or closed.
+async fn health_check(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let timeout = inner.connector.response_timeout;
+        for link in inner.links.iter() {
+            // A failed PING retires the connection (SharedConnection does that), and a
+            // missing one is reopened here.
+            if let Ok(mut conn) = link.get(&inner.connector).await
+                && let Err(e) = ping(&mut conn, timeout).await
+            {
+                tracing::warn!(error = %e, "health check: shared connection failed PING");
+            }
+        }
+        let pool = inner.exclusive.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let idle = pool.state().idle_connections;
+        let mut held = Vec::with_capacity(idle as usize);
+        for _ in 0..idle {
+            // Only idle ones: never wait behind real users.
+            match tokio::time::timeout(Duration::from_millis(1), pool.get_owned()).await {
+                Ok(Ok(conn)) => held.push(ExclusiveConnection { inner: conn }),
+                _ => break,
+            }
+        }
+        for conn in &mut held {
+            if ping(conn, timeout).await.is_err() {
+                conn.discard();
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Running scripts: preload, `EVALSHA` with transparent `NOSCRIPT` recovery, alone or in pipelines.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
+use stateful_redis_core::Error;
+use stateful_redis_pool::{ConnectHook, HookFuture, map_redis_error};
+
+use crate::invocation::Invocation;
+use crate::script::{ALL, Script};
+
+/// Loads the scripts on connect and runs them with `NOSCRIPT` recovery.
+///
+/// A script cache flushed by `SCRIPT FLUSH`, a restart or a failover costs one
+/// `SCRIPT LOAD` and a resend: `NOSCRIPT` means the server did not run the command, so
+/// resending is always safe. Install it as a [`ConnectHook`] so every new connection
+/// (including every reconnect) loads the scripts before serving anyone.
+#[derive(Debug, Default)]
+pub struct Scripts {
+    preloads: AtomicU64,
+    reloads: AtomicU64,
+}
+
+/// Counts of script loading, for metrics and the advisor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScriptStats {
+    /// Times all scripts were loaded on a new connection.
+    pub preloads: u64,
+    /// Times a `NOSCRIPT` reply made a script load again.
+    pub reloads: u64,
+}
+
+fn is_noscript(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+fn script_error(script: &'static Script, e: RedisError, timeout: Duration) -> Error {
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::NoPerm) => map_redis_error(e, timeout),
+        ErrorKind::Server(_) | ErrorKind::Extension => Error::Script {
+            script: script.name(),
+            message: e.to_string(),
+        },
+        _ => map_redis_error(e, timeout),
+    }
+}
+
+fn into_result(value: Value) -> RedisResult<Value> {
+    match value {
+        Value::ServerError(e) => Err(e.into()),
+        other => Ok(other),
+    }
+}
+
+impl Scripts {
+    /// A registry with zeroed counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loads every script on `conn` in one pipeline and checks the digests Redis returns.
+    pub async fn preload<C: ConnectionLike + Send>(&self, conn: &mut C) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for script in ALL {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(script.source());
+        }
+        let shas: Vec<String> = pipe.query_async(conn).await?;
+        for (script, sha) in ALL.iter().zip(&shas) {
+            if sha != script.sha() {
+                return Err(RedisError::from((
+                    ErrorKind::Client,
+                    "SCRIPT LOAD returned an unexpected digest",
+                    format!("{}: expected {}, got {sha}", script.name(), script.sha()),
+                )));
+            }
+        }
+        self.preloads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn load<C: ConnectionLike + Send>(&self, conn: &mut C, script: &'static Script) -> RedisResult<()> {
+        let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(script.source()).query_async(conn).await?;
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(script = script.name(), "script reloaded after NOSCRIPT");
+        Ok(())
+    }
+
+    /// Runs one invocation, reloading the script once if the server lost it.
+    /// `timeout` is the response timeout, for the error it names.
+    pub async fn invoke<I: Invocation, C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        invocation: &I,
+        timeout: Duration,
+    ) -> Result<I::Reply, Error> {
+        let script = invocation.script();
+        let cmd = invocation.command();
+        let mut result = cmd.query_async::<Value>(conn).await.and_then(into_result);
+        if matches!(&result, Err(e) if is_noscript(e)) {
+            self.load(conn, script).await.map_err(|e| script_error(script, e, timeout))?;
+            result = cmd.query_async::<Value>(conn).await.and_then(into_result);
+        }
+        let reply = result.map_err(|e| script_error(script, e, timeout))?;
+        invocation.parse(reply).map_err(|detail| Error::UnexpectedReply {
+            what: script.name(),
+            detail,
+        })
+    }
+
+    /// Sends `calls` as one pipeline and returns each call's own result. Calls that met
+    /// `NOSCRIPT` are resent (after loading their scripts) in their original order; the
+    /// outer error is for a transport failure that lost every reply.
+    pub async fn invoke_pipeline<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        calls: &[(&'static Script, Cmd)],
+        timeout: Duration,
+    ) -> Result<Vec<Result<Value, Error>>, Error> {
+        let mut results: Vec<Option<Result<Value, Error>>> = (0..calls.len()).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..calls.len()).collect();
+        // The second round can only meet NOSCRIPT again if the cache is flushed between
+        // our SCRIPT LOAD and the resend; a third try covers that race too.
+        for round in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for &i in &pending {
+                pipe.add_command(calls[i].1.clone());
+            }
+            let replies: Vec<Value> = pipe.query_async(conn).await.map_err(|e| map_redis_error(e, timeout))?;
+            if replies.len() != pending.len() {
+                return Err(Error::UnexpectedReply {
+                    what: "pipeline",
+                    detail: format!("{} replies to {} commands", replies.len(), pending.len()),
+                });
+            }
+            let mut missing: Vec<usize> = Vec::new();
+            for (&i, reply) in pending.iter().zip(replies) {
+                match into_result(reply) {
+                    Err(e) if is_noscript(&e) && round < 2 => missing.push(i),
+                    Err(e) => results[i] = Some(Err(script_error(calls[i].0, e, timeout))),
+                    Ok(v) => results[i] = Some(Ok(v)),
+                }
+            }
+            let mut loaded: Vec<&'static str> = Vec::new();
+            for &i in &missing {
+                let script = calls[i].0;
+                if !loaded.contains(&script.name()) {
+                    self.load(conn, script).await.map_err(|e| script_error(script, e, timeout))?;
+                    loaded.push(script.name());
+                }
+            }
+            pending = missing;
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::UnexpectedReply {
+                        what: "pipeline",
+                        detail: "no reply".into(),
+                    })
+                })
+            })
+            .collect())
+    }
+
+    /// Preload and reload counts so far.
+    pub fn stats(&self) -> ScriptStats {
+        ScriptStats {
+            preloads: self.preloads.load(Ordering::Relaxed),
+            reloads: self.reloads.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl ConnectHook for Scripts {
+    fn on_connect<'a>(&'a self, conn: &'a mut MultiplexedConnection) -> HookFuture<'a> {
+        Box::pin(self.preload(conn))
+    }
+}

@@ -1,0 +1,70 @@
+//! `cargo xtask`: the project's tasks (test, lint, demo), written in Rust so that developers and CI run
+//! exactly the same commands.
+//!
+//! Reached through the alias in `.cargo/config.toml`; `cargo xtask` with no arguments prints the tasks.
+
+mod cmd;
+mod demo;
+mod lint;
+mod test;
+mod tools;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+/// What `cargo xtask`, `cargo xtask help` and an unknown task print.
+const HELP: &str = "\
+cargo xtask <TASK> [ARGS...]
+
+Tasks:
+  test [ARGS...]   install redis-server and redis-cli if missing (as root, with apt-get), then
+                   `cargo test --workspace [ARGS...]` (unit, integration and doc tests);
+                   ARGS go to cargo test, e.g. `cargo xtask test -p stateful-redis-core`
+  lint             `cargo fmt --check`, clippy and rustdoc with warnings denied: what CI checks
+  demo [ARGS...]   install Redis tools if missing, then run the release CLI:
+                   `stateful-redis load --duration 10 --concurrency 50 --workload put [ARGS...]`
+  help             print this help";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Printed by hand: `main() -> Result` would add a backtrace under RUST_BACKTRACE=1,
+            // which `test` sets and which says nothing about a failed command.
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Dispatches the task named by the first argument.
+fn run() -> anyhow::Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    let Some(task) = args.next() else {
+        print_help();
+        return Ok(());
+    };
+    let rest: Vec<OsString> = args.collect();
+    match task.to_str() {
+        Some("help" | "--help" | "-h") => {
+            print_help();
+            Ok(())
+        }
+        Some("test") => test::run(&rest),
+        Some("lint") => lint::run(&rest),
+        Some("demo") => demo::run(&rest),
+        _ => anyhow::bail!("unknown task `{}`\n\n{HELP}", task.to_string_lossy()),
+    }
+}
+
+/// Prints [`HELP`] to stdout, where a user asking for help expects it.
+#[allow(
+    clippy::print_stdout,
+    reason = "help that was asked for belongs on stdout; xtask is a command-line tool"
+)]
+fn print_help() {
+    println!("{HELP}");
+}
