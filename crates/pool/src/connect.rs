@@ -47,6 +47,11 @@ impl Connector {
     pub(crate) fn new(config: &RedisConfig, hooks: Vec<Arc<dyn ConnectHook>>) -> Result<Self, Error> {
         config.validate()?;
         let url = config.url.expose();
+        if config.url.is_tls() {
+            // redis-rs builds rustls without a crypto provider; install ring unless the
+            // application installed one already (then this is a no-op).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = match &config.tls_ca_file {
             Some(path) => {
                 let root = std::fs::read(path).map_err(|e| {

@@ -28,4 +28,4 @@ pub use crate::invocation::{
     Cas, CasReply, DeleteIf, DeleteReply, Get, Invocation, Malformed, Put, RawRecord, Transition, TransitionReply,
 };
 pub use crate::runner::{ScriptStats, Scripts};
-pub use crate::script::{ALL, CAS, DELETE_IF, GET, PUT, Script, TRANSITION};
+pub use crate::script::{ACL_COMMANDS, ALL, CAS, DELETE_IF, GET, PUT, Script, TRANSITION};

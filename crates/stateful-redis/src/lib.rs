@@ -1,1 +1,62 @@
-//! placeholder
+//! Versioned, atomic per-entity state on Redis, for services that run as many instances.
+//!
+//! A [`StatefulExecutor`] is the one entry point: it holds the connection pool and the
+//! Lua scripts, and hands out typed [`StateHandle`]s per namespace. Every operation is
+//! one script, atomic on the server: `get`, `put`, compare-and-set (`cas`),
+//! read-modify-write with bounded retries (`update`), state-machine `transition`s and
+//! `delete_if`. Bad input (ids, oversized values) is refused with a typed error before
+//! anything is sent; corrupt data in Redis is a typed error naming the entity.
+//!
+//! ```no_run
+//! use stateful_redis::{Error, StatefulExecutor, Version};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default)]
+//! struct Device { firmware: String, reboots: u32 }
+//!
+//! # async fn run() -> Result<(), Error> {
+//! let executor = StatefulExecutor::builder().url("redis://127.0.0.1:6379").build().await?;
+//! let devices = executor.state::<Device>("fleet")?;
+//!
+//! // Create only if absent, then change it without losing concurrent updates.
+//! let v1 = devices.cas("dev-1", Version::NONE, &Device::default()).await?;
+//! let updated = devices.update("dev-1", |d| {
+//!     let mut d = d.unwrap_or_default();
+//!     d.reboots += 1;
+//!     d
+//! }).await?;
+//! assert!(updated.version > v1);
+//!
+//! // A stale compare-and-set is refused with the current version.
+//! match devices.cas("dev-1", v1, &Device::default()).await {
+//!     Err(Error::Conflict { current, .. }) => assert_eq!(current, updated.version),
+//!     other => panic!("{other:?}"),
+//! }
+//!
+//! // A state machine: only from the allowed statuses ("" = no status yet).
+//! devices.transition("dev-1", &["", "offline"], "online", None).await?;
+//!
+//! executor.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Feature flags
+//! - `compression` (default): LZ4 compression of values above `state.compress_above`.
+//! - `msgpack`: the MessagePack codec (`SerdeCodec::msgpack()`).
+
+mod executor;
+mod state;
+
+pub use crate::executor::{ExecutorBuilder, StatefulExecutor};
+pub use crate::state::{StateHandle, Updated};
+#[doc(inline)]
+pub use stateful_redis_core::{
+    BytesCodec, Codec, CodecError, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig, InvalidId, KeyLayout,
+    Namespace, PoolConfig, RedisConfig, RedisUrl, Result, Secret, SerdeCodec, StateConfig, Version, Versioned,
+};
+#[doc(inline)]
+pub use stateful_redis_pool::{ExclusiveConnection, Pool, PoolStats, SharedConnection};
+#[doc(inline)]
+pub use stateful_redis_scripts::{ACL_COMMANDS, ScriptStats};
+
+pub use bytes;
+pub use redis;

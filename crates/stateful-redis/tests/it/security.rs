@@ -1,0 +1,71 @@
+//! ACL users, wrong passwords, and TLS.
+
+use stateful_redis::{Error, StatefulExecutor};
+use stateful_redis_test_support::RedisServer;
+
+use crate::{Counter, config_for};
+
+/// The keys and commands the executor needs, and nothing else.
+fn app_rules() -> String {
+    format!("~app:* {}", stateful_redis::ACL_COMMANDS)
+}
+
+#[tokio::test]
+async fn least_privilege_acl_user_works() {
+    let server = RedisServer::builder()
+        .require_admin_password("admin-pw")
+        .acl_user("app", "app-pw-5up3r", &app_rules())
+        .start();
+    let url = format!("redis://app:app-pw-5up3r@127.0.0.1:{}", server.port());
+    let exec = StatefulExecutor::builder()
+        .config(config_for(&url))
+        .build()
+        .await
+        .expect("the limited user connects");
+    let counters = exec.state::<Counter>("app").expect("namespace");
+    let v = counters.put("e", &Counter { n: 1 }).await.expect("put");
+    let got = counters.get("e").await.expect("get").expect("exists");
+    assert_eq!((got.version, got.value), (v, Counter { n: 1 }));
+    // Outside its key pattern the server refuses, and the error says so.
+    let other = exec.state::<Counter>("other").expect("namespace");
+    match other.put("e", &Counter { n: 1 }).await {
+        Err(Error::NoPermission { .. } | Error::Script { .. }) => {}
+        r => panic!("expected a permission error, got {r:?}"),
+    }
+    // The URL's password never shows in the executor's Debug output.
+    let debug = format!("{exec:?}");
+    assert!(!debug.contains("app-pw-5up3r"), "{debug}");
+}
+
+#[tokio::test]
+async fn wrong_password_is_an_auth_error_without_the_password() {
+    let server = RedisServer::builder()
+        .require_admin_password("admin-pw")
+        .acl_user("app", "right-pw", &app_rules())
+        .start();
+    let url = format!("redis://app:wr0ng-s3cret@127.0.0.1:{}", server.port());
+    let err = StatefulExecutor::builder()
+        .config(config_for(&url))
+        .build()
+        .await
+        .expect_err("a wrong password must fail");
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains("wr0ng-s3cret"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    let server = RedisServer::builder().tls().start();
+    let mut config = config_for(&server.tls_url().expect("TLS port"));
+    config.redis.tls_ca_file = Some(server.ca_cert_path().expect("CA").to_path_buf());
+    let exec = StatefulExecutor::builder().config(config).build().await.expect("TLS connects");
+    let counters = exec.state::<Counter>("it").expect("namespace");
+    counters.put("e", &Counter { n: 4 }).await.expect("put over TLS");
+    assert_eq!(counters.get("e").await.expect("get").expect("exists").value, Counter { n: 4 });
+    // Without the CA, the server's certificate is not trusted.
+    let untrusted = config_for(&server.tls_url().expect("TLS port"));
+    let err = StatefulExecutor::builder().config(untrusted).build().await.expect_err("untrusted CA");
+    assert!(matches!(err, Error::Connection { .. }), "{err:?}");
+}
