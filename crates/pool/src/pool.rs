@@ -219,8 +219,14 @@ async fn health_check(inner: Weak<Inner>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let Some(counters) = inner.upgrade().map(|i| Arc::clone(&i.link_counters)) else {
+        return;
+    };
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = counters.broken.notified() => {}
+        }
         let Some(inner) = inner.upgrade() else { return };
         if inner.closed.load(Ordering::Acquire) {
             return;

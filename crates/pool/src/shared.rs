@@ -18,6 +18,9 @@ pub(crate) struct LinkCounters {
     pub(crate) opened: AtomicU64,
     pub(crate) closed: AtomicU64,
     pub(crate) failed_connects: AtomicU64,
+    /// Woken when a request finds a connection broken: the health check then probes
+    /// every link at once, since a server restart breaks them all.
+    pub(crate) broken: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +107,7 @@ impl Link {
         if matches!(state.live, Some((_, g)) if g == generation) {
             state.live = None;
             self.counters.closed.fetch_add(1, Ordering::Relaxed);
+            self.counters.broken.notify_one();
             tracing::debug!(generation, "shared Redis connection broke; it reopens on next use");
         }
     }
