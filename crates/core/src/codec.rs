@@ -77,7 +77,9 @@ pub struct SerdeCodec {
 impl SerdeCodec {
     /// Writes JSON.
     pub fn json() -> Self {
-        Self { write: SerdeFormat::Json }
+        Self {
+            write: SerdeFormat::Json,
+        }
     }
 
     /// Writes MessagePack.
@@ -313,9 +315,15 @@ mod tests {
         let mut bomb = vec![FORMAT_JSON | COMPRESSED];
         bomb.extend_from_slice(&(1u32 << 30).to_le_bytes());
         bomb.extend_from_slice(b"xx");
-        assert!(matches!(env.open::<Device, _>(&SerdeCodec::json(), &bomb), Err(CodecError::Decompress(_))));
+        assert!(matches!(
+            env.open::<Device, _>(&SerdeCodec::json(), &bomb),
+            Err(CodecError::Decompress(_))
+        ));
         let truncated = [FORMAT_JSON | COMPRESSED, 1];
-        assert!(matches!(env.open::<Device, _>(&SerdeCodec::json(), &truncated), Err(CodecError::Decompress(_))));
+        assert!(matches!(
+            env.open::<Device, _>(&SerdeCodec::json(), &truncated),
+            Err(CodecError::Decompress(_))
+        ));
     }
 
     #[test]
@@ -323,9 +331,18 @@ mod tests {
         let env = Envelope::new(100, None);
         let codec = SerdeCodec::json();
         assert!(matches!(env.open::<Device, _>(&codec, b""), Err(CodecError::Empty)));
-        assert!(matches!(env.open::<Device, _>(&codec, b"\x7fxx"), Err(CodecError::UnknownFormat(0x7f))));
-        assert!(matches!(env.open::<Device, _>(&codec, b"\x01{not json"), Err(CodecError::Serde { .. })));
-        assert!(matches!(env.open::<Device, _>(&codec, b"garbage"), Err(CodecError::UnknownFormat(b'g'))));
+        assert!(matches!(
+            env.open::<Device, _>(&codec, b"\x7fxx"),
+            Err(CodecError::UnknownFormat(0x7f))
+        ));
+        assert!(matches!(
+            env.open::<Device, _>(&codec, b"\x01{not json"),
+            Err(CodecError::Serde { .. })
+        ));
+        assert!(matches!(
+            env.open::<Device, _>(&codec, b"garbage"),
+            Err(CodecError::UnknownFormat(b'g'))
+        ));
     }
 
     #[test]
@@ -333,7 +350,10 @@ mod tests {
         let env = Envelope::new(100, None);
         let stored = env.seal(&BytesCodec, &Bytes::from_static(b"abc")).expect("seal");
         assert_eq!(&stored[..], b"\x03abc");
-        assert_eq!(env.open(&BytesCodec, &stored).expect("open"), Bytes::from_static(b"abc"));
+        assert_eq!(
+            env.open(&BytesCodec, &stored).expect("open"),
+            Bytes::from_static(b"abc")
+        );
     }
 
     #[cfg(feature = "msgpack")]

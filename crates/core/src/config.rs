@@ -162,7 +162,9 @@ pub mod duration {
     /// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"` or plain milliseconds `"250"`.
     pub fn parse(text: &str) -> Result<Duration, String> {
         let text = text.trim();
-        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
         let number: f64 = number
             .parse()
@@ -364,7 +366,11 @@ impl ExecutorConfig {
 
 fn positive(field: &str, d: Duration) -> Result<(), ConfigError> {
     if d.is_zero() {
-        return Err(ConfigError::new(field, duration::format(d), "must be greater than zero"));
+        return Err(ConfigError::new(
+            field,
+            duration::format(d),
+            "must be greater than zero",
+        ));
     }
     Ok(())
 }
@@ -392,7 +398,10 @@ mod tests {
         assert_eq!(format!("{:?}", Secret::new("s3cret")), "\"***\"");
         let bad = RedisUrl::new("http://app:hunter2@host");
         let err = bad.validate("redis.url").expect_err("bad scheme").to_string();
-        assert!(!err.contains("hunter2") && err.contains("redis.url") && err.contains("http"), "{err}");
+        assert!(
+            !err.contains("hunter2") && err.contains("redis.url") && err.contains("http"),
+            "{err}"
+        );
         let garbage = RedisUrl::new("not a url :hunter2@x");
         let err = garbage.validate("redis.url").expect_err("unparseable").to_string();
         assert!(!err.contains("hunter2"), "{err}");

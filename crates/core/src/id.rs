@@ -154,14 +154,23 @@ mod tests {
             Err(InvalidId::TooLong { len: 258, max: 256, .. }) => {}
             other => panic!("unexpected {other:?}"),
         }
-        for (id, found) in [("a{b", '{'), ("a}b", '}'), ("a\nb", '\n'), ("a\0", '\0'), ("x\u{7f}", '\u{7f}')] {
+        for (id, found) in [
+            ("a{b", '{'),
+            ("a}b", '}'),
+            ("a\nb", '\n'),
+            ("a\0", '\0'),
+            ("x\u{7f}", '\u{7f}'),
+        ] {
             match validate_entity_id(id) {
                 Err(InvalidId::BadChar { found: f, .. }) => assert_eq!(f, found),
                 other => panic!("{id:?}: unexpected {other:?}"),
             }
         }
         let message = validate_entity_id("dev{1}").map_err(|e| e.to_string()).unwrap_err();
-        assert!(message.contains("\"dev{1}\"") && message.contains("hash tag"), "{message}");
+        assert!(
+            message.contains("\"dev{1}\"") && message.contains("hash tag"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@ pub use crate::codec::{
     BytesCodec, COMPRESSED, Codec, CodecError, Envelope, FORMAT_JSON, FORMAT_MSGPACK, FORMAT_RAW, SealError,
     SerdeCodec, SerdeFormat,
 };
-pub use crate::config::{ConfigError, ExecutorConfig, PoolConfig, RedisConfig, RedisUrl, Secret, StateConfig, duration};
+pub use crate::config::{
+    ConfigError, ExecutorConfig, PoolConfig, RedisConfig, RedisUrl, Secret, StateConfig, duration,
+};
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::id::{
     InvalidId, MAX_ENTITY_ID_LEN, MAX_NAMESPACE_LEN, MAX_STATUS_LEN, Namespace, validate_entity_id, validate_status,

@@ -63,7 +63,10 @@ impl Connector {
                 };
                 Client::build_with_tls(url, certs)
             }
-            #[allow(clippy::disallowed_methods, reason = "the pool is the one place that opens connections")]
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the pool is the one place that opens connections"
+            )]
             None => Client::open(url),
         }
         .map_err(|e| ConfigError::new("redis.url", config.url.redacted(), e.to_string()))?;

@@ -2,7 +2,6 @@
 
 use std::ops::{Deref, DerefMut};
 
-
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use stateful_redis_core::Error;

@@ -145,7 +145,10 @@ impl Pool {
         check.pool = next.clone();
         check.validate()?;
         let fresh = build_exclusive(&self.inner.connector, &next);
-        let old = std::mem::replace(&mut *self.inner.exclusive.write().unwrap_or_else(|p| p.into_inner()), fresh);
+        let old = std::mem::replace(
+            &mut *self.inner.exclusive.write().unwrap_or_else(|p| p.into_inner()),
+            fresh,
+        );
         let mut retired = self.inner.retired.lock().unwrap_or_else(|p| p.into_inner());
         add_cumulative(&mut retired, &old.state().statistics);
         tracing::info!(from = config.max_size, to = max_size, "exclusive pool resized");

@@ -158,7 +158,10 @@ fn tagged(reply: Value) -> Result<(i64, Vec<Value>), String> {
 }
 
 fn first(items: Vec<Value>) -> Result<Value, String> {
-    items.into_iter().next().ok_or_else(|| "reply is missing a field".to_owned())
+    items
+        .into_iter()
+        .next()
+        .ok_or_else(|| "reply is missing a field".to_owned())
 }
 
 impl Invocation for Get<'_> {
@@ -236,7 +239,11 @@ impl Invocation for Cas<'_> {
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(1).arg(self.key).arg(self.expected).arg(self.data).arg(self.ttl_ms);
+        cmd.arg(1)
+            .arg(self.key)
+            .arg(self.expected)
+            .arg(self.data)
+            .arg(self.ttl_ms);
     }
 
     fn parse(&self, reply: Value) -> Result<CasReply, String> {
@@ -270,7 +277,9 @@ impl Invocation for Transition<'_> {
         let (tag, items) = tagged(reply)?;
         match tag {
             1 => Ok(TransitionReply::Applied(int(&first(items)?)?)),
-            0 => Ok(TransitionReply::Refused(Some(text(first(items)?)?).filter(|s| !s.is_empty()))),
+            0 => Ok(TransitionReply::Refused(
+                Some(text(first(items)?)?).filter(|s| !s.is_empty()),
+            )),
             -1 => Ok(TransitionReply::NotFound),
             other => Err(format!("unknown outcome {other}")),
         }

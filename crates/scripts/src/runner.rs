@@ -82,7 +82,11 @@ impl Scripts {
     }
 
     async fn load<C: ConnectionLike + Send>(&self, conn: &mut C, script: &'static Script) -> RedisResult<()> {
-        let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(script.source()).query_async(conn).await?;
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(script.source())
+            .query_async(conn)
+            .await?;
         self.reloads.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(script = script.name(), "script reloaded after NOSCRIPT");
         Ok(())
@@ -100,7 +104,9 @@ impl Scripts {
         let cmd = invocation.command();
         let mut result = cmd.query_async::<Value>(conn).await.and_then(into_result);
         if matches!(&result, Err(e) if is_noscript(e)) {
-            self.load(conn, script).await.map_err(|e| script_error(script, e, timeout))?;
+            self.load(conn, script)
+                .await
+                .map_err(|e| script_error(script, e, timeout))?;
             result = cmd.query_async::<Value>(conn).await.and_then(into_result);
         }
         let reply = result.map_err(|e| script_error(script, e, timeout))?;
@@ -151,7 +157,9 @@ impl Scripts {
             for &i in &missing {
                 let script = calls[i].0;
                 if !loaded.contains(&script.name()) {
-                    self.load(conn, script).await.map_err(|e| script_error(script, e, timeout))?;
+                    self.load(conn, script)
+                        .await
+                        .map_err(|e| script_error(script, e, timeout))?;
                     loaded.push(script.name());
                 }
             }

@@ -50,8 +50,7 @@ pub static DELETE_IF: Script = Script::new("delete_if", include_str!("../lua/del
 /// The commands an ACL user needs for every script, as ACL rules: grant them with a key
 /// pattern for your namespaces, e.g. `ACL SETUSER app on >secret ~fleet:* <ACL_COMMANDS>`.
 /// Scripts run their commands as the calling user, so these include what the scripts call.
-pub const ACL_COMMANDS: &str =
-    "+evalsha +script|load +ping +time +hget +hmget +hset +hincrby +pexpire +exists +del";
+pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +time +hget +hmget +hset +hincrby +pexpire +exists +del";
 
 /// Every script, in the order they are preloaded.
 pub static ALL: [&Script; 5] = [&GET, &PUT, &CAS, &TRANSITION, &DELETE_IF];

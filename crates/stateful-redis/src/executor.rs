@@ -149,7 +149,11 @@ impl StatefulExecutor {
 
     /// A handle on the entities of `namespace`, whose values are `T` stored with `codec`.
     pub fn state_with_codec<T, C: Codec<T>>(&self, namespace: &str, codec: C) -> Result<StateHandle<T, C>, Error> {
-        Ok(StateHandle::new(Arc::clone(&self.inner), Namespace::new(namespace)?, codec))
+        Ok(StateHandle::new(
+            Arc::clone(&self.inner),
+            Namespace::new(namespace)?,
+            codec,
+        ))
     }
 
     /// The connection pool, for its statistics, resizing, or commands of your own.

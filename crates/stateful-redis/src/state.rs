@@ -254,11 +254,13 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     pub async fn delete_if(&self, entity: &str, expected: Version) -> Result<(), Error> {
         let key = self.state_key(entity)?;
         let _op = self.exec.begin()?;
-        match self.exec.run(&DeleteIf {
-            key: &key,
-            expected: expected.0,
-        })
-        .await?
+        match self
+            .exec
+            .run(&DeleteIf {
+                key: &key,
+                expected: expected.0,
+            })
+            .await?
         {
             DeleteReply::Deleted => Ok(()),
             DeleteReply::Conflict(current) => Err(Error::Conflict {

@@ -92,7 +92,10 @@ async fn unreachable_server_fails_at_connect_with_a_typed_error() {
         .await
         .expect("connect must not hang")
         .expect_err("nothing listens");
-    assert!(matches!(err, Error::Connection { .. } | Error::Timeout { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Connection { .. } | Error::Timeout { .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -10,7 +10,11 @@ async fn invalid_ids_and_oversized_values_send_nothing() {
     let server = RedisServer::start();
     let mut config = config_for(&server.url());
     config.state.max_value_size = 64;
-    let exec = stateful_redis::StatefulExecutor::builder().config(config).build().await.expect("connect");
+    let exec = stateful_redis::StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .expect("connect");
     let counters = exec.state::<Counter>("it").expect("namespace");
     let blobs = exec.state::<String>("it").expect("namespace");
     let before = command_calls(&server);
@@ -21,7 +25,10 @@ async fn invalid_ids_and_oversized_values_send_nothing() {
             other => panic!("{bad:?}: expected an invalid id, got {other:?}"),
         }
         assert!(matches!(counters.get(bad).await, Err(Error::InvalidId(_))));
-        assert!(matches!(counters.cas(bad, Version::NONE, &Counter::default()).await, Err(Error::InvalidId(_))));
+        assert!(matches!(
+            counters.cas(bad, Version::NONE, &Counter::default()).await,
+            Err(Error::InvalidId(_))
+        ));
     }
     match blobs.put("ok", &"y".repeat(100)).await {
         Err(Error::ValueTooLarge { entity, size, max }) => {
@@ -64,5 +71,8 @@ async fn corrupt_records_are_typed_errors_naming_the_entity() {
     }
     // A key of the wrong type.
     server.cli(&["SET", "it:{string}:s", "x"]);
-    assert!(matches!(counters.get("string").await, Err(Error::Script { script: "get", .. })));
+    assert!(matches!(
+        counters.get("string").await,
+        Err(Error::Script { script: "get", .. })
+    ));
 }

@@ -98,8 +98,15 @@ async fn stopped_server_fails_fast_and_restart_heals() {
             }
         }
     }
-    assert_eq!(healed, Some(Version(1)), "the executor did not heal (the restarted server keeps no data)");
-    assert_eq!(counters.get("e").await.expect("get").expect("exists").value, Counter { n: 3 });
+    assert_eq!(
+        healed,
+        Some(Version(1)),
+        "the executor did not heal (the restarted server keeps no data)"
+    );
+    assert_eq!(
+        counters.get("e").await.expect("get").expect("exists").value,
+        Counter { n: 3 }
+    );
     assert!(exec.pool_stats().created >= 3, "{:?}", exec.pool_stats());
 }
 
@@ -111,7 +118,9 @@ async fn shutdown_finishes_in_flight_work_then_refuses() {
     let mut tasks = Vec::new();
     for i in 0..200u64 {
         let counters = Arc::clone(&counters);
-        tasks.push(tokio::spawn(async move { counters.put(&format!("e{i}"), &Counter { n: i }).await }));
+        tasks.push(tokio::spawn(async move {
+            counters.put(&format!("e{i}"), &Counter { n: i }).await
+        }));
     }
     tokio::task::yield_now().await;
     exec.shutdown().await;

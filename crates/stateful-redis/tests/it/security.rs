@@ -60,12 +60,23 @@ async fn tls_with_a_private_ca() {
     let server = RedisServer::builder().tls().start();
     let mut config = config_for(&server.tls_url().expect("TLS port"));
     config.redis.tls_ca_file = Some(server.ca_cert_path().expect("CA").to_path_buf());
-    let exec = StatefulExecutor::builder().config(config).build().await.expect("TLS connects");
+    let exec = StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .expect("TLS connects");
     let counters = exec.state::<Counter>("it").expect("namespace");
     counters.put("e", &Counter { n: 4 }).await.expect("put over TLS");
-    assert_eq!(counters.get("e").await.expect("get").expect("exists").value, Counter { n: 4 });
+    assert_eq!(
+        counters.get("e").await.expect("get").expect("exists").value,
+        Counter { n: 4 }
+    );
     // Without the CA, the server's certificate is not trusted.
     let untrusted = config_for(&server.tls_url().expect("TLS port"));
-    let err = StatefulExecutor::builder().config(untrusted).build().await.expect_err("untrusted CA");
+    let err = StatefulExecutor::builder()
+        .config(untrusted)
+        .build()
+        .await
+        .expect_err("untrusted CA");
     assert!(matches!(err, Error::Connection { .. }), "{err:?}");
 }

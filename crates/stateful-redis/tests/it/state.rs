@@ -14,7 +14,11 @@ async fn concurrent_updates_lose_nothing() {
     let mut config = config_for(&server.url());
     // 64 writers on one key: bounded, but high enough that contention never gives up.
     config.state.update_max_attempts = 100_000;
-    let exec = StatefulExecutor::builder().config(config).build().await.expect("connect");
+    let exec = StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .expect("connect");
     let counters = Arc::new(exec.state::<Counter>("it").expect("namespace"));
     let mut tasks = Vec::new();
     for _ in 0..64 {
@@ -49,7 +53,10 @@ async fn stale_cas_conflicts_with_current_version_and_changes_nothing() {
     let server = RedisServer::start();
     let exec = executor(&server).await;
     let counters = exec.state::<Counter>("it").expect("namespace");
-    let v1 = counters.cas("e", Version::NONE, &Counter { n: 1 }).await.expect("create");
+    let v1 = counters
+        .cas("e", Version::NONE, &Counter { n: 1 })
+        .await
+        .expect("create");
     assert_eq!(v1, Version(1));
     // Creating again must conflict: it exists.
     match counters.cas("e", Version::NONE, &Counter { n: 9 }).await {
@@ -69,7 +76,11 @@ async fn stale_cas_conflicts_with_current_version_and_changes_nothing() {
     }
     let now = counters.get("e").await.expect("get").expect("exists");
     assert_eq!((now.version, now.value), (Version(2), Counter { n: 2 }));
-    assert!(now.updated_ms > 1_600_000_000_000, "server time in ms: {}", now.updated_ms);
+    assert!(
+        now.updated_ms > 1_600_000_000_000,
+        "server time in ms: {}",
+        now.updated_ms
+    );
 }
 
 #[tokio::test]
@@ -83,9 +94,15 @@ async fn transitions_only_from_allowed_statuses() {
     }
     let v1 = devices.put("d", &Counter { n: 1 }).await.expect("put");
     // No status yet: "" allows it.
-    let v2 = devices.transition("d", &["", "offline"], "online", None).await.expect("to online");
+    let v2 = devices
+        .transition("d", &["", "offline"], "online", None)
+        .await
+        .expect("to online");
     assert_eq!(v2, Version(v1.0 + 1));
-    match devices.transition("d", &["offline"], "maintenance", Some(&Counter { n: 7 })).await {
+    match devices
+        .transition("d", &["offline"], "maintenance", Some(&Counter { n: 7 }))
+        .await
+    {
         Err(Error::TransitionRefused { entity, actual }) => {
             assert_eq!(entity, "d");
             assert_eq!(actual.as_deref(), Some("online"));
@@ -148,13 +165,20 @@ async fn raw_bytes_and_compressed_values_round_trip() {
     let server = RedisServer::start();
     let mut config = config_for(&server.url());
     config.state.compress_above = Some(256);
-    let exec = StatefulExecutor::builder().config(config).build().await.expect("connect");
+    let exec = StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .expect("connect");
     let blobs = exec
         .state_with_codec::<stateful_redis::bytes::Bytes, _>("it", stateful_redis::BytesCodec)
         .expect("namespace");
     let big = stateful_redis::bytes::Bytes::from(vec![b'x'; 10_000]);
     blobs.put("b", &big).await.expect("put");
     let stored = server.cli(&["HSTRLEN", "it:{b}:s", "d"]);
-    assert!(stored.parse::<usize>().expect("len") < 1_000, "stored {stored} bytes: not compressed");
+    assert!(
+        stored.parse::<usize>().expect("len") < 1_000,
+        "stored {stored} bytes: not compressed"
+    );
     assert_eq!(blobs.get("b").await.expect("get").expect("exists").value, big);
 }

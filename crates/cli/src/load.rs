@@ -1,0 +1,306 @@
+//! `stateful-redis load`: many concurrent callers driving one workload, then a summary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use stateful_redis::bytes::Bytes;
+use stateful_redis::{BytesCodec, Error, ExecutorConfig, RedisUrl, StateHandle, StatefulExecutor, Version};
+
+use crate::embedded::EmbeddedRedis;
+
+/// What each operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Workload {
+    /// One unconditional versioned write (`put` script) per operation.
+    Put,
+    /// One compare-and-set per operation, at the caller's last known version.
+    Cas,
+    /// One read-modify-write (`get` + `cas`, retried on conflict) per operation.
+    Update,
+}
+
+/// Options of `load`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoadArgs {
+    /// Redis URL; without it a throw-away redis-server is started on a free port.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Distinct entities the operations spread over.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    entities: u64,
+    /// Total operations (default 100000 unless --duration is given).
+    #[arg(long, conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+    ops: Option<u64>,
+    /// Run for this many seconds instead of a number of operations.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    concurrency: u32,
+    /// Bytes of each value written.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// What each operation does.
+    #[arg(long, value_enum, default_value_t = Workload::Put)]
+    workload: Workload,
+    /// Print one JSON object on stdout instead of the text summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The summary of a run.
+#[derive(Debug, serde::Serialize)]
+struct Summary {
+    ops: u64,
+    ok: u64,
+    conflicts: u64,
+    errors: u64,
+    ops_per_sec: f64,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    redis: String,
+    workload: Workload,
+    concurrency: u32,
+    entities: u64,
+    value_size: usize,
+    elapsed_s: f64,
+    update_retries: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    issued: AtomicU64,
+    done: AtomicU64,
+    ok: AtomicU64,
+    conflicts: AtomicU64,
+    errors: AtomicU64,
+    retries: AtomicU64,
+}
+
+enum Limit {
+    Ops(u64),
+    Until(Instant),
+}
+
+pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d > 0.0)
+    {
+        anyhow::bail!("--duration must be a positive number of seconds, not {d}");
+    }
+    let (_embedded, url) = match &args.redis {
+        Some(url) => (None, url.clone()),
+        None => {
+            let server = EmbeddedRedis::start()?;
+            let url = server.url();
+            eprintln!("no --redis given: started a throw-away redis-server at {url}; it stops when the run ends");
+            (Some(server), url)
+        }
+    };
+    let mut config = ExecutorConfig::default();
+    config.redis.url = RedisUrl::new(url.clone());
+    config.state.update_max_attempts = 1000;
+    let shown = config.redis.url.redacted();
+    let exec = StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .with_context(|| format!("connecting to {shown}"))?;
+    let handle = exec.state_with_codec::<Bytes, _>("load", BytesCodec)?;
+    let value = Bytes::from(vec![b'v'; args.value_size]);
+    let limit = match (args.ops, args.duration) {
+        (_, Some(secs)) => Limit::Until(Instant::now() + Duration::from_secs_f64(secs)),
+        (Some(n), None) => Limit::Ops(n),
+        (None, None) => Limit::Ops(100_000),
+    };
+    let limit = Arc::new(limit);
+    let counters = Arc::new(Counters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let progress = tokio::spawn(progress(Arc::clone(&counters), Arc::clone(&stop), exec.clone()));
+    let mut workers = Vec::with_capacity(args.concurrency as usize);
+    for worker in 0..args.concurrency {
+        let job = Worker {
+            handle: handle.clone(),
+            value: value.clone(),
+            workload: args.workload,
+            entities: args.entities,
+            rng: 0x9E37_79B9_7F4A_7C15 ^ (u64::from(worker) + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+            counters: Arc::clone(&counters),
+            limit: Arc::clone(&limit),
+        };
+        workers.push(tokio::spawn(job.run()));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
+    for worker in workers {
+        histogram
+            .add(worker.await.context("worker")?)
+            .context("merging latencies")?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = progress.await;
+    exec.shutdown().await;
+    let c = &counters;
+    let ops = c.done.load(Ordering::Relaxed);
+    let summary = Summary {
+        ops,
+        ok: c.ok.load(Ordering::Relaxed),
+        conflicts: c.conflicts.load(Ordering::Relaxed),
+        errors: c.errors.load(Ordering::Relaxed),
+        ops_per_sec: (ops as f64 / elapsed * 10.0).round() / 10.0,
+        p50_us: histogram.value_at_quantile(0.50),
+        p90_us: histogram.value_at_quantile(0.90),
+        p99_us: histogram.value_at_quantile(0.99),
+        max_us: histogram.max(),
+        redis: shown,
+        workload: args.workload,
+        concurrency: args.concurrency,
+        entities: args.entities,
+        value_size: args.value_size,
+        elapsed_s: (elapsed * 1000.0).round() / 1000.0,
+        update_retries: c.retries.load(Ordering::Relaxed),
+    };
+    print_summary(&summary, args.json)?;
+    if summary.errors > 0 {
+        anyhow::bail!("{} operations failed", summary.errors);
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the summary is the command's output")]
+fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+    } else {
+        println!(
+            "{} ops ({} ok, {} conflicts, {} errors) in {:.2} s: {:.0} ops/s, latency p50 {} µs, p90 {} µs, p99 {} µs, max {} µs",
+            s.ops, s.ok, s.conflicts, s.errors, s.elapsed_s, s.ops_per_sec, s.p50_us, s.p90_us, s.p99_us, s.max_us
+        );
+        println!(
+            "workload {:?}, {} callers, {} entities, {}-byte values, on {}",
+            s.workload, s.concurrency, s.entities, s.value_size, s.redis
+        );
+    }
+    Ok(())
+}
+
+/// One line a second on stderr: throughput and pool state.
+async fn progress(counters: Arc<Counters>, stop: Arc<AtomicBool>, exec: StatefulExecutor) {
+    let mut last = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut second = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        second += 1;
+        let done = counters.done.load(Ordering::Relaxed);
+        let pool = exec.pool_stats();
+        eprintln!(
+            "[{second:>3}s] {:>8} ops/s  total {done}  errors {}  in flight {}  shared links {}/{}",
+            done - last,
+            counters.errors.load(Ordering::Relaxed),
+            exec.in_flight(),
+            pool.shared_connected,
+            pool.shared_links,
+        );
+        last = done;
+    }
+}
+
+struct Worker {
+    handle: StateHandle<Bytes, BytesCodec>,
+    value: Bytes,
+    workload: Workload,
+    entities: u64,
+    rng: u64,
+    counters: Arc<Counters>,
+    limit: Arc<Limit>,
+}
+
+impl Worker {
+    fn next_entity(&mut self) -> u64 {
+        // xorshift64*: cheap and good enough to spread keys.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % self.entities
+    }
+
+    fn claim(&self) -> bool {
+        match *self.limit {
+            Limit::Ops(n) => self.counters.issued.fetch_add(1, Ordering::Relaxed) < n,
+            Limit::Until(deadline) => Instant::now() < deadline,
+        }
+    }
+
+    async fn run(mut self) -> Histogram<u64> {
+        // Bounds are valid constants; `new_with_bounds` cannot fail for them.
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!());
+        let mut known: std::collections::HashMap<u64, Version> = std::collections::HashMap::new();
+        let mut id = String::with_capacity(24);
+        let mut reported = 0u32;
+        while self.claim() {
+            let entity = self.next_entity();
+            id.clear();
+            use std::fmt::Write as _;
+            let _ = write!(id, "e{entity}");
+            let start = Instant::now();
+            let result = match self.workload {
+                Workload::Put => self.handle.put(&id, &self.value).await.map(|_| ()),
+                Workload::Cas => {
+                    let expected = known.get(&entity).copied().unwrap_or(Version::NONE);
+                    match self.handle.cas(&id, expected, &self.value).await {
+                        Ok(v) => {
+                            known.insert(entity, v);
+                            Ok(())
+                        }
+                        Err(Error::Conflict { current, .. }) => {
+                            known.insert(entity, current);
+                            Err(Error::Conflict {
+                                entity: String::new(),
+                                expected,
+                                current,
+                            })
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Workload::Update => {
+                    let value = &self.value;
+                    match self.handle.update(&id, |_| value.clone()).await {
+                        Ok(updated) => {
+                            self.counters
+                                .retries
+                                .fetch_add(u64::from(updated.attempts - 1), Ordering::Relaxed);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            let micros = (start.elapsed().as_micros() as u64).max(1);
+            let _ = histogram.record(micros);
+            let c = &self.counters;
+            c.done.fetch_add(1, Ordering::Relaxed);
+            match result {
+                Ok(()) => c.ok.fetch_add(1, Ordering::Relaxed),
+                Err(Error::Conflict { .. }) => c.conflicts.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    if reported < 3 {
+                        reported += 1;
+                        tracing::warn!(error = %e, "operation failed");
+                    }
+                    c.errors.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+        histogram
+    }
+}
