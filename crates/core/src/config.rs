@@ -345,6 +345,93 @@ impl StateConfig {
     }
 }
 
+/// Exactly-once message handling (`apply_once`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct IdempotencyConfig {
+    /// Most message ids remembered per entity (default 128); older ones are forgotten first.
+    pub keep: u32,
+    /// Longest a message id is remembered (default 24 h).
+    #[serde(with = "duration")]
+    pub keep_for: Duration,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            keep: 128,
+            keep_for: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Ownership leases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LeaseConfig {
+    /// Share of the ttl subtracted from a lease's validity for clock drift (default 0.01).
+    pub drift_factor: f64,
+    /// Fixed time subtracted from a lease's validity (default 2 ms).
+    #[serde(with = "duration")]
+    pub drift_min: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            drift_factor: 0.01,
+            drift_min: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Presence of active entities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PresenceConfig {
+    /// Shards (sorted sets, each under its own hash tag) entities spread over (default 16).
+    /// Changing it moves entities to other shards: change it only with presence empty.
+    pub shards: u32,
+    /// An entity is active while its last heartbeat is this recent (default 30 s).
+    #[serde(with = "duration")]
+    pub window: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            shards: 16,
+            window: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Retries of operations whose outcome is unknown (timeouts, broken connections).
+/// Only operations that are safe to repeat are retried: reads, `apply_once` (same message
+/// id), fenced writes and lease acquire/renew. Plain writes are never re-sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (default 3; 1 turns retries off).
+    pub attempts: u32,
+    /// Pause before the first retry, doubled for each next one (default 20 ms).
+    #[serde(with = "duration")]
+    pub backoff: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            backoff: Duration::from_millis(20),
+        }
+    }
+}
+
 /// Everything the executor is built from.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -354,13 +441,35 @@ pub struct ExecutorConfig {
     pub redis: RedisConfig,
     /// Value storage settings.
     pub state: StateConfig,
+    /// Exactly-once message handling.
+    pub idempotency: IdempotencyConfig,
+    /// Ownership leases.
+    pub leases: LeaseConfig,
+    /// Presence of active entities.
+    pub presence: PresenceConfig,
+    /// Retries of operations that are safe to repeat.
+    pub retry: RetryConfig,
 }
 
 impl ExecutorConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.redis.validate()?;
-        self.state.validate()
+        self.state.validate()?;
+        // The write script forgets ids in one call: keep the batch Lua can unpack.
+        at_least("idempotency.keep", self.idempotency.keep, 1, 5_000)?;
+        positive("idempotency.keep_for", self.idempotency.keep_for)?;
+        let drift = self.leases.drift_factor;
+        if !(0.0..0.5).contains(&drift) {
+            return Err(ConfigError::new(
+                "leases.drift_factor",
+                drift,
+                "must be from 0 to below 0.5",
+            ));
+        }
+        at_least("presence.shards", self.presence.shards, 1, 16_384)?;
+        positive("presence.window", self.presence.window)?;
+        at_least("retry.attempts", self.retry.attempts, 1, 100)
     }
 }
 

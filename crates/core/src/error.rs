@@ -21,6 +21,14 @@ pub enum Error {
     /// An entity id, namespace or status was refused before anything was sent.
     #[error("invalid input: {0}")]
     InvalidId(#[from] InvalidId),
+    /// An argument is out of range (a zero TTL, say); nothing was sent.
+    #[error("invalid argument {name}: {reason}")]
+    InvalidArgument {
+        /// The argument.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A compare-and-set found another version.
     #[error("conflict on entity {entity:?}: expected {expected}, found {current}")]
     Conflict {
@@ -52,6 +60,37 @@ pub enum Error {
         entity: String,
         /// Its actual status (`None`: no status set yet).
         actual: Option<String>,
+    },
+    /// A lease is held by someone else.
+    #[error("entity {entity:?}: lease held by {holder:?} for {expires_in:?} more")]
+    LeaseHeld {
+        /// The entity.
+        entity: String,
+        /// Who holds it.
+        holder: String,
+        /// How long its lease still runs.
+        expires_in: Duration,
+    },
+    /// The lease expired or was taken over: its holder no longer owns the entity.
+    #[error("entity {entity:?}: lease with token {token} is lost (now held by {holder:?})")]
+    LeaseLost {
+        /// The entity.
+        entity: String,
+        /// The token of the lost lease.
+        token: u64,
+        /// Who holds the entity now, if anyone.
+        holder: Option<String>,
+    },
+    /// A fenced write was refused: its token is older than the entity's newest, or its
+    /// lease is gone. Nothing was changed.
+    #[error("entity {entity:?}: write with fence {token} refused; the current fence is {current}")]
+    Fenced {
+        /// The entity.
+        entity: String,
+        /// The token the write carried.
+        token: u64,
+        /// The entity's newest token.
+        current: u64,
     },
     /// A value is larger than the configured limit; nothing was sent.
     #[error("entity {entity:?}: value is {size} bytes encoded, over the limit of {max}")]
@@ -160,6 +199,8 @@ pub enum Error {
 pub enum ErrorKind {
     /// [`Error::InvalidId`].
     InvalidId,
+    /// [`Error::InvalidArgument`].
+    InvalidArgument,
     /// [`Error::Conflict`].
     Conflict,
     /// [`Error::TooManyConflicts`].
@@ -168,6 +209,12 @@ pub enum ErrorKind {
     NotFound,
     /// [`Error::TransitionRefused`].
     TransitionRefused,
+    /// [`Error::LeaseHeld`].
+    LeaseHeld,
+    /// [`Error::LeaseLost`].
+    LeaseLost,
+    /// [`Error::Fenced`].
+    Fenced,
     /// [`Error::ValueTooLarge`].
     ValueTooLarge,
     /// [`Error::Encode`].
@@ -203,10 +250,14 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidId => "invalid_id",
+            ErrorKind::InvalidArgument => "invalid_argument",
             ErrorKind::Conflict => "conflict",
             ErrorKind::TooManyConflicts => "too_many_conflicts",
             ErrorKind::NotFound => "not_found",
             ErrorKind::TransitionRefused => "transition_refused",
+            ErrorKind::LeaseHeld => "lease_held",
+            ErrorKind::LeaseLost => "lease_lost",
+            ErrorKind::Fenced => "fenced",
             ErrorKind::ValueTooLarge => "value_too_large",
             ErrorKind::Encode => "encode",
             ErrorKind::Decode => "decode",
@@ -230,10 +281,14 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidId(_) => ErrorKind::InvalidId,
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::TooManyConflicts { .. } => ErrorKind::TooManyConflicts,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::TransitionRefused { .. } => ErrorKind::TransitionRefused,
+            Error::LeaseHeld { .. } => ErrorKind::LeaseHeld,
+            Error::LeaseLost { .. } => ErrorKind::LeaseLost,
+            Error::Fenced { .. } => ErrorKind::Fenced,
             Error::ValueTooLarge { .. } => ErrorKind::ValueTooLarge,
             Error::Encode { .. } => ErrorKind::Encode,
             Error::Decode { .. } => ErrorKind::Decode,

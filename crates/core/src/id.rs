@@ -103,6 +103,19 @@ pub fn validate_status(status: &str) -> Result<(), InvalidId> {
     check("status", status, MAX_STATUS_LEN, false)
 }
 
+/// The longest lease owner or message id accepted, in bytes of UTF-8.
+pub const MAX_TOKEN_LEN: usize = 256;
+
+/// Checks a lease owner name: 1 to 256 bytes of UTF-8, no control characters.
+pub fn validate_owner(owner: &str) -> Result<(), InvalidId> {
+    check("lease owner", owner, MAX_TOKEN_LEN, false)
+}
+
+/// Checks a message id for `apply_once`: 1 to 256 bytes of UTF-8, no control characters.
+pub fn validate_message_id(id: &str) -> Result<(), InvalidId> {
+    check("message id", id, MAX_TOKEN_LEN, false)
+}
+
 /// A key namespace: 1 to 64 bytes of UTF-8, no braces, no control characters.
 ///
 /// The namespace stays outside the hash tag, so entities of one namespace spread

@@ -8,8 +8,10 @@ pub const STATE_SUFFIX: &str = ":s";
 pub const LEASE_SUFFIX: &str = ":l";
 /// Suffix of the fence counter.
 pub const FENCE_SUFFIX: &str = ":f";
-/// Suffix of the recent message ids.
+/// Suffix of the recent message ids (zset: id -> ms).
 pub const MESSAGES_SUFFIX: &str = ":m";
+/// Suffix of the first outcomes of recent messages (hash: id -> outcome).
+pub const OUTCOMES_SUFFIX: &str = ":mr";
 
 /// Builds the keys of entities in one namespace: `<ns>:{<entity>}:<kind>`.
 ///
@@ -66,6 +68,18 @@ impl KeyLayout {
     pub fn messages(&self, entity: &str) -> String {
         self.key(entity, MESSAGES_SUFFIX)
     }
+
+    /// The first outcomes of `entity`'s recent messages.
+    pub fn outcomes(&self, entity: &str) -> String {
+        self.key(entity, OUTCOMES_SUFFIX)
+    }
+
+    /// Presence shard `shard`: `<ns>:presence:{<shard>}`, each shard under its own hash tag.
+    pub fn presence(&self, shard: u32) -> String {
+        // The prefix ends with the hash tag's opening brace: `<ns>:{`.
+        let namespace = &self.prefix[..self.prefix.len() - 2];
+        format!("{namespace}:presence:{{{shard}}}")
+    }
 }
 
 #[cfg(test)]
@@ -79,6 +93,8 @@ mod tests {
         assert_eq!(keys.lease("d"), "app:{d}:l");
         assert_eq!(keys.fence("d"), "app:{d}:f");
         assert_eq!(keys.messages("d"), "app:{d}:m");
+        assert_eq!(keys.outcomes("d"), "app:{d}:mr");
+        assert_eq!(keys.presence(7), "app:presence:{7}");
         let mut buf = String::from("junk");
         keys.write_key("x", STATE_SUFFIX, &mut buf);
         assert_eq!(buf, "app:{x}:s");

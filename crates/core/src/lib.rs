@@ -33,11 +33,13 @@ pub use crate::codec::{
     SerdeCodec, SerdeFormat,
 };
 pub use crate::config::{
-    ConfigError, ExecutorConfig, PoolConfig, RedisConfig, RedisUrl, Secret, StateConfig, duration,
+    ConfigError, ExecutorConfig, IdempotencyConfig, LeaseConfig, PoolConfig, PresenceConfig, RedisConfig, RedisUrl,
+    RetryConfig, Secret, StateConfig, duration,
 };
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::id::{
-    InvalidId, MAX_ENTITY_ID_LEN, MAX_NAMESPACE_LEN, MAX_STATUS_LEN, Namespace, validate_entity_id, validate_status,
+    InvalidId, MAX_ENTITY_ID_LEN, MAX_NAMESPACE_LEN, MAX_STATUS_LEN, MAX_TOKEN_LEN, Namespace, validate_entity_id,
+    validate_message_id, validate_owner, validate_status,
 };
-pub use crate::keys::{FENCE_SUFFIX, KeyLayout, LEASE_SUFFIX, MESSAGES_SUFFIX, STATE_SUFFIX};
+pub use crate::keys::{FENCE_SUFFIX, KeyLayout, LEASE_SUFFIX, MESSAGES_SUFFIX, OUTCOMES_SUFFIX, STATE_SUFFIX};
 pub use crate::version::{Version, Versioned};

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use redis::{Cmd, Value};
 
-use crate::script::{CAS, DELETE_IF, GET, PUT, Script, TRANSITION};
+use crate::script::{ACQUIRE, GET, PRESENCE, RELEASE, RENEW, Script, WRITE};
 
 /// A call of one script: what it sends and how its reply reads.
 pub trait Invocation {
@@ -42,90 +42,11 @@ pub struct RawRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed(pub String);
 
-/// What a conditional write found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CasReply {
-    /// Applied; the new version.
-    Applied(u64),
-    /// Not applied; the current version (0: the entity does not exist).
-    Conflict(u64),
-}
-
-/// What a transition found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransitionReply {
-    /// Applied; the new version.
-    Applied(u64),
-    /// Refused; the actual status (`None`: no status yet).
-    Refused(Option<String>),
-    /// The entity does not exist.
-    NotFound,
-}
-
-/// What a conditional delete found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeleteReply {
-    /// Deleted.
-    Deleted,
-    /// Not deleted; the current version.
-    Conflict(u64),
-    /// The entity does not exist.
-    NotFound,
-}
-
 /// `get`: reads the state hash.
 #[derive(Debug, Clone, Copy)]
 pub struct Get<'a> {
     /// The state hash key.
     pub key: &'a str,
-}
-
-/// `put`: writes unconditionally.
-#[derive(Debug, Clone, Copy)]
-pub struct Put<'a> {
-    /// The state hash key.
-    pub key: &'a str,
-    /// The encoded value.
-    pub data: &'a [u8],
-    /// Expiry in ms; 0 leaves it as it is.
-    pub ttl_ms: u64,
-}
-
-/// `cas`: writes at an expected version.
-#[derive(Debug, Clone, Copy)]
-pub struct Cas<'a> {
-    /// The state hash key.
-    pub key: &'a str,
-    /// The expected version; 0: the entity must not exist.
-    pub expected: u64,
-    /// The encoded value.
-    pub data: &'a [u8],
-    /// Expiry in ms; 0 leaves it as it is.
-    pub ttl_ms: u64,
-}
-
-/// `transition`: moves to `to` from one of `from`, optionally writing a value.
-#[derive(Debug, Clone, Copy)]
-pub struct Transition<'a> {
-    /// The state hash key.
-    pub key: &'a str,
-    /// Allowed current statuses; `""` stands for "no status yet".
-    pub from: &'a [&'a str],
-    /// The new status.
-    pub to: &'a str,
-    /// A new encoded value, if any.
-    pub data: Option<&'a [u8]>,
-    /// Expiry in ms; 0 leaves it as it is.
-    pub ttl_ms: u64,
-}
-
-/// `delete_if`: deletes at an expected version.
-#[derive(Debug, Clone, Copy)]
-pub struct DeleteIf<'a> {
-    /// The state hash key.
-    pub key: &'a str,
-    /// The expected version.
-    pub expected: u64,
 }
 
 fn int(v: &Value) -> Result<u64, String> {
@@ -215,95 +136,371 @@ impl Invocation for Get<'_> {
     }
 }
 
-impl Invocation for Put<'_> {
-    type Reply = u64;
-
-    fn script(&self) -> &'static Script {
-        &PUT
-    }
-
-    fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(1).arg(self.key).arg(self.data).arg(self.ttl_ms);
-    }
-
-    fn parse(&self, reply: Value) -> Result<u64, String> {
-        int(&reply)
-    }
+/// What a write does.
+#[derive(Debug, Clone, Copy)]
+pub enum WriteOp<'a> {
+    /// Write unconditionally.
+    Put,
+    /// Write only at this version (0: only if absent).
+    Cas {
+        /// The expected version.
+        expected: u64,
+    },
+    /// Move to status `to` from one of `from` (`""`: no status yet).
+    Transition {
+        /// Allowed current statuses.
+        from: &'a [&'a str],
+        /// The new status.
+        to: &'a str,
+    },
+    /// Delete only at this version.
+    Delete {
+        /// The expected version.
+        expected: u64,
+    },
 }
 
-impl Invocation for Cas<'_> {
-    type Reply = CasReply;
+/// The keys a fenced or idempotent write also touches (all under the entity's hash tag).
+#[derive(Debug, Clone, Copy)]
+pub struct GuardKeys<'a> {
+    /// The fence counter.
+    pub fence: &'a str,
+    /// The lease.
+    pub lease: &'a str,
+    /// The message ids (zset).
+    pub messages: &'a str,
+    /// The first outcomes of messages (hash).
+    pub outcomes: &'a str,
+}
 
-    fn script(&self) -> &'static Script {
-        &CAS
-    }
+/// How long message ids are remembered per entity.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageWindow {
+    /// Most ids kept per entity.
+    pub keep: u32,
+    /// Longest an id is kept, in ms.
+    pub keep_ms: u64,
+}
 
-    fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(1)
-            .arg(self.key)
-            .arg(self.expected)
-            .arg(self.data)
-            .arg(self.ttl_ms);
-    }
+/// `write`: one state change, optionally fenced and/or idempotent.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    /// The state hash key.
+    pub key: &'a str,
+    /// What to do.
+    pub op: WriteOp<'a>,
+    /// A new encoded value (required for put and cas).
+    pub data: Option<&'a [u8]>,
+    /// Expiry in ms; 0 leaves it as it is.
+    pub ttl_ms: u64,
+    /// Keys for fencing and idempotency; required when `fence` or `message` is set.
+    pub guard: Option<GuardKeys<'a>>,
+    /// Fencing token (0: not fenced).
+    pub fence: u64,
+    /// Message id for exactly-once application, and how long ids are kept.
+    pub message: Option<(&'a str, MessageWindow)>,
+}
 
-    fn parse(&self, reply: Value) -> Result<CasReply, String> {
-        let (tag, items) = tagged(reply)?;
-        let version = int(&first(items)?)?;
-        match tag {
-            1 => Ok(CasReply::Applied(version)),
-            0 => Ok(CasReply::Conflict(version)),
-            other => Err(format!("unknown outcome {other}")),
+impl<'a> Write<'a> {
+    /// A plain write of `op` on `key`.
+    pub fn new(key: &'a str, op: WriteOp<'a>, data: Option<&'a [u8]>) -> Self {
+        Self {
+            key,
+            op,
+            data,
+            ttl_ms: 0,
+            guard: None,
+            fence: 0,
+            message: None,
         }
     }
 }
 
-impl Invocation for Transition<'_> {
-    type Reply = TransitionReply;
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteResult {
+    /// Applied; the new version (0 after a delete).
+    Applied(u64),
+    /// Not applied: the version differs; the current one (0: absent).
+    Conflict(u64),
+    /// Not applied: the entity does not exist.
+    NotFound,
+    /// Not applied: the status is not an allowed one; the actual status.
+    Refused(Option<String>),
+    /// Not applied: the fence is stale or its lease is gone; the entity's current fence.
+    Fenced(u64),
+}
+
+/// A write's result, and whether it is the stored first outcome of a replayed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReply {
+    /// What happened (the first time, for a replay).
+    pub result: WriteResult,
+    /// True when the message id was seen before and nothing changed now.
+    pub replayed: bool,
+}
+
+fn write_result(code: i64, detail: Value) -> Result<WriteResult, String> {
+    Ok(match code {
+        1 => WriteResult::Applied(int(&detail)?),
+        0 => WriteResult::Conflict(int(&detail)?),
+        -1 => WriteResult::NotFound,
+        3 => WriteResult::Refused(Some(text(detail)?).filter(|s| !s.is_empty())),
+        -2 => WriteResult::Fenced(int(&detail)?),
+        other => return Err(format!("unknown outcome {other}")),
+    })
+}
+
+impl Invocation for Write<'_> {
+    type Reply = WriteReply;
 
     fn script(&self) -> &'static Script {
-        &TRANSITION
+        &WRITE
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(1).arg(self.key).arg(self.to);
+        match (&self.guard, self.fence != 0 || self.message.is_some()) {
+            (Some(g), true) => cmd
+                .arg(5)
+                .arg(self.key)
+                .arg(g.fence)
+                .arg(g.lease)
+                .arg(g.messages)
+                .arg(g.outcomes),
+            _ => cmd.arg(1).arg(self.key),
+        };
+        let op = match self.op {
+            WriteOp::Put => "put",
+            WriteOp::Cas { .. } => "cas",
+            WriteOp::Transition { .. } => "tr",
+            WriteOp::Delete { .. } => "del",
+        };
+        let (message, window) = match self.message {
+            Some((id, w)) => (id, w),
+            None => ("", MessageWindow { keep: 0, keep_ms: 0 }),
+        };
+        cmd.arg(op)
+            .arg(self.fence)
+            .arg(message)
+            .arg(window.keep)
+            .arg(window.keep_ms)
+            .arg(self.ttl_ms);
         match self.data {
             Some(data) => cmd.arg("1").arg(data),
             None => cmd.arg("0").arg(""),
         };
-        cmd.arg(self.ttl_ms).arg(self.from);
+        match self.op {
+            WriteOp::Cas { expected } | WriteOp::Delete { expected } => cmd.arg(expected).arg(""),
+            WriteOp::Transition { from, to } => cmd.arg(0).arg(to).arg(from),
+            WriteOp::Put => cmd.arg(0).arg(""),
+        };
     }
 
-    fn parse(&self, reply: Value) -> Result<TransitionReply, String> {
-        let (tag, items) = tagged(reply)?;
-        match tag {
-            1 => Ok(TransitionReply::Applied(int(&first(items)?)?)),
-            0 => Ok(TransitionReply::Refused(
-                Some(text(first(items)?)?).filter(|s| !s.is_empty()),
-            )),
-            -1 => Ok(TransitionReply::NotFound),
+    fn parse(&self, reply: Value) -> Result<WriteReply, String> {
+        let (code, items) = tagged(reply)?;
+        let detail = first(items)?;
+        if code != 2 {
+            return Ok(WriteReply {
+                result: write_result(code, detail)?,
+                replayed: false,
+            });
+        }
+        // A replay: the first outcome, stored as 'code|detail'.
+        let stored = text(detail)?;
+        let (code, detail) = stored
+            .split_once('|')
+            .ok_or_else(|| format!("stored outcome {stored:?} has no separator"))?;
+        let code: i64 = code.parse().map_err(|_| format!("stored outcome {stored:?}"))?;
+        Ok(WriteReply {
+            result: write_result(code, Value::BulkString(detail.as_bytes().to_vec()))?,
+            replayed: true,
+        })
+    }
+}
+
+/// What an acquire found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcquireReply {
+    /// Granted with this fencing token.
+    Granted(u64),
+    /// Held by someone else for this many more ms.
+    Held {
+        /// The holder.
+        owner: String,
+        /// Remaining ms of its lease.
+        remaining_ms: u64,
+    },
+}
+
+/// `acquire`: takes a lease.
+#[derive(Debug, Clone, Copy)]
+pub struct Acquire<'a> {
+    /// The lease key.
+    pub lease: &'a str,
+    /// The fence counter key.
+    pub fence: &'a str,
+    /// Who takes it.
+    pub owner: &'a str,
+    /// For how long, in ms.
+    pub ttl_ms: u64,
+}
+
+impl Invocation for Acquire<'_> {
+    type Reply = AcquireReply;
+
+    fn script(&self) -> &'static Script {
+        &ACQUIRE
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(2)
+            .arg(self.lease)
+            .arg(self.fence)
+            .arg(self.owner)
+            .arg(self.ttl_ms);
+    }
+
+    fn parse(&self, reply: Value) -> Result<AcquireReply, String> {
+        let (code, items) = tagged(reply)?;
+        let mut items = items.into_iter();
+        match code {
+            1 => Ok(AcquireReply::Granted(int(&items.next().ok_or("missing token")?)?)),
+            0 => {
+                let owner = text(items.next().ok_or("missing holder")?)?;
+                let remaining_ms = match items.next() {
+                    Some(Value::Int(ms)) => ms.max(0) as u64,
+                    other => return Err(format!("expected remaining ms, got {other:?}")),
+                };
+                Ok(AcquireReply::Held { owner, remaining_ms })
+            }
             other => Err(format!("unknown outcome {other}")),
         }
     }
 }
 
-impl Invocation for DeleteIf<'_> {
-    type Reply = DeleteReply;
+/// What a renew or release found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseReply {
+    /// Done.
+    Done,
+    /// The lease is gone or held under another token; who holds it now (`None`: nobody).
+    Lost(Option<String>),
+}
+
+/// `renew`: extends a lease for its holder.
+#[derive(Debug, Clone, Copy)]
+pub struct Renew<'a> {
+    /// The lease key.
+    pub lease: &'a str,
+    /// The token.
+    pub token: u64,
+    /// The holder.
+    pub owner: &'a str,
+    /// New ttl in ms.
+    pub ttl_ms: u64,
+}
+
+/// `release`: gives a lease up, for its holder only.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    /// The lease key.
+    pub lease: &'a str,
+    /// The token.
+    pub token: u64,
+    /// The holder.
+    pub owner: &'a str,
+}
+
+fn lease_reply(reply: Value) -> Result<LeaseReply, String> {
+    let (code, items) = tagged(reply)?;
+    match code {
+        1 => Ok(LeaseReply::Done),
+        0 => {
+            let now = text(first(items)?)?;
+            // 'token:owner' of whoever holds it now.
+            Ok(LeaseReply::Lost(
+                now.split_once(':')
+                    .map(|(_, owner)| owner.to_owned())
+                    .filter(|o| !o.is_empty()),
+            ))
+        }
+        other => Err(format!("unknown outcome {other}")),
+    }
+}
+
+impl Invocation for Renew<'_> {
+    type Reply = LeaseReply;
 
     fn script(&self) -> &'static Script {
-        &DELETE_IF
+        &RENEW
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(1).arg(self.key).arg(self.expected);
+        cmd.arg(1)
+            .arg(self.lease)
+            .arg(self.token)
+            .arg(self.owner)
+            .arg(self.ttl_ms);
     }
 
-    fn parse(&self, reply: Value) -> Result<DeleteReply, String> {
-        let (tag, items) = tagged(reply)?;
-        match tag {
-            1 => Ok(DeleteReply::Deleted),
-            0 => Ok(DeleteReply::Conflict(int(&first(items)?)?)),
-            -1 => Ok(DeleteReply::NotFound),
-            other => Err(format!("unknown outcome {other}")),
-        }
+    fn parse(&self, reply: Value) -> Result<LeaseReply, String> {
+        lease_reply(reply)
+    }
+}
+
+impl Invocation for Release<'_> {
+    type Reply = LeaseReply;
+
+    fn script(&self) -> &'static Script {
+        &RELEASE
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(1).arg(self.lease).arg(self.token).arg(self.owner);
+    }
+
+    fn parse(&self, reply: Value) -> Result<LeaseReply, String> {
+        lease_reply(reply)
+    }
+}
+
+/// What a presence call does on one shard.
+#[derive(Debug, Clone, Copy)]
+pub enum PresenceOp<'a> {
+    /// Record a heartbeat of these entities now.
+    Beat(&'a [&'a str]),
+    /// Count entities seen within the window (ms).
+    Count(u64),
+    /// Remove entities not seen within the window (ms).
+    Expire(u64),
+}
+
+/// `presence`: one operation on one presence shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Presence<'a> {
+    /// The shard key.
+    pub shard: &'a str,
+    /// What to do.
+    pub op: PresenceOp<'a>,
+}
+
+impl Invocation for Presence<'_> {
+    type Reply = u64;
+
+    fn script(&self) -> &'static Script {
+        &PRESENCE
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(1).arg(self.shard);
+        match self.op {
+            PresenceOp::Beat(entities) => cmd.arg("beat").arg(0).arg(entities),
+            PresenceOp::Count(window) => cmd.arg("count").arg(window),
+            PresenceOp::Expire(window) => cmd.arg("expire").arg(window),
+        };
+    }
+
+    fn parse(&self, reply: Value) -> Result<u64, String> {
+        int(&reply)
     }
 }

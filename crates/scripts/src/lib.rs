@@ -5,17 +5,18 @@
 //! connection (as a [`ConnectHook`](stateful_redis_pool::ConnectHook)) and runs them
 //! with `EVALSHA`, recovering from `NOSCRIPT` transparently, alone
 //! ([`Scripts::invoke`]) or inside pipelines ([`Scripts::invoke_pipeline`]). Each
-//! script has one typed invocation ([`Put`], [`Cas`], …) and one typed reply.
+//! script has one typed invocation ([`Get`], [`Write`], [`Acquire`], …) and one typed reply.
 //!
 //! ```no_run
-//! use stateful_redis_scripts::{Cas, CasReply, Scripts};
+//! use stateful_redis_scripts::{Scripts, Write, WriteOp, WriteResult};
 //! # async fn run(pool: stateful_redis_pool::Pool) -> Result<(), stateful_redis_core::Error> {
 //! let scripts = Scripts::new();
 //! let mut conn = pool.shared().await?;
-//! let call = Cas { key: "app:{dev-1}:s", expected: 0, data: b"\x03hello", ttl_ms: 0 };
-//! match scripts.invoke(&mut conn, &call, pool.response_timeout()).await? {
-//!     CasReply::Applied(version) => println!("created at version {version}"),
-//!     CasReply::Conflict(current) => println!("already exists at version {current}"),
+//! let call = Write::new("app:{dev-1}:s", WriteOp::Cas { expected: 0 }, Some(b"\x03hello"));
+//! match scripts.invoke(&mut conn, &call, pool.response_timeout()).await?.result {
+//!     WriteResult::Applied(version) => println!("created at version {version}"),
+//!     WriteResult::Conflict(current) => println!("already exists at version {current}"),
+//!     other => println!("{other:?}"),
 //! }
 //! # Ok(()) }
 //! ```
@@ -25,7 +26,8 @@ mod runner;
 mod script;
 
 pub use crate::invocation::{
-    Cas, CasReply, DeleteIf, DeleteReply, Get, Invocation, Malformed, Put, RawRecord, Transition, TransitionReply,
+    Acquire, AcquireReply, Get, GuardKeys, Invocation, LeaseReply, Malformed, MessageWindow, Presence, PresenceOp,
+    RawRecord, Release, Renew, Write, WriteOp, WriteReply, WriteResult,
 };
 pub use crate::runner::{ScriptStats, Scripts};
-pub use crate::script::{ACL_COMMANDS, ALL, CAS, DELETE_IF, GET, PUT, Script, TRANSITION};
+pub use crate::script::{ACL_COMMANDS, ACQUIRE, ALL, GET, PRESENCE, RELEASE, RENEW, Script, WRITE};

@@ -38,22 +38,26 @@ impl Script {
 
 /// Reads an entity's state.
 pub static GET: Script = Script::new("get", include_str!("../lua/get.lua"));
-/// Writes unconditionally.
-pub static PUT: Script = Script::new("put", include_str!("../lua/put.lua"));
-/// Writes at an expected version.
-pub static CAS: Script = Script::new("cas", include_str!("../lua/cas.lua"));
-/// Moves between statuses.
-pub static TRANSITION: Script = Script::new("transition", include_str!("../lua/transition.lua"));
-/// Deletes at an expected version.
-pub static DELETE_IF: Script = Script::new("delete_if", include_str!("../lua/delete_if.lua"));
+/// Every state change (put, cas, transition, delete), with fencing and idempotency.
+pub static WRITE: Script = Script::new("write", include_str!("../lua/write.lua"));
+/// Takes a lease and issues a fencing token.
+pub static ACQUIRE: Script = Script::new("acquire", include_str!("../lua/acquire.lua"));
+/// Extends a lease.
+pub static RENEW: Script = Script::new("renew", include_str!("../lua/renew.lua"));
+/// Gives a lease up.
+pub static RELEASE: Script = Script::new("release", include_str!("../lua/release.lua"));
+/// Presence heartbeats, counts and expiry.
+pub static PRESENCE: Script = Script::new("presence", include_str!("../lua/presence.lua"));
 
 /// The commands an ACL user needs for every script, as ACL rules: grant them with a key
 /// pattern for your namespaces, e.g. `ACL SETUSER app on >secret ~fleet:* <ACL_COMMANDS>`.
 /// Scripts run their commands as the calling user, so these include what the scripts call.
-pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +time +hget +hmget +hset +hincrby +pexpire +exists +del";
+pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +time +exists +del +get +set +incr +pttl +pexpire \
+     +hget +hmget +hset +hdel +hincrby \
+     +zadd +zcard +zcount +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank";
 
 /// Every script, in the order they are preloaded.
-pub static ALL: [&Script; 5] = [&GET, &PUT, &CAS, &TRANSITION, &DELETE_IF];
+pub static ALL: [&Script; 6] = [&GET, &WRITE, &ACQUIRE, &RENEW, &RELEASE, &PRESENCE];
 
 #[cfg(test)]
 mod tests {

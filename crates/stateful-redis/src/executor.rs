@@ -1,7 +1,7 @@
 //! The executor: one entry point through which every state operation goes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -10,6 +10,8 @@ use stateful_redis_pool::{ConnectHook, Pool, PoolStats, SharedConnection};
 use stateful_redis_scripts::{Invocation, ScriptStats, Scripts};
 use tokio::sync::Notify;
 
+use crate::leases::Leases;
+use crate::presence::Presence;
 use crate::state::StateHandle;
 
 /// Builds a [`StatefulExecutor`] from a configuration.
@@ -61,6 +63,7 @@ impl ExecutorBuilder {
                 in_flight: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 drained: Notify::new(),
+                retries: AtomicU64::new(0),
             }),
         })
     }
@@ -84,6 +87,7 @@ pub(crate) struct Inner {
     in_flight: AtomicUsize,
     closed: AtomicBool,
     drained: Notify,
+    retries: AtomicU64,
 }
 
 /// Counts an operation in flight until dropped.
@@ -122,13 +126,65 @@ impl Inner {
         self.scripts.invoke(&mut conn, call, self.timeout()).await
     }
 
-    /// Runs a call whose effect is the same however often it runs (a read): a call that
-    /// met a broken connection is sent once more on a fresh one.
-    pub(crate) async fn run_idempotent<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
-        match self.run(call).await {
-            Err(Error::Connection { .. }) => self.run(call).await,
-            other => other,
+    /// Runs a call that is safe to repeat (a read, a fenced or idempotent write, a lease
+    /// call): when its outcome is unknown (timeout, broken connection) it is sent again,
+    /// up to `retry.attempts` in all, with doubling pauses. Never use it for plain writes.
+    pub(crate) async fn run_safe<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
+        let retry = &self.config.retry;
+        let mut pause = retry.backoff;
+        let mut attempt = 1;
+        loop {
+            match self.run(call).await {
+                Err(e) if e.is_outcome_unknown() && attempt < retry.attempts => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(script = call.script().name(), attempt, error = %e, "retrying a safe call");
+                    tokio::time::sleep(pause).await;
+                    pause = pause.saturating_mul(2);
+                    attempt += 1;
+                }
+                other => return other,
+            }
         }
+    }
+
+    /// Runs calls as one pipeline on a shared connection (safe calls only: the whole
+    /// pipeline is retried when its outcome is unknown).
+    pub(crate) async fn run_many_safe<I: Invocation>(
+        &self,
+        calls: &[I],
+    ) -> Result<Vec<Result<I::Reply, Error>>, Error> {
+        let commands: Vec<_> = calls.iter().map(|c| (c.script(), c.command())).collect();
+        let retry = &self.config.retry;
+        let mut pause = retry.backoff;
+        let mut attempt = 1;
+        let results = loop {
+            let mut conn = self.connection().await;
+            let result = match &mut conn {
+                Ok(conn) => self.scripts.invoke_pipeline(conn, &commands, self.timeout()).await,
+                Err(_) => conn.map(|_| Vec::new()),
+            };
+            match result {
+                Err(e) if e.is_outcome_unknown() && attempt < retry.attempts => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(pause).await;
+                    pause = pause.saturating_mul(2);
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
+        Ok(calls
+            .iter()
+            .zip(results)
+            .map(|(call, result)| {
+                result.and_then(|value| {
+                    call.parse(value).map_err(|detail| Error::UnexpectedReply {
+                        what: call.script().name(),
+                        detail,
+                    })
+                })
+            })
+            .collect())
     }
 }
 
@@ -174,6 +230,21 @@ impl StatefulExecutor {
     /// The configuration the executor runs with (secrets redacted in its `Debug`).
     pub fn config(&self) -> &ExecutorConfig {
         &self.inner.config
+    }
+
+    /// Calls re-sent after their outcome was unknown (only calls safe to repeat are).
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
+    }
+
+    /// Ownership leases on the entities of `namespace` (the namespace of the state they guard).
+    pub fn leases(&self, namespace: &str) -> Result<Leases, Error> {
+        Ok(Leases::new(Arc::clone(&self.inner), Namespace::new(namespace)?))
+    }
+
+    /// Presence (heartbeats and the active count) of the entities of `namespace`.
+    pub fn presence(&self, namespace: &str) -> Result<Presence, Error> {
+        Ok(Presence::new(Arc::clone(&self.inner), Namespace::new(namespace)?))
     }
 
     /// Operations running now.

@@ -44,14 +44,19 @@
 //! - `msgpack`: the MessagePack codec (`SerdeCodec::msgpack()`).
 
 mod executor;
+mod leases;
+mod presence;
 mod state;
 
 pub use crate::executor::{ExecutorBuilder, StatefulExecutor};
-pub use crate::state::{StateHandle, Updated};
+pub use crate::leases::{Lease, LeaseGuard, LeaseLoss, LeaseStatus, Leases};
+pub use crate::presence::Presence;
+pub use crate::state::{Applied, Change, Fence, Fenced, StateHandle, Updated};
 #[doc(inline)]
 pub use stateful_redis_core::{
-    BytesCodec, Codec, CodecError, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig, InvalidId, KeyLayout,
-    Namespace, PoolConfig, RedisConfig, RedisUrl, Result, Secret, SerdeCodec, StateConfig, Version, Versioned,
+    BytesCodec, Codec, CodecError, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig, IdempotencyConfig,
+    InvalidId, KeyLayout, LeaseConfig, Namespace, PoolConfig, PresenceConfig, RedisConfig, RedisUrl, Result,
+    RetryConfig, Secret, SerdeCodec, StateConfig, Version, Versioned,
 };
 #[doc(inline)]
 pub use stateful_redis_pool::{ExclusiveConnection, Pool, PoolStats, SharedConnection};

@@ -1,4 +1,5 @@
-//! Typed handles on the entities of one namespace: get, put, cas, update, transition, delete_if.
+//! Typed handles on the entities of one namespace: reads, writes (plain, fenced, exactly
+//! once) and read-modify-write.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -8,11 +9,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use stateful_redis_core::{
-    Codec, Error, KeyLayout, Namespace, SealError, Version, Versioned, validate_entity_id, validate_status,
+    Codec, CodecError, Error, KeyLayout, Namespace, SealError, Version, Versioned, validate_entity_id,
+    validate_message_id, validate_status,
 };
-use stateful_redis_scripts::{Cas, CasReply, DeleteIf, DeleteReply, Get, Put, Transition, TransitionReply};
+use stateful_redis_scripts::{Get, GuardKeys, MessageWindow, Write, WriteOp, WriteResult};
 
 use crate::executor::Inner;
+use crate::leases::{Lease, LeaseGuard};
 
 /// The outcome of [`StateHandle::update`].
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +27,75 @@ pub struct Updated<T> {
     pub value: T,
     /// Attempts it took (1 when no other writer interfered).
     pub attempts: u32,
+}
+
+/// One change, as [`StateHandle::apply_once`] applies it.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a, T> {
+    /// Write unconditionally.
+    Put(&'a T),
+    /// Write only at this version ([`Version::NONE`]: only if absent).
+    Cas(Version, &'a T),
+    /// Move to status `to` from one of `from` (`""`: no status yet), maybe with a new value.
+    Transition {
+        /// Allowed current statuses.
+        from: &'a [&'a str],
+        /// The new status.
+        to: &'a str,
+        /// A new value, if any.
+        value: Option<&'a T>,
+    },
+    /// Delete only at this version.
+    Delete(Version),
+}
+
+/// The outcome of [`StateHandle::apply_once`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Applied {
+    /// The version the change produced (0 after a delete), the first time it was applied.
+    pub version: Version,
+    /// True when the message was applied before: this call changed nothing.
+    pub replayed: bool,
+}
+
+/// A fencing token and the entity it was issued for; see [`StateHandle::under`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    entity: String,
+    token: u64,
+}
+
+impl Fence {
+    /// A fence for `entity` with `token` (as issued by a lease of that entity).
+    pub fn new(entity: impl Into<String>, token: u64) -> Self {
+        Self {
+            entity: entity.into(),
+            token,
+        }
+    }
+
+    /// The entity.
+    pub fn entity(&self) -> &str {
+        &self.entity
+    }
+
+    /// The token.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+}
+
+impl From<&Lease> for Fence {
+    fn from(lease: &Lease) -> Self {
+        Fence::new(lease.entity(), lease.token())
+    }
+}
+
+impl From<&LeaseGuard> for Fence {
+    fn from(guard: &LeaseGuard) -> Self {
+        Fence::new(guard.entity(), guard.token())
+    }
 }
 
 /// Operations on the entities of one namespace, with values of type `T` stored by
@@ -63,6 +135,12 @@ impl<T, C> fmt::Debug for StateHandle<T, C> {
     }
 }
 
+/// What a write sends, once validated and encoded.
+struct Prepared<'a> {
+    op: WriteOp<'a>,
+    data: Option<Bytes>,
+}
+
 impl<T, C: Codec<T>> StateHandle<T, C> {
     pub(crate) fn new(exec: Arc<Inner>, namespace: Namespace, codec: C) -> Self {
         Self {
@@ -93,6 +171,16 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         Ok(self.keys.state(entity))
     }
 
+    /// Writes that carry `fence` (a lease's token): each is refused with
+    /// [`Error::Fenced`] inside the same script if a newer lease was granted on the entity
+    /// or the lease is gone. The lease must belong to this handle's namespace.
+    pub fn under(&self, fence: impl Into<Fence>) -> Fenced<'_, T, C> {
+        Fenced {
+            handle: self,
+            fence: fence.into(),
+        }
+    }
+
     fn seal(&self, entity: &str, value: &T) -> Result<Bytes, Error> {
         self.exec.envelope.seal(&*self.codec, value).map_err(|e| match e {
             SealError::TooLarge { size, max } => Error::ValueTooLarge {
@@ -106,7 +194,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
             },
             other => Error::Encode {
                 entity: entity.to_owned(),
-                source: stateful_redis_core::CodecError::Serde {
+                source: CodecError::Serde {
                     format: "envelope",
                     source: other.to_string().into(),
                 },
@@ -114,11 +202,116 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         })
     }
 
+    fn prepare<'a>(&self, entity: &str, change: Change<'a, T>) -> Result<Prepared<'a>, Error> {
+        validate_entity_id(entity)?;
+        let (op, value) = match change {
+            Change::Put(v) => (WriteOp::Put, Some(v)),
+            Change::Cas(expected, v) => (WriteOp::Cas { expected: expected.0 }, Some(v)),
+            Change::Transition { from, to, value } => {
+                validate_status(to)?;
+                for status in from.iter().filter(|s| !s.is_empty()) {
+                    validate_status(status)?;
+                }
+                (WriteOp::Transition { from, to }, value)
+            }
+            Change::Delete(expected) => (WriteOp::Delete { expected: expected.0 }, None),
+        };
+        let data = value.map(|v| self.seal(entity, v)).transpose()?;
+        Ok(Prepared { op, data })
+    }
+
+    /// Sends a prepared write; fenced and idempotent writes are retried when their
+    /// outcome is unknown (safe: the fence or the message id guards them), plain ones never.
+    async fn send(
+        &self,
+        entity: &str,
+        prepared: &Prepared<'_>,
+        fence: u64,
+        message: Option<&str>,
+    ) -> Result<Applied, Error> {
+        let key = self.keys.state(entity);
+        let guarded = fence != 0 || message.is_some();
+        let guard_keys = guarded.then(|| {
+            [
+                self.keys.fence(entity),
+                self.keys.lease(entity),
+                self.keys.messages(entity),
+                self.keys.outcomes(entity),
+            ]
+        });
+        let idempotency = &self.exec.config.idempotency;
+        let window = MessageWindow {
+            keep: idempotency.keep,
+            keep_ms: idempotency.keep_for.as_millis().max(1) as u64,
+        };
+        let call = Write {
+            key: &key,
+            op: prepared.op,
+            data: prepared.data.as_deref(),
+            ttl_ms: self.ttl_ms,
+            guard: guard_keys.as_ref().map(|[fence, lease, messages, outcomes]| GuardKeys {
+                fence,
+                lease,
+                messages,
+                outcomes,
+            }),
+            fence,
+            message: message.map(|m| (m, window)),
+        };
+        let _op = self.exec.begin()?;
+        let reply = if guarded {
+            self.exec.run_safe(&call).await?
+        } else {
+            self.exec.run(&call).await?
+        };
+        let expected = match prepared.op {
+            WriteOp::Cas { expected } | WriteOp::Delete { expected } => Version(expected),
+            _ => Version::NONE,
+        };
+        match reply.result {
+            WriteResult::Applied(v) => Ok(Applied {
+                version: Version(v),
+                replayed: reply.replayed,
+            }),
+            WriteResult::Conflict(current) => Err(Error::Conflict {
+                entity: entity.to_owned(),
+                expected,
+                current: Version(current),
+            }),
+            WriteResult::NotFound => Err(Error::NotFound {
+                entity: entity.to_owned(),
+            }),
+            WriteResult::Refused(actual) => Err(Error::TransitionRefused {
+                entity: entity.to_owned(),
+                actual,
+            }),
+            WriteResult::Fenced(current) => Err(Error::Fenced {
+                entity: entity.to_owned(),
+                token: fence,
+                current,
+            }),
+        }
+    }
+
+    async fn write(
+        &self,
+        entity: &str,
+        change: Change<'_, T>,
+        fence: u64,
+        message: Option<&str>,
+    ) -> Result<Applied, Error> {
+        if let Some(id) = message {
+            validate_message_id(id)?;
+        }
+        let prepared = self.prepare(entity, change)?;
+        self.send(entity, &prepared, fence, message).await
+    }
+
     /// Reads an entity: `None` if it does not exist.
     pub async fn get(&self, entity: &str) -> Result<Option<Versioned<T>>, Error> {
         let key = self.state_key(entity)?;
         let _op = self.exec.begin()?;
-        let Some(record) = self.exec.run_idempotent(&Get { key: &key }).await? else {
+        let Some(record) = self.exec.run_safe(&Get { key: &key }).await? else {
             return Ok(None);
         };
         let record = record.map_err(|m| Error::Corrupt {
@@ -143,66 +336,48 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
 
     /// Writes unconditionally and returns the new version.
     pub async fn put(&self, entity: &str, value: &T) -> Result<Version, Error> {
-        let key = self.state_key(entity)?;
-        let data = self.seal(entity, value)?;
-        let _op = self.exec.begin()?;
-        let call = Put {
-            key: &key,
-            data: &data,
-            ttl_ms: self.ttl_ms,
-        };
-        self.exec.run(&call).await.map(Version)
+        self.write(entity, Change::Put(value), 0, None).await.map(|a| a.version)
     }
 
     /// Writes only if the entity is at `expected` ([`Version::NONE`]: only if it does not
     /// exist). Returns the new version, or [`Error::Conflict`] with the current one.
     pub async fn cas(&self, entity: &str, expected: Version, value: &T) -> Result<Version, Error> {
-        let key = self.state_key(entity)?;
-        let data = self.seal(entity, value)?;
-        let _op = self.exec.begin()?;
-        self.cas_sealed(entity, &key, expected, &data).await
-    }
-
-    async fn cas_sealed(&self, entity: &str, key: &str, expected: Version, data: &[u8]) -> Result<Version, Error> {
-        let call = Cas {
-            key,
-            expected: expected.0,
-            data,
-            ttl_ms: self.ttl_ms,
-        };
-        match self.exec.run(&call).await? {
-            CasReply::Applied(v) => Ok(Version(v)),
-            CasReply::Conflict(current) => Err(Error::Conflict {
-                entity: entity.to_owned(),
-                expected,
-                current: Version(current),
-            }),
-        }
+        self.write(entity, Change::Cas(expected, value), 0, None)
+            .await
+            .map(|a| a.version)
     }
 
     /// Read-modify-write: reads the entity (`None` if absent), applies `change`, and
     /// writes the result at the version read. On a conflict it backs off briefly and
     /// tries again, up to `state.update_max_attempts` times; [`Updated::attempts`] says how
     /// many it took. No update is ever lost: every write is a compare-and-set.
-    pub async fn update<F>(&self, entity: &str, mut change: F) -> Result<Updated<T>, Error>
+    pub async fn update<F>(&self, entity: &str, change: F) -> Result<Updated<T>, Error>
     where
         F: FnMut(Option<T>) -> T,
     {
-        let key = self.state_key(entity)?;
+        self.update_fenced(entity, change, 0).await
+    }
+
+    async fn update_fenced<F>(&self, entity: &str, mut change: F, fence: u64) -> Result<Updated<T>, Error>
+    where
+        F: FnMut(Option<T>) -> T,
+    {
+        validate_entity_id(entity)?;
         let max = self.exec.config.state.update_max_attempts;
         for attempt in 1..=max {
-            let current = self.get(entity).await?;
-            let (expected, old) = match current {
+            let (expected, old) = match self.get(entity).await? {
                 Some(v) => (v.version, Some(v.value)),
                 None => (Version::NONE, None),
             };
             let value = change(old);
-            let data = self.seal(entity, &value)?;
-            let _op = self.exec.begin()?;
-            match self.cas_sealed(entity, &key, expected, &data).await {
-                Ok(version) => {
+            let prepared = Prepared {
+                op: WriteOp::Cas { expected: expected.0 },
+                data: Some(self.seal(entity, &value)?),
+            };
+            match self.send(entity, &prepared, fence, None).await {
+                Ok(applied) => {
                     return Ok(Updated {
-                        version,
+                        version: applied.version,
                         value,
                         attempts: attempt,
                     });
@@ -223,55 +398,86 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     /// version; [`Error::TransitionRefused`] with the actual status otherwise, or
     /// [`Error::NotFound`].
     pub async fn transition(&self, entity: &str, from: &[&str], to: &str, value: Option<&T>) -> Result<Version, Error> {
-        let key = self.state_key(entity)?;
-        validate_status(to)?;
-        for status in from.iter().filter(|s| !s.is_empty()) {
-            validate_status(status)?;
-        }
-        let data = value.map(|v| self.seal(entity, v)).transpose()?;
-        let _op = self.exec.begin()?;
-        let call = Transition {
-            key: &key,
-            from,
-            to,
-            data: data.as_deref(),
-            ttl_ms: self.ttl_ms,
-        };
-        match self.exec.run(&call).await? {
-            TransitionReply::Applied(v) => Ok(Version(v)),
-            TransitionReply::Refused(actual) => Err(Error::TransitionRefused {
-                entity: entity.to_owned(),
-                actual,
-            }),
-            TransitionReply::NotFound => Err(Error::NotFound {
-                entity: entity.to_owned(),
-            }),
-        }
+        let change = Change::Transition { from, to, value };
+        self.write(entity, change, 0, None).await.map(|a| a.version)
     }
 
     /// Deletes the entity if it is at `expected`; [`Error::Conflict`] or
     /// [`Error::NotFound`] otherwise.
     pub async fn delete_if(&self, entity: &str, expected: Version) -> Result<(), Error> {
-        let key = self.state_key(entity)?;
-        let _op = self.exec.begin()?;
-        match self
-            .exec
-            .run(&DeleteIf {
-                key: &key,
-                expected: expected.0,
-            })
-            .await?
-        {
-            DeleteReply::Deleted => Ok(()),
-            DeleteReply::Conflict(current) => Err(Error::Conflict {
-                entity: entity.to_owned(),
-                expected,
-                current: Version(current),
-            }),
-            DeleteReply::NotFound => Err(Error::NotFound {
-                entity: entity.to_owned(),
-            }),
-        }
+        self.write(entity, Change::Delete(expected), 0, None).await.map(|_| ())
+    }
+
+    /// Applies `change` exactly once per `message_id`: the change and the record of the id
+    /// happen in one script, so a replay (a redelivered message, or a retry after a timeout)
+    /// changes nothing and returns the first outcome — [`Applied::replayed`] tells, and a
+    /// first outcome that was an error (a conflict, say) comes back as that error again.
+    /// Ids are remembered per entity within `idempotency.keep` / `idempotency.keep_for`.
+    pub async fn apply_once(&self, entity: &str, message_id: &str, change: Change<'_, T>) -> Result<Applied, Error> {
+        self.write(entity, change, 0, Some(message_id)).await
+    }
+}
+
+/// Writes under a lease's fencing token; see [`StateHandle::under`].
+#[derive(Debug)]
+pub struct Fenced<'h, T, C> {
+    handle: &'h StateHandle<T, C>,
+    fence: Fence,
+}
+
+impl<T, C: Codec<T>> Fenced<'_, T, C> {
+    /// [`StateHandle::put`], fenced.
+    pub async fn put(&self, value: &T) -> Result<Version, Error> {
+        let f = &self.fence;
+        self.handle
+            .write(&f.entity, Change::Put(value), f.token, None)
+            .await
+            .map(|a| a.version)
+    }
+
+    /// [`StateHandle::cas`], fenced.
+    pub async fn cas(&self, expected: Version, value: &T) -> Result<Version, Error> {
+        let f = &self.fence;
+        let change = Change::Cas(expected, value);
+        self.handle
+            .write(&f.entity, change, f.token, None)
+            .await
+            .map(|a| a.version)
+    }
+
+    /// [`StateHandle::update`], fenced: every attempt carries the token.
+    pub async fn update<F>(&self, change: F) -> Result<Updated<T>, Error>
+    where
+        F: FnMut(Option<T>) -> T,
+    {
+        self.handle
+            .update_fenced(&self.fence.entity, change, self.fence.token)
+            .await
+    }
+
+    /// [`StateHandle::transition`], fenced.
+    pub async fn transition(&self, from: &[&str], to: &str, value: Option<&T>) -> Result<Version, Error> {
+        let f = &self.fence;
+        let change = Change::Transition { from, to, value };
+        self.handle
+            .write(&f.entity, change, f.token, None)
+            .await
+            .map(|a| a.version)
+    }
+
+    /// [`StateHandle::delete_if`], fenced.
+    pub async fn delete_if(&self, expected: Version) -> Result<(), Error> {
+        let f = &self.fence;
+        self.handle
+            .write(&f.entity, Change::Delete(expected), f.token, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`StateHandle::apply_once`], fenced.
+    pub async fn apply_once(&self, message_id: &str, change: Change<'_, T>) -> Result<Applied, Error> {
+        let f = &self.fence;
+        self.handle.write(&f.entity, change, f.token, Some(message_id)).await
     }
 }
 

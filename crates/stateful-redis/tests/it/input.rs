@@ -64,7 +64,7 @@ async fn corrupt_records_are_typed_errors_naming_the_entity() {
     // A write onto a corrupt version fails in the script, naming it, and changes nothing.
     match counters.put("badversion", &Counter { n: 2 }).await {
         Err(Error::Script { script, message }) => {
-            assert_eq!(script, "put");
+            assert_eq!(script, "write");
             assert!(message.contains("not an integer"), "{message}");
         }
         other => panic!("expected a script error, got {other:?}"),

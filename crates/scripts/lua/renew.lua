@@ -1,0 +1,10 @@
+-- renew: extend a lease, only for its holder.
+-- KEYS[1] lease
+-- ARGV[1] token, ARGV[2] owner, ARGV[3] ttl in ms
+-- Returns {1} when extended, {0, 'token:holder' or ''} when the lease is gone or taken.
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] .. ':' .. ARGV[2] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {1}
+end
+return {0, cur or ''}
