@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 /// Stateful services on Redis: load generation and checks.
 #[derive(Debug, Parser)]
-#[command(name = "stateful-redis", version, about)]
+#[command(name = "stateful-redis", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -127,7 +127,9 @@ impl RedisUrl {
 
     /// Whether the URL asks for TLS.
     pub fn is_tls(&self) -> bool {
-        self.0.starts_with("rediss://")
+        self.0
+            .get(..9)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
     }
 }
 
@@ -411,7 +413,8 @@ impl Default for PresenceConfig {
 
 /// Retries of operations whose outcome is unknown (timeouts, broken connections).
 /// Only operations that are safe to repeat are retried: reads, `apply_once` (same message
-/// id), fenced writes and lease acquire/renew. Plain writes are never re-sent.
+/// id), fenced writes, lease renewals and presence calls. Plain writes, lease acquires and
+/// releases are never re-sent: their callers get the unknown outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

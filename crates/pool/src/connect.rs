@@ -61,6 +61,10 @@ impl Connector {
                     client_tls: None,
                     root_cert: Some(root),
                 };
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "the pool is the one place that opens connections"
+                )]
                 Client::build_with_tls(url, certs)
             }
             #[allow(

@@ -61,7 +61,8 @@ struct Inner {
     links: Box<[Arc<Link>]>,
     next: AtomicUsize,
     link_counters: Arc<LinkCounters>,
-    exclusive: RwLock<bb8::Pool<Manager>>,
+    /// `None` once closed.
+    exclusive: RwLock<Option<bb8::Pool<Manager>>>,
     /// Statistics of exclusive pools replaced by a resize.
     retired: Mutex<PoolStats>,
     config: Mutex<PoolConfig>,
@@ -86,7 +87,7 @@ impl Pool {
             links,
             next: AtomicUsize::new(0),
             link_counters,
-            exclusive: RwLock::new(exclusive),
+            exclusive: RwLock::new(Some(exclusive)),
             retired: Mutex::new(PoolStats::default()),
             config: Mutex::new(config.pool.clone()),
             closed: AtomicBool::new(false),
@@ -115,7 +116,7 @@ impl Pool {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
-        let pool = self.exclusive_pool();
+        let pool = self.exclusive_pool().ok_or(Error::Shutdown)?;
         match pool.get_owned().await {
             Ok(inner) => Ok(ExclusiveConnection { inner }),
             Err(bb8::RunError::User(e)) => Err(e),
@@ -125,7 +126,7 @@ impl Pool {
         }
     }
 
-    fn exclusive_pool(&self) -> bb8::Pool<Manager> {
+    fn exclusive_pool(&self) -> Option<bb8::Pool<Manager>> {
         self.inner.exclusive.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -145,10 +146,12 @@ impl Pool {
         check.pool = next.clone();
         check.validate()?;
         let fresh = build_exclusive(&self.inner.connector, &next);
-        let old = std::mem::replace(
-            &mut *self.inner.exclusive.write().unwrap_or_else(|p| p.into_inner()),
-            fresh,
-        );
+        let mut slot = self.inner.exclusive.write().unwrap_or_else(|p| p.into_inner());
+        let Some(old) = slot.replace(fresh) else {
+            *slot = None;
+            return Err(Error::Shutdown);
+        };
+        drop(slot);
         let mut retired = self.inner.retired.lock().unwrap_or_else(|p| p.into_inner());
         add_cumulative(&mut retired, &old.state().statistics);
         tracing::info!(from = config.max_size, to = max_size, "exclusive pool resized");
@@ -163,17 +166,18 @@ impl Pool {
 
     /// A snapshot of the pool's counts and gauges.
     pub fn stats(&self) -> PoolStats {
-        let pool = self.exclusive_pool();
-        let state = pool.state();
         let mut stats = self.inner.retired.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        add_cumulative(&mut stats, &state.statistics);
+        if let Some(pool) = self.exclusive_pool() {
+            let state = pool.state();
+            add_cumulative(&mut stats, &state.statistics);
+            stats.max_size = pool.config().max_size;
+            stats.connections = state.connections;
+            stats.idle = state.idle_connections;
+            stats.in_use = state.connections.saturating_sub(state.idle_connections);
+            stats.waiters = state.statistics.pending_gets();
+        }
         stats.shared_links = self.inner.links.len() as u32;
         stats.shared_connected = self.inner.links.iter().filter(|l| l.is_connected()).count() as u32;
-        stats.max_size = pool.config().max_size;
-        stats.connections = state.connections;
-        stats.idle = state.idle_connections;
-        stats.in_use = state.connections.saturating_sub(state.idle_connections);
-        stats.waiters = state.statistics.pending_gets();
         let links = &self.inner.link_counters;
         stats.created += links.opened.load(Ordering::Relaxed);
         stats.closed += links.closed.load(Ordering::Relaxed);
@@ -182,9 +186,13 @@ impl Pool {
     }
 
     /// Stops handing out connections and closes the shared links. Requests already
-    /// sent finish; exclusive connections close as they are returned.
+    /// sent finish; idle exclusive connections close now, checked-out ones when returned.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
+        if let Some(pool) = self.inner.exclusive.write().unwrap_or_else(|p| p.into_inner()).take() {
+            let mut retired = self.inner.retired.lock().unwrap_or_else(|p| p.into_inner());
+            add_cumulative(&mut retired, &pool.state().statistics);
+        }
         for link in self.inner.links.iter() {
             link.close();
         }
@@ -244,14 +252,21 @@ async fn health_check(inner: Weak<Inner>, every: Duration) {
                 tracing::warn!(error = %e, "health check: shared connection failed PING");
             }
         }
-        let pool = inner.exclusive.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let idle = pool.state().idle_connections;
-        let mut held = Vec::with_capacity(idle as usize);
-        for _ in 0..idle {
-            // Only idle ones: never wait behind real users.
-            match tokio::time::timeout(Duration::from_millis(1), pool.get_owned()).await {
-                Ok(Ok(conn)) => held.push(ExclusiveConnection { inner: conn }),
-                _ => break,
+        let Some(pool) = inner.exclusive.read().unwrap_or_else(|p| p.into_inner()).clone() else {
+            return;
+        };
+        let state = pool.state();
+        // Only when nobody waits, and only as many as are idle, so that a check never
+        // makes a user wait. No timeout around the checkout: bb8 would count a cancelled
+        // one as a waiter forever.
+        if state.statistics.pending_gets() > 0 {
+            continue;
+        }
+        let mut held = Vec::with_capacity(state.idle_connections as usize);
+        for _ in 0..state.idle_connections {
+            match pool.get_owned().await {
+                Ok(conn) => held.push(ExclusiveConnection { inner: conn }),
+                Err(_) => break,
             }
         }
         for conn in &mut held {

@@ -104,9 +104,10 @@ impl Leases {
         started + ttl.saturating_sub(drift)
     }
 
-    /// Takes the lease of `entity` for `owner`, for `ttl`. If someone else holds it:
-    /// [`Error::LeaseHeld`] with who and for how long. If `owner` holds it already, it
-    /// gets a new token (and the old one is fenced from then on).
+    /// Takes the lease of `entity` for `owner`, for `ttl`. While anyone holds it (`owner`
+    /// included: leases are exclusive, so validity windows never overlap):
+    /// [`Error::LeaseHeld`] with who and for how long. Extend a lease with
+    /// [`renew`](Self::renew).
     ///
     /// Owners must be unique per process incarnation (e.g. `host/pid/start-time`).
     pub async fn acquire(&self, entity: &str, owner: &str, ttl: Duration) -> Result<Lease, Error> {
@@ -123,8 +124,9 @@ impl Leases {
         let _op = self.exec.begin()?;
         // Measured before the request leaves: the lease cannot outlive this on our clock.
         let started = Instant::now();
-        // Safe to repeat: a lost grant to us is superseded by the next one, and its token fenced.
-        match self.exec.run_safe(&call).await? {
+        // Not retried: a grant whose reply was lost would make the retry see the lease held
+        // (by us); the caller learns the outcome is unknown and may try again after the ttl.
+        match self.exec.run(&call).await? {
             AcquireReply::Granted(token) => Ok(Lease {
                 entity: entity.to_owned(),
                 owner: owner.to_owned(),

@@ -154,9 +154,10 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     }
 
     /// The same handle, but every write also sets the entity to expire `ttl` later
-    /// (rounded up to whole milliseconds). Without it, writes leave expiry as it is.
+    /// (rounded up to whole milliseconds). Without it, or with `Duration::ZERO`, writes
+    /// leave expiry as it is.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl_ms = (ttl.as_nanos().div_ceil(1_000_000)).clamp(1, u64::MAX as u128) as u64;
+        self.ttl_ms = ttl.as_nanos().div_ceil(1_000_000).min(u64::MAX as u128) as u64;
         self
     }
 
@@ -363,6 +364,8 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         F: FnMut(Option<T>) -> T,
     {
         validate_entity_id(entity)?;
+        // One in-flight slot for the whole loop: shutdown waits for the update to finish.
+        let _op = self.exec.begin()?;
         let max = self.exec.config.state.update_max_attempts;
         for attempt in 1..=max {
             let (expected, old) = match self.get(entity).await? {

@@ -177,27 +177,32 @@ async fn leases_fences_and_message_ids_in_the_scripts() {
         applied(WriteResult::Applied(1))
     );
     assert_eq!(server.cli(&["HGET", "t:{e}:s", "f"]), "1");
-    // The same owner acquiring again gets token 2: token 1 is fenced from then on.
-    assert_eq!(
+    // Even its holder cannot acquire it again: leases are exclusive.
+    assert!(matches!(
         scripts.invoke(&mut conn, &acquire("a"), t).await.expect("acq"),
+        AcquireReply::Held { .. }
+    ));
+    // Release by a stale token is refused and changes nothing.
+    let release = |token, owner| Release { lease, token, owner };
+    assert!(matches!(
+        scripts.invoke(&mut conn, &release(7, "a"), t).await.expect("rel"),
+        LeaseReply::Lost(_)
+    ));
+    assert_eq!(
+        scripts.invoke(&mut conn, &release(1, "a"), t).await.expect("rel"),
+        LeaseReply::Done
+    );
+    // The next grant has token 2: token 1 is fenced from then on.
+    assert_eq!(
+        scripts.invoke(&mut conn, &acquire("b"), t).await.expect("acq"),
         AcquireReply::Granted(2)
     );
     assert_eq!(
         scripts.invoke(&mut conn, &fenced(1), t).await.expect("w"),
         applied(WriteResult::Fenced(2))
     );
-    // Release by the old token is refused and changes nothing.
-    let release = |token| Release {
-        lease,
-        token,
-        owner: "a",
-    };
-    assert!(matches!(
-        scripts.invoke(&mut conn, &release(1), t).await.expect("rel"),
-        LeaseReply::Lost(_)
-    ));
     assert_eq!(
-        scripts.invoke(&mut conn, &release(2), t).await.expect("rel"),
+        scripts.invoke(&mut conn, &release(2, "b"), t).await.expect("rel"),
         LeaseReply::Done
     );
     // With the lease gone, even the newest token may not write.

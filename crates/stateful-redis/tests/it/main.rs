@@ -1,6 +1,8 @@
 //! Integration tests of the executor against real `redis-server` processes.
 
 mod input;
+mod leases;
+mod once;
 mod resilience;
 mod security;
 mod state;

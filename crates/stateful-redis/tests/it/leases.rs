@@ -1,0 +1,276 @@
+//! Ownership leases: exclusive validity windows, fencing of paused holders, the watchdog.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use stateful_redis::{Error, LeaseLoss, LeaseStatus, StatefulExecutor};
+use stateful_redis_test_support::RedisServer;
+use tokio::time::Instant;
+
+use crate::{Counter, executor};
+
+#[derive(Debug, Clone)]
+struct Grant {
+    token: u64,
+    /// When the holder learned of the grant.
+    start: Instant,
+    /// When the holder stopped acting as owner (validity end, or release).
+    end: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Accepted {
+    token: u64,
+    version: u64,
+    sent: Instant,
+}
+
+#[derive(Default)]
+struct Log {
+    grants: HashMap<String, Vec<Grant>>,
+    writes: HashMap<String, Vec<Accepted>>,
+    paused_writes: u64,
+    fenced: u64,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contending_executors_never_overlap_and_paused_holders_are_fenced() {
+    const ENTITIES: u64 = 200;
+    const TTL: Duration = Duration::from_secs(1);
+    const RUN: Duration = Duration::from_secs(20);
+    let server = RedisServer::start();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let deadline = Instant::now() + RUN;
+    let mut tasks = Vec::new();
+    for e in 0..8u64 {
+        // Separate executors: separate connections, as separate instances would have.
+        let exec = executor(&server).await;
+        for w in 0..4u64 {
+            let (exec, log) = (exec.clone(), Arc::clone(&log));
+            tasks.push(tokio::spawn(async move {
+                worker(
+                    exec,
+                    log,
+                    format!("exec{e}/worker{w}"),
+                    deadline,
+                    Rng(0x2545_F491 + e * 31 + w * 7),
+                    ENTITIES,
+                    TTL,
+                )
+                .await
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("worker");
+    }
+    let log = log.lock().expect("log");
+    let grants: usize = log.grants.values().map(Vec::len).sum();
+    let writes: usize = log.writes.values().map(Vec::len).sum();
+    assert!(
+        grants > 500 && writes > 1000,
+        "too little happened: {grants} grants, {writes} writes"
+    );
+    assert!(log.paused_writes > 10, "too few paused holders: {}", log.paused_writes);
+    for (entity, grants) in &log.grants {
+        let mut grants = grants.clone();
+        grants.sort_by_key(|g| g.token);
+        for pair in grants.windows(2) {
+            assert!(pair[0].token < pair[1].token, "{entity}: token reused");
+            assert!(
+                pair[0].end <= pair[1].start,
+                "{entity}: validity of token {} overlaps token {}",
+                pair[0].token,
+                pair[1].token
+            );
+        }
+        let mut writes = log.writes.get(entity).cloned().unwrap_or_default();
+        writes.sort_by_key(|w| w.version);
+        for pair in writes.windows(2) {
+            assert!(
+                pair[0].token <= pair[1].token,
+                "{entity}: an older token wrote after a newer one"
+            );
+        }
+        for write in &writes {
+            // No grant with a newer token was known before this write was sent.
+            for g in &grants {
+                assert!(
+                    !(g.token > write.token && g.start < write.sent),
+                    "{entity}: write with token {} accepted after token {} was granted",
+                    write.token,
+                    g.token
+                );
+            }
+        }
+    }
+}
+
+async fn worker(
+    exec: StatefulExecutor,
+    log: Arc<Mutex<Log>>,
+    owner: String,
+    deadline: Instant,
+    mut rng: Rng,
+    entities: u64,
+    ttl: Duration,
+) {
+    let leases = exec.leases("it").expect("namespace");
+    let state = exec.state::<Counter>("it").expect("namespace");
+    while Instant::now() < deadline {
+        let entity = format!("e{}", rng.next(entities));
+        let lease = match leases.acquire(&entity, &owner, ttl).await {
+            Ok(lease) => lease,
+            Err(Error::LeaseHeld { .. }) => continue,
+            Err(e) => panic!("acquire: {e}"),
+        };
+        let start = Instant::now();
+        let fenced = state.under(&lease);
+        let mut end = lease.valid_until();
+        for _ in 0..1 + rng.next(4) {
+            // Write only while the lease is valid on our clock.
+            if !lease.is_valid() {
+                break;
+            }
+            let sent = Instant::now();
+            match fenced.put(&Counter { n: lease.token() }).await {
+                Ok(version) => log
+                    .lock()
+                    .expect("log")
+                    .writes
+                    .entry(entity.clone())
+                    .or_default()
+                    .push(Accepted {
+                        token: lease.token(),
+                        version: version.0,
+                        sent,
+                    }),
+                Err(Error::Fenced { .. }) => log.lock().expect("log").fenced += 1,
+                Err(e) => panic!("write: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(rng.next(30))).await;
+        }
+        match rng.next(10) {
+            0 => {
+                // A holder that stalls (GC pause, swapped out) past its lease, then writes.
+                tokio::time::sleep(ttl + Duration::from_millis(150 + rng.next(300))).await;
+                match fenced.put(&Counter { n: 0 }).await {
+                    Err(Error::Fenced { token, .. }) => assert_eq!(token, lease.token()),
+                    other => panic!("{owner}: a paused former holder's write was not fenced: {other:?}"),
+                }
+                log.lock().expect("log").paused_writes += 1;
+                assert!(matches!(leases.release(&lease).await, Err(Error::LeaseLost { .. })));
+            }
+            1 => {} // Abandon it: it expires.
+            _ => {
+                end = end.min(Instant::now());
+                match leases.release(&lease).await {
+                    Ok(()) | Err(Error::LeaseLost { .. }) => {}
+                    Err(e) => panic!("release: {e}"),
+                }
+            }
+        }
+        log.lock().expect("log").grants.entry(entity).or_default().push(Grant {
+            token: lease.token(),
+            start,
+            end,
+        });
+    }
+}
+
+#[tokio::test]
+async fn guard_keeps_a_short_lease_alive_and_reports_its_loss() {
+    let server = RedisServer::start();
+    let exec = executor(&server).await;
+    let leases = exec.leases("it").expect("namespace");
+    let guard = leases
+        .acquire_guarded("g", "holder", Duration::from_millis(300))
+        .await
+        .expect("acquire");
+    let (tx, rx) = std::sync::mpsc::channel();
+    guard.on_lost(move |loss| tx.send(loss).expect("send"));
+    // Ten times the ttl: nobody else can take it meanwhile.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        match leases.acquire("g", "rival", Duration::from_millis(300)).await {
+            Err(Error::LeaseHeld { holder, .. }) => assert_eq!(holder, "holder"),
+            other => panic!("the guarded lease was lost: {other:?}"),
+        }
+        assert!(guard.is_valid());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let renewals = match guard.status() {
+        LeaseStatus::Held { renewals, .. } => renewals,
+        other => panic!("{other:?}"),
+    };
+    assert!(renewals >= 5, "only {renewals} renewals in 3 s");
+    server.cli(&["DEL", "it:{g}:l"]);
+    let loss = tokio::time::timeout(Duration::from_secs(5), guard.lost())
+        .await
+        .expect("the loss was never reported");
+    // Found by the next renewal (not by running out of validity).
+    assert_eq!(loss, Some(LeaseLoss::Taken { holder: None }));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).expect("callback ran"),
+        LeaseLoss::Taken { holder: None }
+    );
+    assert!(!guard.is_valid());
+    // Writes under the lost lease are fenced.
+    let state = exec.state::<Counter>("it").expect("namespace");
+    assert!(matches!(
+        state.under(&guard).put(&Counter { n: 1 }).await,
+        Err(Error::Fenced { .. })
+    ));
+}
+
+#[tokio::test]
+async fn only_the_holder_releases_and_tokens_grow_across_expiry() {
+    let server = RedisServer::start();
+    let exec = executor(&server).await;
+    let leases = exec.leases("it").expect("namespace");
+    let ttl = Duration::from_millis(200);
+    let old = leases.acquire("x", "A", ttl).await.expect("A");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(!old.is_valid());
+    let mut current = leases
+        .acquire("x", "B", Duration::from_secs(10))
+        .await
+        .expect("B after A expired");
+    assert!(current.token() > old.token());
+    // A's stale lease cannot release B's.
+    match leases.release(&old).await {
+        Err(Error::LeaseLost { holder, token, .. }) => {
+            assert_eq!(holder.as_deref(), Some("B"));
+            assert_eq!(token, old.token());
+        }
+        other => panic!("expected lease lost, got {other:?}"),
+    }
+    leases.renew(&mut current).await.expect("B still holds it");
+    let pttl: i64 = server.cli(&["PTTL", "it:{x}:l"]).parse().expect("PTTL");
+    assert!(pttl > 0);
+    assert!(matches!(leases.acquire("x", "C", ttl).await, Err(Error::LeaseHeld { holder, .. }) if holder == "B"));
+    // Expired, even the fence counter's key gone from view, tokens still grow.
+    server.cli(&["DEL", "it:{x}:l"]);
+    let next = leases.acquire("x", "C", ttl).await.expect("C");
+    assert!(next.token() > current.token());
+    assert!(matches!(leases.renew(&mut current).await, Err(Error::LeaseLost { .. })));
+    // Bad arguments are refused before anything is sent.
+    assert!(matches!(
+        leases.acquire("x", "C", Duration::ZERO).await,
+        Err(Error::InvalidArgument { name: "ttl", .. })
+    ));
+    assert!(matches!(leases.acquire("x{", "C", ttl).await, Err(Error::InvalidId(_))));
+    assert!(matches!(leases.acquire("x", "", ttl).await, Err(Error::InvalidId(_))));
+}
