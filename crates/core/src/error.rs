@@ -163,6 +163,18 @@ pub enum Error {
         /// How long the caller waited.
         waited: Duration,
     },
+    /// The queue was full and the operation was not accepted; nothing was sent.
+    #[error("overloaded: the queue of {capacity} operations is full")]
+    Overloaded {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The operation was queued, then dropped to make room for newer ones; nothing was sent.
+    #[error("dropped: the queue of {capacity} operations was full and this was the oldest")]
+    Dropped {
+        /// The queue's capacity.
+        capacity: usize,
+    },
     /// A script failed on the server.
     #[error("script {script} failed: {message}")]
     Script {
@@ -233,6 +245,10 @@ pub enum ErrorKind {
     NoPermission,
     /// [`Error::PoolExhausted`].
     PoolExhausted,
+    /// [`Error::Overloaded`].
+    Overloaded,
+    /// [`Error::Dropped`].
+    Dropped,
     /// [`Error::Script`].
     Script,
     /// [`Error::Server`].
@@ -267,6 +283,8 @@ impl ErrorKind {
             ErrorKind::Auth => "auth",
             ErrorKind::NoPermission => "no_permission",
             ErrorKind::PoolExhausted => "pool_exhausted",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Dropped => "dropped",
             ErrorKind::Script => "script",
             ErrorKind::Server => "server",
             ErrorKind::UnexpectedReply => "unexpected_reply",
@@ -298,6 +316,8 @@ impl Error {
             Error::Auth { .. } => ErrorKind::Auth,
             Error::NoPermission { .. } => ErrorKind::NoPermission,
             Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
+            Error::Overloaded { .. } => ErrorKind::Overloaded,
+            Error::Dropped { .. } => ErrorKind::Dropped,
             Error::Script { .. } => ErrorKind::Script,
             Error::Server { .. } => ErrorKind::Server,
             Error::UnexpectedReply { .. } => ErrorKind::UnexpectedReply,

@@ -33,8 +33,8 @@ pub use crate::codec::{
     SerdeCodec, SerdeFormat,
 };
 pub use crate::config::{
-    ConfigError, ExecutorConfig, IdempotencyConfig, LeaseConfig, PoolConfig, PresenceConfig, RedisConfig, RedisUrl,
-    RetryConfig, Secret, StateConfig, duration,
+    BatchConfig, ConfigError, ExecutorConfig, IdempotencyConfig, LeaseConfig, PoolConfig, PresenceConfig, RedisConfig, RedisUrl,
+    OverloadPolicy, RetryConfig, Secret, StateConfig, duration,
 };
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::id::{

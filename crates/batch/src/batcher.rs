@@ -1,0 +1,362 @@
+//! The batcher: per-shard bounded queues, flusher tasks and overload policies.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use stateful_redis_core::{BatchConfig, Error, OverloadPolicy};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Where batches go: sends a batch of operations to one shard as one pipeline.
+pub trait PipelineSink: Send + Sync + 'static {
+    /// One operation.
+    type Op: Send + 'static;
+    /// One operation's reply.
+    type Reply: Send + 'static;
+    /// Sends `ops` to shard `shard` and returns one result per operation, in order.
+    /// A failure that loses the whole pipeline is an error for each operation.
+    fn send(&self, shard: usize, ops: Vec<Self::Op>) -> impl Future<Output = Vec<Result<Self::Reply, Error>>> + Send;
+}
+
+/// Counts of the batcher; cumulative except the gauges noted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchStats {
+    /// Operations accepted into a queue.
+    pub submitted: u64,
+    /// Operations sent in pipelines.
+    pub sent: u64,
+    /// Pipelines sent.
+    pub batches: u64,
+    /// Largest pipeline sent.
+    pub max_batch: u64,
+    /// Operations refused because a queue was full (reject policy, or wait deadline passed).
+    pub rejected: u64,
+    /// Queued operations dropped to make room (drop-oldest policy).
+    pub dropped: u64,
+    /// Queued operations skipped because their caller stopped waiting before they were sent.
+    pub cancelled: u64,
+    /// Operations queued now (gauge).
+    pub queued: u64,
+    /// Pipelines in flight now (gauge).
+    pub in_flight: u64,
+}
+
+struct Entry<O, R> {
+    op: O,
+    reply: oneshot::Sender<Result<R, Error>>,
+    at: Instant,
+}
+
+struct Shard<O, R> {
+    queue: Mutex<VecDeque<Entry<O, R>>>,
+    /// Wakes the flusher: work arrived, or shutdown.
+    work: Notify,
+    /// Wakes submitters waiting for room.
+    room: Notify,
+    /// Pipelines in flight now.
+    in_flight: AtomicU64,
+}
+
+impl<O, R> Shard<O, R> {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Entry<O, R>>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    submitted: AtomicU64,
+    sent: AtomicU64,
+    batches: AtomicU64,
+    max_batch: AtomicU64,
+    rejected: AtomicU64,
+    dropped: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+struct Shared<S: PipelineSink> {
+    sink: S,
+    shards: Box<[Shard<S::Op, S::Reply>]>,
+    config: BatchConfig,
+    counters: Counters,
+    closed: AtomicBool,
+}
+
+/// Coalesces operations from many callers into pipelines; see the crate docs.
+/// Cheap to clone; clones share the queues.
+pub struct Batcher<S: PipelineSink> {
+    shared: Arc<Shared<S>>,
+    flushers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl<S: PipelineSink> Clone for Batcher<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            flushers: Arc::clone(&self.flushers),
+        }
+    }
+}
+
+impl<S: PipelineSink> std::fmt::Debug for Batcher<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("shards", &self.shared.shards.len())
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: PipelineSink> Batcher<S> {
+    /// A batcher over `shards` queues (at least one) sending to `sink`. Starts one flusher
+    /// task per shard: needs a Tokio runtime.
+    pub fn new(sink: S, shards: usize, config: &BatchConfig) -> Self {
+        let shards = (0..shards.max(1))
+            .map(|_| Shard {
+                queue: Mutex::new(VecDeque::with_capacity(config.max_batch)),
+                work: Notify::new(),
+                room: Notify::new(),
+                in_flight: AtomicU64::new(0),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            sink,
+            shards,
+            config: config.clone(),
+            counters: Counters::default(),
+            closed: AtomicBool::new(false),
+        });
+        let flushers = (0..shared.shards.len())
+            .map(|i| tokio::spawn(flusher(Arc::clone(&shared), i)))
+            .collect();
+        Self {
+            shared,
+            flushers: Arc::new(Mutex::new(flushers)),
+        }
+    }
+
+    /// Queues `op` on the shard of `hint` and waits for its reply.
+    ///
+    /// Dropping the returned future before the operation is sent withdraws it; after, the
+    /// operation still runs and its reply is discarded. Either way no other caller's
+    /// reply is affected.
+    pub async fn submit(&self, hint: u64, op: S::Op) -> Result<S::Reply, Error> {
+        let shared = &*self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let shard = &shared.shards[(hint % shared.shards.len() as u64) as usize];
+        let (tx, rx) = oneshot::channel();
+        let entry = Entry {
+            op,
+            reply: tx,
+            at: Instant::now(),
+        };
+        self.enqueue(shard, entry).await?;
+        shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        shard.work.notify_one();
+        // The flusher always answers; a closed channel means the runtime is going away.
+        rx.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    async fn enqueue(&self, shard: &Shard<S::Op, S::Reply>, entry: Entry<S::Op, S::Reply>) -> Result<(), Error> {
+        let config = &self.shared.config;
+        let capacity = config.queue_capacity;
+        let counters = &self.shared.counters;
+        // Decide under the lock, and never hold it across an await.
+        let entry = {
+            let mut queue = shard.queue();
+            if queue.len() < capacity {
+                queue.push_back(entry);
+                return Ok(());
+            }
+            match config.overload {
+                OverloadPolicy::Reject => None,
+                OverloadPolicy::DropOldest => {
+                    let oldest = queue.pop_front();
+                    queue.push_back(entry);
+                    if let Some(oldest) = oldest {
+                        counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        let _ = oldest.reply.send(Err(Error::Dropped { capacity }));
+                    }
+                    return Ok(());
+                }
+                // Wait (the policy enum is non-exhaustive: anything new waits, the gentlest).
+                _ => Some(entry),
+            }
+        };
+        let Some(entry) = entry else {
+            counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Overloaded { capacity });
+        };
+        let deadline = Instant::now() + config.wait_deadline;
+        loop {
+            let room = shard.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut queue = shard.queue();
+                if queue.len() < capacity {
+                    queue.push_back(entry);
+                    return Ok(());
+                }
+            }
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(Error::Shutdown);
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::Overloaded { capacity });
+            }
+        }
+    }
+
+    /// A snapshot of the counts.
+    pub fn stats(&self) -> BatchStats {
+        let c = &self.shared.counters;
+        let queued = self.shared.shards.iter().map(|s| s.queue().len() as u64).sum();
+        let in_flight = self.shared.shards.iter().map(|s| s.in_flight.load(Ordering::Relaxed)).sum();
+        BatchStats {
+            submitted: c.submitted.load(Ordering::Relaxed),
+            sent: c.sent.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            max_batch: c.max_batch.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
+            queued,
+            in_flight,
+        }
+    }
+
+    /// Refuses new operations ([`Error::Shutdown`]), sends everything already queued,
+    /// and returns once every pipeline has been answered. Idempotent.
+    pub async fn shutdown(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        for shard in self.shared.shards.iter() {
+            shard.work.notify_one();
+            shard.room.notify_waiters();
+        }
+        // A flusher ends once its queue is empty and its last pipeline answered.
+        let flushers = std::mem::take(&mut *self.flushers.lock().unwrap_or_else(|p| p.into_inner()));
+        for flusher in flushers {
+            let _ = flusher.await;
+        }
+    }
+}
+
+/// Sends what is queued (up to `max_batch`) whenever fewer than `pipelines_in_flight`
+/// pipelines are in flight, and drives those pipelines itself: being one task, it polls
+/// each new pipeline (which writes it to the connection) before it builds the next, so
+/// pipelines leave in queue order.
+async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
+    let shard = &shared.shards[index];
+    let config = &shared.config;
+    let slots = config.pipelines_in_flight.max(1);
+    let mut in_flight = FuturesUnordered::new();
+    let mut last_batch = 0usize;
+    loop {
+        // Fill the free slots. While all are busy, operations pile up: that is the batching.
+        let mut linger_until = None;
+        while in_flight.len() < slots {
+            if !config.linger.is_zero() && last_batch > 1 {
+                // A busy shard may wait a little for a fuller batch; a lone caller never does.
+                let queue = shard.queue();
+                if let Some(oldest) = queue.front()
+                    && queue.len() < config.max_batch
+                    && Instant::now() < oldest.at + config.linger
+                {
+                    linger_until = Some(oldest.at + config.linger);
+                    break;
+                }
+            }
+            let (ops, replies) = take_batch(shard, config.max_batch, &shared.counters);
+            if ops.is_empty() {
+                break;
+            }
+            shard.room.notify_waiters();
+            last_batch = ops.len();
+            let c = &shared.counters;
+            c.sent.fetch_add(ops.len() as u64, Ordering::Relaxed);
+            c.batches.fetch_add(1, Ordering::Relaxed);
+            c.max_batch.fetch_max(ops.len() as u64, Ordering::Relaxed);
+            shard.in_flight.fetch_add(1, Ordering::Relaxed);
+            in_flight.push(send(&shared, index, ops, replies));
+        }
+        let work = shard.work.notified();
+        tokio::pin!(work);
+        work.as_mut().enable();
+        if in_flight.is_empty() && shard.queue().is_empty() && shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let can_take = in_flight.len() < slots && linger_until.is_none();
+        if can_take && !shard.queue().is_empty() {
+            continue;
+        }
+        let linger = async {
+            match linger_until {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {
+                shard.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ = &mut work, if in_flight.len() < slots => {}
+            _ = linger => {}
+        }
+    }
+}
+
+type Batch<O, R> = (Vec<O>, Vec<oneshot::Sender<Result<R, Error>>>);
+
+fn take_batch<O, R>(shard: &Shard<O, R>, max_batch: usize, counters: &Counters) -> Batch<O, R> {
+    let mut queue = shard.queue();
+    let n = queue.len().min(max_batch);
+    let mut ops = Vec::with_capacity(n);
+    let mut replies = Vec::with_capacity(n);
+    while ops.len() < max_batch {
+        let Some(entry) = queue.pop_front() else { break };
+        // Its caller gave up before it was sent: withdraw it.
+        if entry.reply.is_closed() {
+            counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        ops.push(entry.op);
+        replies.push(entry.reply);
+    }
+    (ops, replies)
+}
+
+async fn send<S: PipelineSink>(
+    shared: &Shared<S>,
+    index: usize,
+    ops: Vec<S::Op>,
+    replies: Vec<oneshot::Sender<Result<S::Reply, Error>>>,
+) {
+    let expected = replies.len();
+    let results = shared.sink.send(index, ops).await;
+    let got = results.len();
+    let mut results = results.into_iter();
+    for reply in replies {
+        let result = results.next().unwrap_or_else(|| {
+            Err(Error::UnexpectedReply {
+                what: "pipeline",
+                detail: format!("{got} replies to {expected} operations"),
+            })
+        });
+        // A caller that stopped waiting just does not get it.
+        let _ = reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests;
