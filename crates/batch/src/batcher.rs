@@ -221,7 +221,12 @@ impl<S: PipelineSink> Batcher<S> {
     pub fn stats(&self) -> BatchStats {
         let c = &self.shared.counters;
         let queued = self.shared.shards.iter().map(|s| s.queue().len() as u64).sum();
-        let in_flight = self.shared.shards.iter().map(|s| s.in_flight.load(Ordering::Relaxed)).sum();
+        let in_flight = self
+            .shared
+            .shards
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .sum();
         BatchStats {
             submitted: c.submitted.load(Ordering::Relaxed),
             sent: c.sent.load(Ordering::Relaxed),

@@ -71,6 +71,9 @@ struct Summary {
     value_size: usize,
     elapsed_s: f64,
     update_retries: u64,
+    batches: u64,
+    avg_batch: f64,
+    max_batch: u64,
 }
 
 #[derive(Default)]
@@ -146,6 +149,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = progress.await;
+    let batch = exec.batch_stats();
     exec.shutdown().await;
     let c = &counters;
     let ops = c.done.load(Ordering::Relaxed);
@@ -166,6 +170,9 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         value_size: args.value_size,
         elapsed_s: (elapsed * 1000.0).round() / 1000.0,
         update_retries: c.retries.load(Ordering::Relaxed),
+        batches: batch.batches,
+        avg_batch: (batch.sent as f64 / batch.batches.max(1) as f64 * 10.0).round() / 10.0,
+        max_batch: batch.max_batch,
     };
     print_summary(&summary, args.json)?;
     if summary.errors > 0 {

@@ -409,7 +409,11 @@ impl BatchConfig {
         in_range("batch.queue_capacity", self.queue_capacity, 1, 10_000_000)?;
         in_range("batch.pipelines_in_flight", self.pipelines_in_flight, 1, 1_000)?;
         if self.linger > Duration::from_secs(1) {
-            return Err(ConfigError::new("batch.linger", duration::format(self.linger), "must be at most 1 s"));
+            return Err(ConfigError::new(
+                "batch.linger",
+                duration::format(self.linger),
+                "must be at most 1 s",
+            ));
         }
         positive("batch.wait_deadline", self.wait_deadline)
     }

@@ -82,6 +82,18 @@ impl KeyLayout {
     }
 }
 
+/// The part of `key` Redis Cluster hashes: the text inside the first `{…}` if it is not
+/// empty, else the whole key. All keys of one entity share it.
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +107,10 @@ mod tests {
         assert_eq!(keys.messages("d"), "app:{d}:m");
         assert_eq!(keys.outcomes("d"), "app:{d}:mr");
         assert_eq!(keys.presence(7), "app:presence:{7}");
+        assert_eq!(hash_tag("app:{dev:1}:s"), "dev:1");
+        assert_eq!(hash_tag("app:presence:{7}"), "7");
+        assert_eq!(hash_tag("plain"), "plain");
+        assert_eq!(hash_tag("a{}b{c}"), "a{}b{c}");
         let mut buf = String::from("junk");
         keys.write_key("x", STATE_SUFFIX, &mut buf);
         assert_eq!(buf, "app:{x}:s");

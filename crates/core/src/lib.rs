@@ -33,13 +33,15 @@ pub use crate::codec::{
     SerdeCodec, SerdeFormat,
 };
 pub use crate::config::{
-    BatchConfig, ConfigError, ExecutorConfig, IdempotencyConfig, LeaseConfig, PoolConfig, PresenceConfig, RedisConfig, RedisUrl,
-    OverloadPolicy, RetryConfig, Secret, StateConfig, duration,
+    BatchConfig, ConfigError, ExecutorConfig, IdempotencyConfig, LeaseConfig, OverloadPolicy, PoolConfig,
+    PresenceConfig, RedisConfig, RedisUrl, RetryConfig, Secret, StateConfig, duration,
 };
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::id::{
     InvalidId, MAX_ENTITY_ID_LEN, MAX_NAMESPACE_LEN, MAX_STATUS_LEN, MAX_TOKEN_LEN, Namespace, validate_entity_id,
     validate_message_id, validate_owner, validate_status,
 };
-pub use crate::keys::{FENCE_SUFFIX, KeyLayout, LEASE_SUFFIX, MESSAGES_SUFFIX, OUTCOMES_SUFFIX, STATE_SUFFIX};
+pub use crate::keys::{
+    FENCE_SUFFIX, KeyLayout, LEASE_SUFFIX, MESSAGES_SUFFIX, OUTCOMES_SUFFIX, STATE_SUFFIX, hash_tag,
+};
 pub use crate::version::{Version, Versioned};

@@ -111,6 +111,21 @@ impl Pool {
         self.inner.links[i].get(&self.inner.connector).await
     }
 
+    /// The shared connection of link `index` (modulo the number of links), reopened first
+    /// if it broke. Traffic that must keep its order (a batcher's shard) uses one link.
+    pub async fn shared_at(&self, index: usize) -> Result<SharedConnection, Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let link = &self.inner.links[index % self.inner.links.len()];
+        link.get(&self.inner.connector).await
+    }
+
+    /// How many shared links there are.
+    pub fn shared_links(&self) -> usize {
+        self.inner.links.len()
+    }
+
     /// A connection of its own, waiting up to the checkout timeout.
     pub async fn exclusive(&self) -> Result<ExclusiveConnection, Error> {
         if self.inner.closed.load(Ordering::Acquire) {

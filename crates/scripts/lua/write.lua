@@ -3,29 +3,31 @@
 -- KEYS[1] state hash (fields v, d, st, t, f)
 -- With a fence token or a message id, also:
 --   KEYS[2] fence counter, KEYS[3] lease,
---   KEYS[4] message ids (zset: id -> ms), KEYS[5] first outcomes (hash: id -> 'code|detail')
+--   KEYS[4] message ids (zset: id -> µs), KEYS[5] first outcomes (hash: id -> 'code|detail')
 -- ARGV[1]  op: 'put' | 'cas' | 'tr' | 'del'
--- ARGV[2]  fence token ('0': not fenced)
--- ARGV[3]  message id ('': not idempotent)
--- ARGV[4]  message ids kept per entity, ARGV[5] for how many ms
--- ARGV[6]  ttl in ms ('0': leave the expiry as it is)
--- ARGV[7]  '1' when ARGV[8] holds a new value
--- ARGV[8]  the encoded value
+-- ARGV[2]  the encoded value ('': none; stored values are never empty)
+-- ARGV[3]  ttl in ms ('0': leave the expiry as it is)
+-- ARGV[4]  fence token ('0' or absent: not fenced), ARGV[5] the fence's lease owner
+-- ARGV[6]  message id ('' or absent: not idempotent)
+-- ARGV[7]  message ids kept per entity, ARGV[8] for how many ms
 -- ARGV[9]  expected version (cas, del; '0': must not exist)
 -- ARGV[10] new status (tr)
 -- ARGV[11..] allowed current statuses (tr; '' stands for "no status yet")
+-- A plain put sends ARGV[1..3] only: the hot path is short.
 --
--- Returns {code, detail}:
---   1 applied (new version; 0 after a delete)   0 conflict (current version)
---  -1 not found        3 refused (actual status, '' for none)
---  -2 fenced (the entity's current fence)       2 replay ('code|detail' of the first outcome)
+-- Returns the new version (an integer; 0 after a delete) when applied, else {code, detail}:
+--   0 conflict (current version)   -1 not found   3 refused (actual status, '' for none)
+--  -2 fenced (the entity's current fence)   2 replay ('code|detail' of the first outcome)
+-- A fenced refusal is not recorded under the message id: the message stays for the
+-- rightful holder to apply. Message ids are scored in microseconds, so that ids keep their
+-- order of arrival when the oldest are forgotten.
 -- Versions are compared as strings: exact whatever their size. Writes come after every
 -- check, and HINCRBY (which fails on a corrupt version) comes first among them, so an
 -- error never leaves a half-done change.
 
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local msg = ARGV[3]
+local now = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
+local msg = ARGV[6] or ''
 if msg ~= '' then
   local first = redis.call('HGET', KEYS[5], msg)
   if first then
@@ -33,34 +35,34 @@ if msg ~= '' then
   end
 end
 
-local function change()
-  local fence = ARGV[2]
-  if fence ~= '0' then
-    local current = redis.call('GET', KEYS[2]) or '0'
-    local lease = redis.call('GET', KEYS[3])
-    -- Only the newest lease, while it is live, may write.
-    if tonumber(fence) < tonumber(current) or not lease or string.sub(lease, 1, #fence + 1) ~= fence .. ':' then
-      return {-2, current}
+-- Checks first; the hot path (an unfenced put) makes just TIME, HINCRBY and one HSET.
+local key, op, data, fence = KEYS[1], ARGV[1], ARGV[2], ARGV[4] or '0'
+local result
+if fence ~= '0' then
+  local current = redis.call('GET', KEYS[2]) or '0'
+  local lease = redis.call('GET', KEYS[3])
+  -- Only the newest lease, while it is live and held by the same owner, may write.
+  if tonumber(fence) < tonumber(current) or lease ~= fence .. ':' .. ARGV[5] then
+    result = {-2, current}
+  end
+end
+if not result and (op == 'cas' or op == 'del') then
+  local cur = redis.call('HGET', key, 'v') or '0'
+  if op == 'del' and cur == '0' then
+    result = {-1, ''}
+  elseif cur ~= ARGV[9] then
+    result = {0, cur}
+  elseif op == 'del' then
+    redis.call('DEL', key)
+    result = {1, 0}
+    if msg == '' then
+      return 0
     end
   end
-  local op = ARGV[1]
-  local key = KEYS[1]
-  if op == 'cas' or op == 'del' then
-    local cur = redis.call('HGET', key, 'v') or '0'
-    if op == 'del' and cur == '0' then
-      return {-1, ''}
-    end
-    if cur ~= ARGV[9] then
-      return {0, cur}
-    end
-    if op == 'del' then
-      redis.call('DEL', key)
-      return {1, 0}
-    end
-  elseif op == 'tr' then
-    if redis.call('EXISTS', key) == 0 then
-      return {-1, ''}
-    end
+elseif not result and op == 'tr' then
+  if redis.call('EXISTS', key) == 0 then
+    result = {-1, ''}
+  else
     local st = redis.call('HGET', key, 'st') or ''
     local allowed = false
     for i = 11, #ARGV do
@@ -70,36 +72,50 @@ local function change()
       end
     end
     if not allowed then
-      return {3, st}
+      result = {3, st}
     end
   end
+end
+if not result then
   local v = redis.call('HINCRBY', key, 'v', 1)
-  redis.call('HSET', key, 't', now)
-  if ARGV[7] == '1' then
-    redis.call('HSET', key, 'd', ARGV[8])
+  if data ~= '' and op ~= 'tr' and fence == '0' then
+    redis.call('HSET', key, 't', now, 'd', data)
+  else
+    local fields = {'t', now}
+    if data ~= '' then
+      fields[#fields + 1] = 'd'
+      fields[#fields + 1] = data
+    end
+    if op == 'tr' then
+      fields[#fields + 1] = 'st'
+      fields[#fields + 1] = ARGV[10]
+    end
+    if fence ~= '0' then
+      fields[#fields + 1] = 'f'
+      fields[#fields + 1] = fence
+    end
+    redis.call('HSET', key, unpack(fields))
   end
-  if op == 'tr' then
-    redis.call('HSET', key, 'st', ARGV[10])
+  if ARGV[3] ~= '0' then
+    redis.call('PEXPIRE', key, ARGV[3])
   end
-  if fence ~= '0' then
-    redis.call('HSET', key, 'f', fence)
+  if msg == '' then
+    return v
   end
-  if ARGV[6] ~= '0' then
-    redis.call('PEXPIRE', key, ARGV[6])
-  end
-  return {1, v}
+  result = {1, v}
 end
 
-local result = change()
-if msg ~= '' then
-  local keep, age = tonumber(ARGV[4]), tonumber(ARGV[5])
+if msg ~= '' and result[1] ~= -2 then
+  local keep, age = tonumber(ARGV[7]), tonumber(ARGV[8])
+  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local since = us - age * 1000
   redis.call('HSET', KEYS[5], msg, result[1] .. '|' .. result[2])
-  redis.call('ZADD', KEYS[4], now, msg)
+  redis.call('ZADD', KEYS[4], us, msg)
   -- Forget ids older than the window, then the oldest beyond the count.
-  local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - age))
+  local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. since)
   if #old > 0 then
     redis.call('HDEL', KEYS[5], unpack(old))
-    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - age))
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. since)
   end
   local n = redis.call('ZCARD', KEYS[4])
   if n > keep then

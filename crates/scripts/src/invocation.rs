@@ -11,6 +11,8 @@ pub trait Invocation {
     type Reply;
     /// The script it calls.
     fn script(&self) -> &'static Script;
+    /// A key it touches: its hash tag decides the connection (or cluster node) it goes to.
+    fn routing_key(&self) -> &str;
     /// Appends `numkeys`, the keys and the arguments after `EVALSHA <sha>`.
     fn write_args(&self, cmd: &mut Cmd);
     /// Reads the script's reply; `Err` says what was unexpected.
@@ -90,6 +92,10 @@ impl Invocation for Get<'_> {
 
     fn script(&self) -> &'static Script {
         &GET
+    }
+
+    fn routing_key(&self) -> &str {
+        self.key
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
@@ -189,14 +195,15 @@ pub struct Write<'a> {
     pub key: &'a str,
     /// What to do.
     pub op: WriteOp<'a>,
-    /// A new encoded value (required for put and cas).
+    /// A new encoded value (required for put and cas; never empty: stored values start
+    /// with their format byte).
     pub data: Option<&'a [u8]>,
     /// Expiry in ms; 0 leaves it as it is.
     pub ttl_ms: u64,
     /// Keys for fencing and idempotency; required when `fence` or `message` is set.
     pub guard: Option<GuardKeys<'a>>,
-    /// Fencing token (0: not fenced).
-    pub fence: u64,
+    /// Fencing token and the owner of its lease (`None`: not fenced).
+    pub fence: Option<(u64, &'a str)>,
     /// Message id for exactly-once application, and how long ids are kept.
     pub message: Option<(&'a str, MessageWindow)>,
 }
@@ -210,7 +217,7 @@ impl<'a> Write<'a> {
             data,
             ttl_ms: 0,
             guard: None,
-            fence: 0,
+            fence: None,
             message: None,
         }
     }
@@ -227,7 +234,8 @@ pub enum WriteResult {
     NotFound,
     /// Not applied: the status is not an allowed one; the actual status.
     Refused(Option<String>),
-    /// Not applied: the fence is stale or its lease is gone; the entity's current fence.
+    /// Not applied: the fence is stale, or its lease is gone or held by another owner;
+    /// the entity's current fence.
     Fenced(u64),
 }
 
@@ -258,8 +266,12 @@ impl Invocation for Write<'_> {
         &WRITE
     }
 
+    fn routing_key(&self) -> &str {
+        self.key
+    }
+
     fn write_args(&self, cmd: &mut Cmd) {
-        match (&self.guard, self.fence != 0 || self.message.is_some()) {
+        match (&self.guard, self.fence.is_some() || self.message.is_some()) {
             (Some(g), true) => cmd
                 .arg(5)
                 .arg(self.key)
@@ -275,28 +287,35 @@ impl Invocation for Write<'_> {
             WriteOp::Transition { .. } => "tr",
             WriteOp::Delete { .. } => "del",
         };
+        cmd.arg(op).arg(self.data.unwrap_or_default()).arg(self.ttl_ms);
+        if matches!(self.op, WriteOp::Put) && self.fence.is_none() && self.message.is_none() {
+            // The hot path: the script needs nothing more.
+            return;
+        }
         let (message, window) = match self.message {
             Some((id, w)) => (id, w),
             None => ("", MessageWindow { keep: 0, keep_ms: 0 }),
         };
-        cmd.arg(op)
-            .arg(self.fence)
+        let (token, owner) = self.fence.unwrap_or((0, ""));
+        cmd.arg(token)
+            .arg(owner)
             .arg(message)
             .arg(window.keep)
-            .arg(window.keep_ms)
-            .arg(self.ttl_ms);
-        match self.data {
-            Some(data) => cmd.arg("1").arg(data),
-            None => cmd.arg("0").arg(""),
-        };
+            .arg(window.keep_ms);
         match self.op {
-            WriteOp::Cas { expected } | WriteOp::Delete { expected } => cmd.arg(expected).arg(""),
+            WriteOp::Cas { expected } | WriteOp::Delete { expected } => cmd.arg(expected),
             WriteOp::Transition { from, to } => cmd.arg(0).arg(to).arg(from),
-            WriteOp::Put => cmd.arg(0).arg(""),
+            WriteOp::Put => cmd.arg(0),
         };
     }
 
     fn parse(&self, reply: Value) -> Result<WriteReply, String> {
+        if let Value::Int(version) = reply {
+            return Ok(WriteReply {
+                result: WriteResult::Applied(u64::try_from(version).map_err(|_| format!("version {version}"))?),
+                replayed: false,
+            });
+        }
         let (code, items) = tagged(reply)?;
         let detail = first(items)?;
         if code != 2 {
@@ -350,6 +369,10 @@ impl Invocation for Acquire<'_> {
 
     fn script(&self) -> &'static Script {
         &ACQUIRE
+    }
+
+    fn routing_key(&self) -> &str {
+        self.lease
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
@@ -435,6 +458,10 @@ impl Invocation for Renew<'_> {
         &RENEW
     }
 
+    fn routing_key(&self) -> &str {
+        self.lease
+    }
+
     fn write_args(&self, cmd: &mut Cmd) {
         cmd.arg(1)
             .arg(self.lease)
@@ -453,6 +480,10 @@ impl Invocation for Release<'_> {
 
     fn script(&self) -> &'static Script {
         &RELEASE
+    }
+
+    fn routing_key(&self) -> &str {
+        self.lease
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
@@ -489,6 +520,10 @@ impl Invocation for Presence<'_> {
 
     fn script(&self) -> &'static Script {
         &PRESENCE
+    }
+
+    fn routing_key(&self) -> &str {
+        self.shard
     }
 
     fn write_args(&self, cmd: &mut Cmd) {

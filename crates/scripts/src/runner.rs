@@ -122,21 +122,24 @@ impl Scripts {
     pub async fn invoke_pipeline<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
-        calls: &[(&'static Script, Cmd)],
+        calls: Vec<(&'static Script, Cmd)>,
         timeout: Duration,
     ) -> Result<Vec<Result<Value, Error>>, Error> {
+        let scripts: Vec<&'static Script> = calls.iter().map(|(script, _)| *script).collect();
         let mut results: Vec<Option<Result<Value, Error>>> = (0..calls.len()).map(|_| None).collect();
         let mut pending: Vec<usize> = (0..calls.len()).collect();
+        // The commands move into the first pipeline; only those that meet NOSCRIPT are
+        // copied back out to be sent again.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (_, cmd) in calls {
+            pipe.add_command(cmd);
+        }
         // The second round can only meet NOSCRIPT again if the cache is flushed between
         // our SCRIPT LOAD and the resend; a third try covers that race too.
         for round in 0..3 {
             if pending.is_empty() {
                 break;
-            }
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for &i in &pending {
-                pipe.add_command(calls[i].1.clone());
             }
             let replies: Vec<Value> = pipe.query_async(conn).await.map_err(|e| map_redis_error(e, timeout))?;
             if replies.len() != pending.len() {
@@ -146,16 +149,21 @@ impl Scripts {
                 });
             }
             let mut missing: Vec<usize> = Vec::new();
-            for (&i, reply) in pending.iter().zip(replies) {
+            let mut resend = redis::pipe();
+            resend.ignore_errors();
+            for ((&i, reply), cmd) in pending.iter().zip(replies).zip(pipe.cmd_iter()) {
                 match into_result(reply) {
-                    Err(e) if is_noscript(&e) && round < 2 => missing.push(i),
-                    Err(e) => results[i] = Some(Err(script_error(calls[i].0, e, timeout))),
+                    Err(e) if is_noscript(&e) && round < 2 => {
+                        missing.push(i);
+                        resend.add_command(cmd.clone());
+                    }
+                    Err(e) => results[i] = Some(Err(script_error(scripts[i], e, timeout))),
                     Ok(v) => results[i] = Some(Ok(v)),
                 }
             }
             let mut loaded: Vec<&'static str> = Vec::new();
             for &i in &missing {
-                let script = calls[i].0;
+                let script = scripts[i];
                 if !loaded.contains(&script.name()) {
                     self.load(conn, script)
                         .await
@@ -164,6 +172,7 @@ impl Scripts {
                 }
             }
             pending = missing;
+            pipe = resend;
         }
         Ok(results
             .into_iter()

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
+use redis::Cmd;
 use serde::{Serialize, de::DeserializeOwned};
-use stateful_redis_core::{Codec, Envelope, Error, ExecutorConfig, Namespace, RedisConfig, SerdeCodec};
-use stateful_redis_pool::{ConnectHook, Pool, PoolStats, SharedConnection};
-use stateful_redis_scripts::{Invocation, ScriptStats, Scripts};
+use stateful_redis_batch::{BatchStats, Batcher, PipelineSink};
+use stateful_redis_core::{Codec, Envelope, Error, ExecutorConfig, Namespace, RedisConfig, SerdeCodec, hash_tag};
+use stateful_redis_pool::{ConnectHook, Pool, PoolStats};
+use stateful_redis_scripts::{Invocation, Script, ScriptStats, Scripts};
 use tokio::sync::Notify;
 
 use crate::leases::Leases;
@@ -54,9 +55,16 @@ impl ExecutorBuilder {
         let hook: Arc<dyn ConnectHook> = Arc::clone(&scripts) as Arc<dyn ConnectHook>;
         let pool = Pool::connect(&self.config.redis, vec![hook]).await?;
         let envelope = Envelope::new(self.config.state.max_value_size, self.config.state.compress_above);
+        // One queue per shared link: an entity's operations always take the same link.
+        let sink = RedisSink {
+            pool: pool.clone(),
+            scripts: Arc::clone(&scripts),
+        };
+        let batcher = Batcher::new(sink, pool.shared_links(), &self.config.batch);
         Ok(StatefulExecutor {
             inner: Arc::new(Inner {
                 pool,
+                batcher,
                 scripts,
                 envelope,
                 config: self.config,
@@ -81,6 +89,7 @@ pub struct StatefulExecutor {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) pool: Pool,
+    batcher: Batcher<RedisSink>,
     pub(crate) scripts: Arc<Scripts>,
     pub(crate) envelope: Envelope,
     pub(crate) config: ExecutorConfig,
@@ -112,18 +121,15 @@ impl Inner {
         Ok(guard)
     }
 
-    pub(crate) fn timeout(&self) -> Duration {
-        self.pool.response_timeout()
-    }
-
-    async fn connection(&self) -> Result<SharedConnection, Error> {
-        self.pool.shared().await
-    }
-
-    /// Runs one script call on a shared connection.
+    /// Runs one script call: queued with the calls of other tasks and sent in a pipeline
+    /// on the link of the call's hash tag.
     pub(crate) async fn run<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
-        let mut conn = self.connection().await?;
-        self.scripts.invoke(&mut conn, call, self.timeout()).await
+        let hint = fnv1a(hash_tag(call.routing_key()));
+        let value = self.batcher.submit(hint, (call.script(), call.command())).await?;
+        call.parse(value).map_err(|detail| Error::UnexpectedReply {
+            what: call.script().name(),
+            detail,
+        })
     }
 
     /// Runs a call that is safe to repeat (a read, a fenced or idempotent write, a lease
@@ -147,44 +153,73 @@ impl Inner {
         }
     }
 
-    /// Runs calls as one pipeline on a shared connection (safe calls only: the whole
-    /// pipeline is retried when its outcome is unknown).
-    pub(crate) async fn run_many_safe<I: Invocation>(
-        &self,
-        calls: &[I],
-    ) -> Result<Vec<Result<I::Reply, Error>>, Error> {
-        let commands: Vec<_> = calls.iter().map(|c| (c.script(), c.command())).collect();
-        let retry = &self.config.retry;
-        let mut pause = retry.backoff;
-        let mut attempt = 1;
-        let results = loop {
-            let mut conn = self.connection().await;
-            let result = match &mut conn {
-                Ok(conn) => self.scripts.invoke_pipeline(conn, &commands, self.timeout()).await,
-                Err(_) => conn.map(|_| Vec::new()),
-            };
-            match result {
-                Err(e) if e.is_outcome_unknown() && attempt < retry.attempts => {
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(pause).await;
-                    pause = pause.saturating_mul(2);
-                    attempt += 1;
-                }
-                other => break other?,
-            }
-        };
-        Ok(calls
-            .iter()
-            .zip(results)
-            .map(|(call, result)| {
-                result.and_then(|value| {
-                    call.parse(value).map_err(|detail| Error::UnexpectedReply {
-                        what: call.script().name(),
-                        detail,
-                    })
-                })
+    /// Runs safe calls concurrently; the batcher puts them in pipelines.
+    pub(crate) async fn run_many_safe<I: Invocation>(&self, calls: &[I]) -> Vec<Result<I::Reply, Error>> {
+        futures_util::future::join_all(calls.iter().map(|call| self.run_safe(call))).await
+    }
+}
+
+/// FNV-1a: a stable hash of a hash tag, to pick the queue (and link) of an entity.
+fn fnv1a(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Sends a batch of script calls as one pipeline on shared link `shard`.
+#[derive(Debug)]
+struct RedisSink {
+    pool: Pool,
+    scripts: Arc<Scripts>,
+}
+
+/// The same error for each operation of a pipeline that failed as a whole.
+fn for_each(error: &Error, n: usize) -> Vec<Result<redis::Value, Error>> {
+    (0..n)
+        .map(|_| {
+            Err(match error {
+                Error::Timeout { operation, after } => Error::Timeout {
+                    operation,
+                    after: *after,
+                },
+                Error::Shutdown => Error::Shutdown,
+                Error::Auth { message } => Error::Auth {
+                    message: message.clone(),
+                },
+                Error::NoPermission { message } => Error::NoPermission {
+                    message: message.clone(),
+                },
+                Error::UnexpectedReply { what, detail } => Error::UnexpectedReply {
+                    what,
+                    detail: detail.clone(),
+                },
+                other => Error::Connection {
+                    message: other.to_string(),
+                    source: None,
+                },
             })
-            .collect())
+        })
+        .collect()
+}
+
+impl PipelineSink for RedisSink {
+    type Op = (&'static Script, Cmd);
+    type Reply = redis::Value;
+
+    async fn send(&self, shard: usize, ops: Vec<Self::Op>) -> Vec<Result<redis::Value, Error>> {
+        let n = ops.len();
+        let mut conn = match self.pool.shared_at(shard).await {
+            Ok(conn) => conn,
+            Err(e) => return for_each(&e, n),
+        };
+        let timeout = self.pool.response_timeout();
+        match self.scripts.invoke_pipeline(&mut conn, ops, timeout).await {
+            Ok(results) => results,
+            Err(e) => for_each(&e, n),
+        }
     }
 }
 
@@ -247,6 +282,11 @@ impl StatefulExecutor {
         Ok(Presence::new(Arc::clone(&self.inner), Namespace::new(namespace)?))
     }
 
+    /// Counts of the batching: pipelines, their sizes, queue depth, rejections, drops.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.inner.batcher.stats()
+    }
+
     /// Operations running now.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Acquire)
@@ -266,6 +306,7 @@ impl StatefulExecutor {
             }
             drained.await;
         }
+        self.inner.batcher.shutdown().await;
         self.inner.pool.close();
     }
 }

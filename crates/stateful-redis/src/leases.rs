@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use stateful_redis_core::{Error, KeyLayout, Namespace, validate_entity_id, validate_owner};
 use stateful_redis_scripts::{Acquire, AcquireReply, LeaseReply, Release, Renew};
+use std::time::Instant;
+
 use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 
 use crate::executor::Inner;
 
@@ -238,6 +239,7 @@ type LossCallback = Box<dyn FnOnce(LeaseLoss) + Send>;
 struct GuardShared {
     stop: Notify,
     on_lost: Mutex<Option<LossCallback>>,
+    status: watch::Sender<LeaseStatus>,
 }
 
 /// A lease kept alive by a watchdog task that renews it at a third of its ttl.
@@ -275,8 +277,9 @@ impl LeaseGuard {
         let shared = Arc::new(GuardShared {
             stop: Notify::new(),
             on_lost: Mutex::new(None),
+            status: tx,
         });
-        let task = tokio::spawn(watchdog(leases.clone(), lease.clone(), tx, Arc::clone(&shared)));
+        let task = tokio::spawn(watchdog(leases.clone(), lease.clone(), Arc::clone(&shared)));
         Self {
             leases,
             lease,
@@ -345,10 +348,15 @@ impl LeaseGuard {
     }
 
     /// Stops renewing and gives the lease up; [`Error::LeaseLost`] if it was lost already.
+    /// Subscribers see [`LeaseStatus::Released`] once it is released.
     pub async fn release(mut self) -> Result<(), Error> {
         self.stop_watchdog().await;
-        let lease = self.lease.clone();
-        self.leases.release(&lease).await
+        let lease = self.lease();
+        let result = self.leases.release(&lease).await;
+        if result.is_ok() {
+            self.shared.status.send_replace(LeaseStatus::Released);
+        }
+        result
     }
 
     async fn stop_watchdog(&mut self) {
@@ -374,7 +382,8 @@ impl Drop for LeaseGuard {
     }
 }
 
-async fn watchdog(leases: Leases, mut lease: Lease, status: watch::Sender<LeaseStatus>, shared: Arc<GuardShared>) {
+async fn watchdog(leases: Leases, mut lease: Lease, shared: Arc<GuardShared>) {
+    let status = &shared.status;
     let interval = lease.ttl / 3;
     let retry_after = (lease.ttl / 10).max(Duration::from_millis(5));
     let mut next = Instant::now() + interval;
@@ -382,7 +391,7 @@ async fn watchdog(leases: Leases, mut lease: Lease, status: watch::Sender<LeaseS
     let mut failed = 0u32;
     let loss = loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+            _ = tokio::time::sleep_until(next.into()) => {}
             _ = shared.stop.notified() => return,
         }
         let now = Instant::now();

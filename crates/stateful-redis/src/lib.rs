@@ -53,10 +53,12 @@ pub use crate::leases::{Lease, LeaseGuard, LeaseLoss, LeaseStatus, Leases};
 pub use crate::presence::Presence;
 pub use crate::state::{Applied, Change, Fence, Fenced, StateHandle, Updated};
 #[doc(inline)]
+pub use stateful_redis_batch::BatchStats;
+#[doc(inline)]
 pub use stateful_redis_core::{
-    BytesCodec, Codec, CodecError, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig, IdempotencyConfig,
-    InvalidId, KeyLayout, LeaseConfig, Namespace, PoolConfig, PresenceConfig, RedisConfig, RedisUrl, Result,
-    RetryConfig, Secret, SerdeCodec, StateConfig, Version, Versioned,
+    BatchConfig, BytesCodec, Codec, CodecError, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig,
+    IdempotencyConfig, InvalidId, KeyLayout, LeaseConfig, Namespace, OverloadPolicy, PoolConfig, PresenceConfig,
+    RedisConfig, RedisUrl, Result, RetryConfig, Secret, SerdeCodec, StateConfig, Version, Versioned,
 };
 #[doc(inline)]
 pub use stateful_redis_pool::{ExclusiveConnection, Pool, PoolStats, SharedConnection};
@@ -65,3 +67,4 @@ pub use stateful_redis_scripts::{ACL_COMMANDS, ScriptStats};
 
 pub use bytes;
 pub use redis;
+pub use tokio;

@@ -116,7 +116,7 @@ impl Presence {
         }
         let _op = self.exec.begin()?;
         // Heartbeats, counts and expiry are all safe to repeat.
-        self.exec.run_many_safe(calls).await?.into_iter().collect()
+        self.exec.run_many_safe(calls).await.into_iter().collect()
     }
 }
 

@@ -59,20 +59,28 @@ pub struct Applied {
     pub replayed: bool,
 }
 
-/// A fencing token and the entity it was issued for; see [`StateHandle::under`].
+/// A fencing token, the entity it was issued for and the owner of its lease; see
+/// [`StateHandle::under`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     entity: String,
     token: u64,
+    owner: String,
 }
 
 impl Fence {
-    /// A fence for `entity` with `token` (as issued by a lease of that entity).
-    pub fn new(entity: impl Into<String>, token: u64) -> Self {
+    /// A fence for `entity` with `token`, as issued to `owner` by a lease of that entity.
+    pub fn new(entity: impl Into<String>, token: u64, owner: impl Into<String>) -> Self {
         Self {
             entity: entity.into(),
             token,
+            owner: owner.into(),
         }
+    }
+
+    /// The owner of the lease.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// The entity.
@@ -88,13 +96,14 @@ impl Fence {
 
 impl From<&Lease> for Fence {
     fn from(lease: &Lease) -> Self {
-        Fence::new(lease.entity(), lease.token())
+        Fence::new(lease.entity(), lease.token(), lease.owner())
     }
 }
 
 impl From<&LeaseGuard> for Fence {
     fn from(guard: &LeaseGuard) -> Self {
-        Fence::new(guard.entity(), guard.token())
+        let lease = guard.lease();
+        Fence::new(lease.entity(), lease.token(), lease.owner())
     }
 }
 
@@ -221,17 +230,27 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         Ok(Prepared { op, data })
     }
 
-    /// Sends a prepared write; fenced and idempotent writes are retried when their
-    /// outcome is unknown (safe: the fence or the message id guards them), plain ones never.
+    /// Sends a prepared write. Fenced and idempotent writes are retried when their outcome
+    /// is unknown: a fenced write without a message id gets one of its own, so that a
+    /// retry of a write that did apply replays its outcome instead of applying again.
+    /// Plain writes are never retried.
     async fn send(
         &self,
         entity: &str,
         prepared: &Prepared<'_>,
-        fence: u64,
+        fence: Option<&Fence>,
         message: Option<&str>,
     ) -> Result<Applied, Error> {
         let key = self.keys.state(entity);
-        let guarded = fence != 0 || message.is_some();
+        let auto_id;
+        let message = match (fence, message) {
+            (Some(_), None) => {
+                auto_id = automatic_message_id();
+                Some(auto_id.as_str())
+            }
+            (_, message) => message,
+        };
+        let guarded = fence.is_some() || message.is_some();
         let guard_keys = guarded.then(|| {
             [
                 self.keys.fence(entity),
@@ -256,7 +275,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 messages,
                 outcomes,
             }),
-            fence,
+            fence: fence.map(|f| (f.token, f.owner.as_str())),
             message: message.map(|m| (m, window)),
         };
         let _op = self.exec.begin()?;
@@ -288,7 +307,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
             }),
             WriteResult::Fenced(current) => Err(Error::Fenced {
                 entity: entity.to_owned(),
-                token: fence,
+                token: fence.map_or(0, |f| f.token),
                 current,
             }),
         }
@@ -298,9 +317,17 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         &self,
         entity: &str,
         change: Change<'_, T>,
-        fence: u64,
+        fence: Option<&Fence>,
         message: Option<&str>,
     ) -> Result<Applied, Error> {
+        if let Some(fence) = fence
+            && fence.token == 0
+        {
+            return Err(Error::InvalidArgument {
+                name: "fence",
+                reason: "token 0 is never issued".into(),
+            });
+        }
         if let Some(id) = message {
             validate_message_id(id)?;
         }
@@ -337,13 +364,15 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
 
     /// Writes unconditionally and returns the new version.
     pub async fn put(&self, entity: &str, value: &T) -> Result<Version, Error> {
-        self.write(entity, Change::Put(value), 0, None).await.map(|a| a.version)
+        self.write(entity, Change::Put(value), None, None)
+            .await
+            .map(|a| a.version)
     }
 
     /// Writes only if the entity is at `expected` ([`Version::NONE`]: only if it does not
     /// exist). Returns the new version, or [`Error::Conflict`] with the current one.
     pub async fn cas(&self, entity: &str, expected: Version, value: &T) -> Result<Version, Error> {
-        self.write(entity, Change::Cas(expected, value), 0, None)
+        self.write(entity, Change::Cas(expected, value), None, None)
             .await
             .map(|a| a.version)
     }
@@ -356,14 +385,20 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     where
         F: FnMut(Option<T>) -> T,
     {
-        self.update_fenced(entity, change, 0).await
+        self.update_fenced(entity, change, None).await
     }
 
-    async fn update_fenced<F>(&self, entity: &str, mut change: F, fence: u64) -> Result<Updated<T>, Error>
+    async fn update_fenced<F>(&self, entity: &str, mut change: F, fence: Option<&Fence>) -> Result<Updated<T>, Error>
     where
         F: FnMut(Option<T>) -> T,
     {
         validate_entity_id(entity)?;
+        if fence.is_some_and(|f| f.token == 0) {
+            return Err(Error::InvalidArgument {
+                name: "fence",
+                reason: "token 0 is never issued".into(),
+            });
+        }
         // One in-flight slot for the whole loop: shutdown waits for the update to finish.
         let _op = self.exec.begin()?;
         let max = self.exec.config.state.update_max_attempts;
@@ -402,13 +437,15 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     /// [`Error::NotFound`].
     pub async fn transition(&self, entity: &str, from: &[&str], to: &str, value: Option<&T>) -> Result<Version, Error> {
         let change = Change::Transition { from, to, value };
-        self.write(entity, change, 0, None).await.map(|a| a.version)
+        self.write(entity, change, None, None).await.map(|a| a.version)
     }
 
     /// Deletes the entity if it is at `expected`; [`Error::Conflict`] or
     /// [`Error::NotFound`] otherwise.
     pub async fn delete_if(&self, entity: &str, expected: Version) -> Result<(), Error> {
-        self.write(entity, Change::Delete(expected), 0, None).await.map(|_| ())
+        self.write(entity, Change::Delete(expected), None, None)
+            .await
+            .map(|_| ())
     }
 
     /// Applies `change` exactly once per `message_id`: the change and the record of the id
@@ -417,7 +454,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     /// first outcome that was an error (a conflict, say) comes back as that error again.
     /// Ids are remembered per entity within `idempotency.keep` / `idempotency.keep_for`.
     pub async fn apply_once(&self, entity: &str, message_id: &str, change: Change<'_, T>) -> Result<Applied, Error> {
-        self.write(entity, change, 0, Some(message_id)).await
+        self.write(entity, change, None, Some(message_id)).await
     }
 }
 
@@ -433,7 +470,7 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
     pub async fn put(&self, value: &T) -> Result<Version, Error> {
         let f = &self.fence;
         self.handle
-            .write(&f.entity, Change::Put(value), f.token, None)
+            .write(&f.entity, Change::Put(value), Some(f), None)
             .await
             .map(|a| a.version)
     }
@@ -443,7 +480,7 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
         let f = &self.fence;
         let change = Change::Cas(expected, value);
         self.handle
-            .write(&f.entity, change, f.token, None)
+            .write(&f.entity, change, Some(f), None)
             .await
             .map(|a| a.version)
     }
@@ -454,7 +491,7 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
         F: FnMut(Option<T>) -> T,
     {
         self.handle
-            .update_fenced(&self.fence.entity, change, self.fence.token)
+            .update_fenced(&self.fence.entity, change, Some(&self.fence))
             .await
     }
 
@@ -463,7 +500,7 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
         let f = &self.fence;
         let change = Change::Transition { from, to, value };
         self.handle
-            .write(&f.entity, change, f.token, None)
+            .write(&f.entity, change, Some(f), None)
             .await
             .map(|a| a.version)
     }
@@ -472,7 +509,7 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
     pub async fn delete_if(&self, expected: Version) -> Result<(), Error> {
         let f = &self.fence;
         self.handle
-            .write(&f.entity, Change::Delete(expected), f.token, None)
+            .write(&f.entity, Change::Delete(expected), Some(f), None)
             .await
             .map(|_| ())
     }
@@ -480,8 +517,15 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
     /// [`StateHandle::apply_once`], fenced.
     pub async fn apply_once(&self, message_id: &str, change: Change<'_, T>) -> Result<Applied, Error> {
         let f = &self.fence;
-        self.handle.write(&f.entity, change, f.token, Some(message_id)).await
+        self.handle.write(&f.entity, change, Some(f), Some(message_id)).await
     }
+}
+
+/// A message id no caller chooses: `~` and 128 random bits.
+fn automatic_message_id() -> String {
+    let a = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let b = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("~{a:016x}{b:016x}")
 }
 
 /// Sleeps a random time, growing with the attempt, so that contending writers spread out.

@@ -9,10 +9,13 @@ use tokio::time::Instant;
 
 use super::{Batcher, PipelineSink};
 
+/// Every pipeline sent: its shard and its operations.
+type Log = Arc<Mutex<Vec<(usize, Vec<u64>)>>>;
+
 /// Records every pipeline; replies `op * 10`; holds pipelines while the gate is shut.
 #[derive(Clone)]
 struct Sink {
-    log: Arc<Mutex<Vec<(usize, Vec<u64>)>>>,
+    log: Log,
     gate: watch::Receiver<bool>,
 }
 
@@ -80,7 +83,11 @@ async fn a_crowd_gets_batches_up_to_the_maximum() {
     settle().await;
     gate.send_replace(true);
     for (i, call) in calls.into_iter().enumerate() {
-        assert_eq!(call.await.expect("task").expect("reply"), i as u64 * 10, "each caller its own reply");
+        assert_eq!(
+            call.await.expect("task").expect("reply"),
+            i as u64 * 10,
+            "each caller its own reply"
+        );
     }
     let sizes = batch_sizes(&sink);
     assert_eq!(sizes.iter().sum::<usize>(), 300);
@@ -130,7 +137,11 @@ async fn linger_fills_batches_on_a_busy_shard() {
         call.await.expect("task").expect("reply");
     }
     assert_eq!(batch_sizes(&sink), vec![1, 4, 3]);
-    assert!(start.elapsed() >= linger, "sent before the linger: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= linger,
+        "sent before the linger: {:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +153,9 @@ async fn order_per_entity_is_kept() {
         let batcher = batcher.clone();
         tasks.push(tokio::spawn(async move {
             // Each entity's operations are issued in order without waiting for replies.
-            let calls: Vec<_> = (0..200u64).map(|seq| batcher.submit(entity, entity * 1000 + seq)).collect();
+            let calls: Vec<_> = (0..200u64)
+                .map(|seq| batcher.submit(entity, entity * 1000 + seq))
+                .collect();
             for (seq, reply) in futures_util::future::join_all(calls).await.into_iter().enumerate() {
                 assert_eq!(reply.expect("reply"), (entity * 1000 + seq as u64) * 10);
             }
@@ -158,7 +171,11 @@ async fn order_per_entity_is_kept() {
             .flat_map(|(_, ops)| ops.iter().copied())
             .filter(|op| op / 1000 == entity)
             .collect();
-        assert_eq!(seen, (0..200).map(|seq| entity * 1000 + seq).collect::<Vec<_>>(), "entity {entity}");
+        assert_eq!(
+            seen,
+            (0..200).map(|seq| entity * 1000 + seq).collect::<Vec<_>>(),
+            "entity {entity}"
+        );
         let shards: std::collections::HashSet<usize> = log
             .iter()
             .filter(|(_, ops)| ops.iter().any(|op| op / 1000 == entity))
@@ -219,7 +236,11 @@ async fn drop_oldest_policy_tells_the_dropped_caller() {
         settle().await;
     }
     gate.send_replace(true);
-    let results: Vec<_> = futures_util::future::join_all(calls).await.into_iter().map(|r| r.expect("task")).collect();
+    let results: Vec<_> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
     // The one in flight survives; the three oldest queued (1, 2, 3) were dropped.
     for (i, result) in results.iter().enumerate() {
         match (i, result) {
@@ -230,8 +251,17 @@ async fn drop_oldest_policy_tells_the_dropped_caller() {
         }
     }
     assert_eq!(batcher.stats().dropped, 3);
-    let sent: Vec<u64> = sink.log.lock().expect("log").iter().flat_map(|(_, ops)| ops.clone()).collect();
-    assert!(!sent.iter().any(|op| (1..=3).contains(op)), "a dropped operation was sent: {sent:?}");
+    let sent: Vec<u64> = sink
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .flat_map(|(_, ops)| ops.clone())
+        .collect();
+    assert!(
+        !sent.iter().any(|op| (1..=3).contains(op)),
+        "a dropped operation was sent: {sent:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -307,7 +337,13 @@ async fn a_dropped_caller_is_withdrawn_and_harms_no_one() {
     assert_eq!(first.await.expect("task").expect("reply"), 10);
     assert_eq!(last.await.expect("task").expect("reply"), 30);
     assert_eq!(batcher.stats().cancelled, 1);
-    let sent: Vec<u64> = sink.log.lock().expect("log").iter().flat_map(|(_, ops)| ops.clone()).collect();
+    let sent: Vec<u64> = sink
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .flat_map(|(_, ops)| ops.clone())
+        .collect();
     assert_eq!(sent, vec![1, 3]);
     // A caller that gives up after its pipeline left does not disturb the next ones.
     gate.send_replace(false);

@@ -17,7 +17,7 @@ const WRITE_PARSER: Write<'static> = Write {
     data: None,
     ttl_ms: 0,
     guard: None,
-    fence: 0,
+    fence: None,
     message: None,
 };
 
@@ -167,13 +167,13 @@ async fn leases_fences_and_message_ids_in_the_scripts() {
         keep: 2,
         keep_ms: 60_000,
     };
-    let fenced = |token| Write {
+    let fenced = |token, owner| Write {
         guard: Some(guard),
-        fence: token,
+        fence: Some((token, owner)),
         ..Write::new("t:{e}:s", WriteOp::Put, Some(b"x"))
     };
     assert_eq!(
-        scripts.invoke(&mut conn, &fenced(1), t).await.expect("w"),
+        scripts.invoke(&mut conn, &fenced(1, "a"), t).await.expect("w"),
         applied(WriteResult::Applied(1))
     );
     assert_eq!(server.cli(&["HGET", "t:{e}:s", "f"]), "1");
@@ -198,8 +198,17 @@ async fn leases_fences_and_message_ids_in_the_scripts() {
         AcquireReply::Granted(2)
     );
     assert_eq!(
-        scripts.invoke(&mut conn, &fenced(1), t).await.expect("w"),
+        scripts.invoke(&mut conn, &fenced(1, "a"), t).await.expect("w"),
         applied(WriteResult::Fenced(2))
+    );
+    // The right token under another owner's name is refused too.
+    assert_eq!(
+        scripts.invoke(&mut conn, &fenced(2, "a"), t).await.expect("w"),
+        applied(WriteResult::Fenced(2))
+    );
+    assert_eq!(
+        scripts.invoke(&mut conn, &fenced(2, "b"), t).await.expect("w"),
+        applied(WriteResult::Applied(2))
     );
     assert_eq!(
         scripts.invoke(&mut conn, &release(2, "b"), t).await.expect("rel"),
@@ -207,7 +216,7 @@ async fn leases_fences_and_message_ids_in_the_scripts() {
     );
     // With the lease gone, even the newest token may not write.
     assert_eq!(
-        scripts.invoke(&mut conn, &fenced(2), t).await.expect("w"),
+        scripts.invoke(&mut conn, &fenced(2, "b"), t).await.expect("w"),
         applied(WriteResult::Fenced(2))
     );
 
@@ -218,17 +227,29 @@ async fn leases_fences_and_message_ids_in_the_scripts() {
     };
     assert_eq!(
         scripts.invoke(&mut conn, &once("m1"), t).await.expect("w"),
-        applied(WriteResult::Applied(2))
+        applied(WriteResult::Applied(3))
     );
     let replay = scripts.invoke(&mut conn, &once("m1"), t).await.expect("w");
     assert_eq!(
         replay,
         WriteReply {
-            result: WriteResult::Applied(2),
+            result: WriteResult::Applied(3),
             replayed: true
         }
     );
-    assert_eq!(server.cli(&["HGET", "t:{e}:s", "v"]), "2");
+    assert_eq!(server.cli(&["HGET", "t:{e}:s", "v"]), "3");
+    // A fenced refusal is not recorded: the message stays for the rightful holder.
+    let stale = Write {
+        guard: Some(guard),
+        fence: Some((1, "a")),
+        message: Some(("m-fenced", window)),
+        ..Write::new("t:{e}:s", WriteOp::Put, Some(b"z"))
+    };
+    assert_eq!(
+        scripts.invoke(&mut conn, &stale, t).await.expect("w"),
+        applied(WriteResult::Fenced(2))
+    );
+    assert_eq!(server.cli(&["HEXISTS", "t:{e}:mr", "m-fenced"]), "0");
     // Only the newest `keep` ids are remembered.
     for id in ["m2", "m3"] {
         scripts.invoke(&mut conn, &once(id), t).await.expect("w");
@@ -236,6 +257,7 @@ async fn leases_fences_and_message_ids_in_the_scripts() {
     assert_eq!(server.cli(&["ZCARD", "t:{e}:m"]), "2");
     assert_eq!(server.cli(&["HLEN", "t:{e}:mr"]), "2");
     assert_eq!(server.cli(&["HEXISTS", "t:{e}:mr", "m1"]), "0");
+    assert_eq!(server.cli(&["HEXISTS", "t:{e}:mr", "m3"]), "1", "the newest id is kept");
 }
 
 #[tokio::test]
@@ -256,7 +278,7 @@ async fn noscript_is_recovered_alone_and_inside_pipelines() {
         .iter()
         .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"y")).command()))
         .collect();
-    let results = scripts.invoke_pipeline(&mut conn, &calls, t).await.expect("pipeline");
+    let results = scripts.invoke_pipeline(&mut conn, calls, t).await.expect("pipeline");
     assert_eq!(results.len(), 10);
     for result in results {
         let reply = WRITE_PARSER.parse(result.expect("each call applied")).expect("parse");
@@ -281,7 +303,7 @@ async fn a_failing_call_in_a_pipeline_fails_alone() {
         .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"1")).command()))
         .collect();
     let results = scripts
-        .invoke_pipeline(&mut conn, &calls, pool.response_timeout())
+        .invoke_pipeline(&mut conn, calls, pool.response_timeout())
         .await
         .expect("pipeline");
     assert!(results[0].is_ok() && results[2].is_ok());

@@ -131,6 +131,35 @@ async fn lost_replies_retry_idempotent_writes_but_never_plain_ones() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(server.cli(&["HGET", "it:{lost}:s", "v"]), "1", "applied more than once");
 
+    // A fenced write is retried too, and its own message id keeps it to one application,
+    // even for an update (which would otherwise re-read its own write and apply again).
+    let lease = exec
+        .leases("it")
+        .expect("namespace")
+        .acquire("fenced", "me", Duration::from_secs(30))
+        .await
+        .expect("acquire");
+    let fenced = counters.under(&lease);
+    fenced.put(&Counter { n: 0 }).await.expect("seed");
+    assert_eq!(server.cli(&["CLIENT", "PAUSE", "700", "WRITE"]), "OK");
+    let updated = fenced
+        .update(|c| Counter {
+            n: c.unwrap_or_default().n + 1,
+        })
+        .await
+        .expect("fenced update");
+    assert_eq!(updated.value, Counter { n: 1 });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        counters.get("fenced").await.expect("get").expect("exists").value,
+        Counter { n: 1 }
+    );
+    assert_eq!(
+        server.cli(&["HGET", "it:{fenced}:s", "v"]),
+        "2",
+        "the update applied more than once"
+    );
+
     // A plain put is never re-sent: the caller gets the timeout, and it runs once.
     let retries = exec.retries();
     assert_eq!(server.cli(&["CLIENT", "PAUSE", "500", "WRITE"]), "OK");

@@ -26,6 +26,23 @@ async fn least_privilege_acl_user_works() {
     let v = counters.put("e", &Counter { n: 1 }).await.expect("put");
     let got = counters.get("e").await.expect("get").expect("exists");
     assert_eq!((got.version, got.value), (v, Counter { n: 1 }));
+    // Every script runs as this user: leases, fenced and exactly-once writes, presence.
+    let leases = exec.leases("app").expect("namespace");
+    let guard = leases
+        .acquire_guarded("e", "me", std::time::Duration::from_secs(5))
+        .await
+        .expect("acquire");
+    counters.under(&guard).put(&Counter { n: 2 }).await.expect("fenced put");
+    let change = stateful_redis::Change::Put(&Counter { n: 3 });
+    counters.apply_once("e", "m1", change).await.expect("apply_once");
+    counters.transition("e", &[""], "on", None).await.expect("transition");
+    let v = counters.get("e").await.expect("get").expect("exists").version;
+    counters.delete_if("e", v).await.expect("delete_if");
+    guard.release().await.expect("release");
+    let presence = exec.presence("app").expect("namespace");
+    presence.heartbeat("e").await.expect("heartbeat");
+    assert_eq!(presence.active_count().await.expect("count"), 1);
+    assert_eq!(presence.expire_stale().await.expect("expire"), 0);
     // Outside its key pattern the server refuses, and the error says so.
     let other = exec.state::<Counter>("other").expect("namespace");
     match other.put("e", &Counter { n: 1 }).await {
