@@ -50,6 +50,15 @@ pub(crate) struct LoadArgs {
     /// Print one JSON object on stdout instead of the text summary.
     #[arg(long)]
     json: bool,
+    /// Shared connections (and batch queues) to Redis.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    links: u32,
+    /// Pipelines in flight per connection.
+    #[arg(long, default_value_t = stateful_redis::BatchConfig::default().pipelines_in_flight)]
+    pipelines_in_flight: usize,
+    /// Most operations per pipeline.
+    #[arg(long, default_value_t = stateful_redis::BatchConfig::default().max_batch)]
+    max_batch: usize,
 }
 
 /// The summary of a run.
@@ -109,6 +118,9 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let mut config = ExecutorConfig::default();
     config.redis.url = RedisUrl::new(url.clone());
     config.state.update_max_attempts = 1000;
+    config.redis.pool.shared_connections = args.links;
+    config.batch.pipelines_in_flight = args.pipelines_in_flight;
+    config.batch.max_batch = args.max_batch;
     let shown = config.redis.url.redacted();
     let exec = StatefulExecutor::builder()
         .config(config)

@@ -54,6 +54,11 @@ pub trait Codec<T>: Send + Sync + 'static {
     fn encode(&self, value: &T, out: &mut BytesMut) -> Result<(), CodecError>;
     /// Decodes `payload`, which was written with format byte `format`.
     fn decode(&self, format: u8, payload: &[u8]) -> Result<T, CodecError>;
+
+    /// A guess of the encoded size, to allocate once (default 64 bytes).
+    fn size_hint(&self, _value: &T) -> usize {
+        64
+    }
 }
 
 /// Which serde format [`SerdeCodec`] writes.
@@ -147,6 +152,10 @@ impl Codec<Bytes> for BytesCodec {
             other => Err(CodecError::UnknownFormat(other)),
         }
     }
+
+    fn size_hint(&self, value: &Bytes) -> usize {
+        value.len()
+    }
 }
 
 /// Why [`Envelope::seal`] refused a value.
@@ -192,7 +201,7 @@ impl Envelope {
     pub fn seal<T, C: Codec<T> + ?Sized>(&self, codec: &C, value: &T) -> Result<Bytes, SealError> {
         let format = codec.format();
         debug_assert!(format & COMPRESSED == 0, "format bytes are below 0x80");
-        let mut buf = BytesMut::with_capacity(64);
+        let mut buf = BytesMut::with_capacity(1 + codec.size_hint(value));
         buf.put_u8(format);
         codec.encode(value, &mut buf)?;
         let size = buf.len() - 1;

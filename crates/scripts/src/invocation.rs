@@ -18,9 +18,15 @@ pub trait Invocation {
     /// Reads the script's reply; `Err` says what was unexpected.
     fn parse(&self, reply: Value) -> Result<Self::Reply, String>;
 
+    /// A guess of the bytes of keys and arguments, to allocate the command once.
+    fn size_hint(&self) -> usize {
+        128
+    }
+
     /// The full `EVALSHA` command.
     fn command(&self) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
+        let mut cmd = Cmd::with_capacity(16, 64 + self.size_hint());
+        cmd.arg("EVALSHA");
         cmd.arg(self.script().sha());
         self.write_args(&mut cmd);
         cmd
@@ -261,6 +267,10 @@ fn write_result(code: i64, detail: Value) -> Result<WriteResult, String> {
 
 impl Invocation for Write<'_> {
     type Reply = WriteReply;
+
+    fn size_hint(&self) -> usize {
+        128 + self.data.map_or(0, <[u8]>::len)
+    }
 
     fn script(&self) -> &'static Script {
         &WRITE

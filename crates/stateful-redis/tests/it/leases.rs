@@ -287,7 +287,10 @@ async fn a_released_guard_says_so_and_frees_the_entity() {
     let mut status = guard.subscribe();
     guard.release().await.expect("release");
     assert_eq!(*status.borrow_and_update(), LeaseStatus::Released);
-    let next = leases.acquire("r", "next", Duration::from_secs(5)).await.expect("free at once");
+    let next = leases
+        .acquire("r", "next", Duration::from_secs(5))
+        .await
+        .expect("free at once");
     assert!(next.token() > 1);
     // A zero token is never issued: a hand-made fence with it is refused before any I/O.
     let state = exec.state::<Counter>("it").expect("namespace");
@@ -302,5 +305,9 @@ async fn a_released_guard_says_so_and_frees_the_entity() {
         state.under(impostor).put(&Counter { n: 1 }).await,
         Err(Error::Fenced { .. })
     ));
-    state.under(&next).put(&Counter { n: 1 }).await.expect("the holder writes");
+    state
+        .under(&next)
+        .put(&Counter { n: 1 })
+        .await
+        .expect("the holder writes");
 }
