@@ -33,7 +33,7 @@ pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 /// `cmd` as a shell line: the environment it sets, the program and its arguments.
-fn display(cmd: &Command) -> String {
+pub(crate) fn display(cmd: &Command) -> String {
     let mut words: Vec<String> = cmd
         .get_envs()
         .filter_map(|(key, value)| value.map(|value| format!("{}={}", key.to_string_lossy(), quote(value))))
@@ -44,7 +44,7 @@ fn display(cmd: &Command) -> String {
 }
 
 /// Single-quotes a word when a shell would otherwise split or expand it.
-fn quote(word: &OsStr) -> String {
+pub(crate) fn quote(word: &OsStr) -> String {
     let word = word.to_string_lossy();
     let plain = !word.is_empty()
         && word

@@ -1,8 +1,9 @@
-//! `cargo xtask`: the project's tasks (test, lint, demo), written in Rust so that developers and CI run
-//! exactly the same commands.
+//! `cargo xtask`: the project's tasks (test, lint, demo, bench), written in Rust so that developers
+//! and CI run exactly the same commands.
 //!
 //! Reached through the alias in `.cargo/config.toml`; `cargo xtask` with no arguments prints the tasks.
 
+mod bench;
 mod cmd;
 mod demo;
 mod lint;
@@ -23,6 +24,12 @@ Tasks:
   lint             `cargo fmt --check`, clippy and rustdoc with warnings denied: what CI checks
   demo [ARGS...]   install Redis tools if missing, then run the release CLI:
                    `stateful-redis load --duration 10 --concurrency 50 --workload put [ARGS...]`
+  bench [--quick] [--baseline FILE]
+                   install Redis tools if missing (redis-benchmark too), run the divan
+                   micro-benchmarks, then the executor against redis-benchmark and plain
+                   redis-crate code on one throw-away redis-server (3 interleaved rounds;
+                   --quick: 1 round, fewer operations); writes target/bench/report.{json,md},
+                   compares with the previous report.json (or FILE) and prints report.md
   help             print this help";
 
 fn main() -> ExitCode {
@@ -56,6 +63,7 @@ fn run() -> anyhow::Result<()> {
         Some("test") => test::run(&rest),
         Some("lint") => lint::run(&rest),
         Some("demo") => demo::run(&rest),
+        Some("bench") => bench::run(&rest),
         _ => anyhow::bail!("unknown task `{}`\n\n{HELP}", task.to_string_lossy()),
     }
 }

@@ -1,4 +1,4 @@
-//! External programs that `test` and `demo` need, found on PATH or installed with apt-get.
+//! External programs that `test`, `demo` and `bench` need, found on PATH or installed with apt-get.
 
 use std::env::consts::EXE_SUFFIX;
 use std::path::PathBuf;
@@ -19,8 +19,9 @@ struct Tool {
     upstream: &'static str,
 }
 
-/// Every external program the tests and the demo run. Add a row when a test needs a new one (and
-/// check that the package really puts `binary` on PATH: `ensure` verifies it after installing).
+/// Every external program the tests, the demo and the benchmarks run. Add a row when one needs a new
+/// program (and check that the package really puts `binary` on PATH: `ensure` verifies it after
+/// installing).
 const REQUIRED: &[Tool] = &[
     Tool {
         binary: "redis-server",
@@ -29,6 +30,11 @@ const REQUIRED: &[Tool] = &[
     },
     Tool {
         binary: "redis-cli",
+        package: "redis-tools",
+        upstream: "Redis >= 7",
+    },
+    Tool {
+        binary: "redis-benchmark",
         package: "redis-tools",
         upstream: "Redis >= 7",
     },

@@ -1,0 +1,112 @@
+//! Micro-benchmarks of the client-side work of one write: the key, the stored envelope, the
+//! `EVALSHA` command and the reply parsing. Run with `cargo bench -p stateful-redis-benches --bench
+//! micro`; `cargo xtask bench` runs them and puts the medians into its report.
+//!
+//! Divan's allocation profiler counts allocations per iteration (the `alloc` rows of the table).
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use divan::Bencher;
+use redis::Value;
+use stateful_redis_core::{BytesCodec, Envelope, KeyLayout, Namespace, SerdeCodec};
+use stateful_redis_scripts::{Invocation as _, Write, WriteOp};
+
+#[global_allocator]
+static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
+
+/// Bytes of the value written, as in `stateful-redis load` and `cargo xtask bench`.
+const VALUE_SIZE: usize = 100;
+
+fn main() {
+    divan::main();
+}
+
+/// The envelope of the executor's defaults: 512 KiB limit, no compression.
+fn envelope() -> Envelope {
+    Envelope::new(512 * 1024, None)
+}
+
+/// `KeyLayout::state`: the hash-tagged key of an entity's state.
+#[divan::bench]
+fn key_state(bencher: Bencher<'_, '_>) {
+    let keys = KeyLayout::new(&Namespace::new("load").expect("a valid namespace"));
+    bencher.bench_local(|| keys.state(black_box("e12345")));
+}
+
+/// `Envelope::seal` of a 100-character string with `SerdeCodec::json()`.
+#[divan::bench]
+fn seal_json(bencher: Bencher<'_, '_>) {
+    let (envelope, codec) = (envelope(), SerdeCodec::json());
+    let value = "v".repeat(VALUE_SIZE);
+    bencher.bench_local(|| envelope.seal(&codec, black_box(&value)).expect("seals"));
+}
+
+/// `Envelope::open` of what [`seal_json`] stores.
+#[divan::bench]
+fn open_json(bencher: Bencher<'_, '_>) {
+    let (envelope, codec) = (envelope(), SerdeCodec::json());
+    let stored = envelope.seal(&codec, &"v".repeat(VALUE_SIZE)).expect("seals");
+    bencher.bench_local(|| -> String { envelope.open(&codec, black_box(&stored)).expect("opens") });
+}
+
+/// `Envelope::seal` of 100 raw bytes with `BytesCodec`.
+#[divan::bench]
+fn seal_bytes(bencher: Bencher<'_, '_>) {
+    let envelope = envelope();
+    let value = Bytes::from(vec![b'v'; VALUE_SIZE]);
+    bencher.bench_local(|| envelope.seal(&BytesCodec, black_box(&value)).expect("seals"));
+}
+
+/// `Envelope::open` of what [`seal_bytes`] stores.
+#[divan::bench]
+fn open_bytes(bencher: Bencher<'_, '_>) {
+    let envelope = envelope();
+    let stored = envelope
+        .seal(&BytesCodec, &Bytes::from(vec![b'v'; VALUE_SIZE]))
+        .expect("seals");
+    bencher.bench_local(|| -> Bytes { envelope.open(&BytesCodec, black_box(&stored)).expect("opens") });
+}
+
+/// The `EVALSHA` command of a put (`Write::command`), not yet encoded.
+#[divan::bench]
+fn write_command(bencher: Bencher<'_, '_>) {
+    let data = stored_bytes();
+    bencher.bench_local(|| Write::new(black_box("load:{e12345}:s"), WriteOp::Put, Some(black_box(&data))).command());
+}
+
+/// The `EVALSHA` command of a put, encoded as the RESP bytes that go on the wire.
+#[divan::bench]
+fn write_command_packed(bencher: Bencher<'_, '_>) {
+    let data = stored_bytes();
+    bencher.bench_local(|| {
+        Write::new(black_box("load:{e12345}:s"), WriteOp::Put, Some(black_box(&data)))
+            .command()
+            .get_packed_command()
+    });
+}
+
+/// `Write::parse` of the reply `[1, 7]` (applied at version 7); building the reply is not timed.
+#[divan::bench]
+fn parse_write_reply(bencher: Bencher<'_, '_>) {
+    let data = stored_bytes();
+    let call = Write::new("load:{e12345}:s", WriteOp::Put, Some(&data));
+    bencher
+        .with_inputs(|| Value::Array(vec![Value::Int(1), Value::Int(7)]))
+        .bench_local_values(|reply| call.parse(reply).expect("parses"));
+}
+
+/// `Write::parse` of the reply `7`: how write.lua answers an applied put on its hot path.
+#[divan::bench]
+fn parse_write_reply_int(bencher: Bencher<'_, '_>) {
+    let data = stored_bytes();
+    let call = Write::new("load:{e12345}:s", WriteOp::Put, Some(&data));
+    bencher.bench_local(|| call.parse(black_box(Value::Int(7))).expect("parses"));
+}
+
+/// A stored raw value: the format byte 0x03, then 100 bytes.
+fn stored_bytes() -> Vec<u8> {
+    let mut data = vec![stateful_redis_core::FORMAT_RAW];
+    data.resize(VALUE_SIZE + 1, b'v');
+    data
+}
