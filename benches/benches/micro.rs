@@ -3,6 +3,8 @@
 //! micro`; `cargo xtask bench` runs them and puts the medians into its report.
 //!
 //! Divan's allocation profiler counts allocations per iteration (the `alloc` rows of the table).
+//! `executor_put` runs one whole `put` through the executor (queue, pipeline, script, reply) on a
+//! redis-server it starts, so its allocation count is the client's per operation, end to end.
 
 use std::hint::black_box;
 
@@ -109,4 +111,67 @@ fn stored_bytes() -> Vec<u8> {
     let mut data = vec![stateful_redis_core::FORMAT_RAW];
     data.resize(VALUE_SIZE + 1, b'v');
     data
+}
+
+/// A throw-away redis-server for `executor_put`; killed on drop.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Server {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = Self { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One `put` of a 100-byte value through the whole executor on a real redis-server, on a
+/// current-thread runtime (so every allocation of the operation, the connection's driver task
+/// included, happens on this thread and is counted).
+#[divan::bench]
+fn executor_put(bencher: Bencher<'_, '_>) {
+    let Some(server) = Server::start() else {
+        eprintln!("executor_put: no redis-server on PATH, skipped");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let executor = runtime
+        .block_on(stateful_redis::StatefulExecutor::builder().url(url).build())
+        .expect("connect");
+    let handle = executor
+        .state_with_codec::<Bytes, _>("bench", BytesCodec)
+        .expect("a valid namespace");
+    let value = Bytes::from(vec![b'v'; VALUE_SIZE]);
+    let ids: Vec<String> = (0..1000).map(|i| format!("e{i}")).collect();
+    let mut i = 0usize;
+    bencher.bench_local(|| {
+        i = (i + 1) % ids.len();
+        runtime.block_on(handle.put(&ids[i], &value)).expect("put")
+    });
+    runtime.block_on(executor.shutdown());
 }
