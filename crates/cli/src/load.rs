@@ -160,7 +160,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    let _ = progress.await;
+    // Do not wait for its next tick: that would stretch the run by up to a second.
+    progress.abort();
     let batch = exec.batch_stats();
     exec.shutdown().await;
     let c = &counters;
