@@ -10,8 +10,8 @@
 //! Operations with the same shard hint go to the same queue, leave it in order, and
 //! their pipelines are sent in order on one connection: order per entity is kept.
 //! When a queue is full the [`OverloadPolicy`] decides: wait up to a deadline, reject
-//! with [`Error::Overloaded`], or drop the oldest queued operation (its caller gets
-//! [`Error::Dropped`]). Every rejection and drop is counted in [`BatchStats`].
+//! with [`Error::Overloaded`](stateful_redis_core::Error::Overloaded), or drop the oldest queued operation (its caller gets
+//! [`Error::Dropped`](stateful_redis_core::Error::Dropped)). Every rejection and drop is counted in [`BatchStats`].
 //!
 //! The batcher knows nothing of Redis: it is generic over a [`PipelineSink`], and its
 //! tests use an in-memory one.
