@@ -56,7 +56,7 @@ struct Entry<O, R> {
 }
 
 struct Shard<O, R> {
-    queue: Mutex<VecDeque<Entry<O, R>>>,
+    queue: Mutex<Queue<O, R>>,
     /// Wakes the flusher: work arrived, or shutdown.
     work: Notify,
     /// Wakes submitters waiting for room.
@@ -65,8 +65,27 @@ struct Shard<O, R> {
     in_flight: AtomicU64,
 }
 
+/// A shard's queue; once sealed (shutdown, after its flusher ended) it takes nothing more.
+struct Queue<O, R> {
+    entries: VecDeque<Entry<O, R>>,
+    sealed: bool,
+}
+
+impl<O, R> std::ops::Deref for Queue<O, R> {
+    type Target = VecDeque<Entry<O, R>>;
+    fn deref(&self) -> &Self::Target {
+        &self.entries
+    }
+}
+
+impl<O, R> std::ops::DerefMut for Queue<O, R> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.entries
+    }
+}
+
 impl<O, R> Shard<O, R> {
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Entry<O, R>>> {
+    fn queue(&self) -> MutexGuard<'_, Queue<O, R>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -121,7 +140,10 @@ impl<S: PipelineSink> Batcher<S> {
     pub fn new(sink: S, shards: usize, config: &BatchConfig) -> Self {
         let shards = (0..shards.max(1))
             .map(|_| Shard {
-                queue: Mutex::new(VecDeque::with_capacity(config.max_batch)),
+                queue: Mutex::new(Queue {
+                    entries: VecDeque::with_capacity(config.max_batch),
+                    sealed: false,
+                }),
                 work: Notify::new(),
                 room: Notify::new(),
                 in_flight: AtomicU64::new(0),
@@ -174,6 +196,9 @@ impl<S: PipelineSink> Batcher<S> {
         // Decide under the lock, and never hold it across an await.
         let entry = {
             let mut queue = shard.queue();
+            if queue.sealed {
+                return Err(Error::Shutdown);
+            }
             if queue.len() < capacity {
                 queue.push_back(entry);
                 return Ok(());
@@ -204,6 +229,9 @@ impl<S: PipelineSink> Batcher<S> {
             room.as_mut().enable();
             {
                 let mut queue = shard.queue();
+                if queue.sealed {
+                    return Err(Error::Shutdown);
+                }
                 if queue.len() < capacity {
                     queue.push_back(entry);
                     return Ok(());
@@ -254,6 +282,18 @@ impl<S: PipelineSink> Batcher<S> {
         let flushers = std::mem::take(&mut *self.flushers.lock().unwrap_or_else(|p| p.into_inner()));
         for flusher in flushers {
             let _ = flusher.await;
+        }
+        // A submit that raced the shutdown may have queued after its flusher ended: seal
+        // every queue and answer what is left, so no caller waits forever.
+        for shard in self.shared.shards.iter() {
+            let leftovers: Vec<_> = {
+                let mut queue = shard.queue();
+                queue.sealed = true;
+                queue.drain(..).collect()
+            };
+            for entry in leftovers {
+                let _ = entry.reply.send(Err(Error::Shutdown));
+            }
         }
     }
 }

@@ -545,6 +545,13 @@ impl ExecutorConfig {
                 "must be from 0 to below 0.5",
             ));
         }
+        if self.leases.drift_min > Duration::from_secs(10) {
+            return Err(ConfigError::new(
+                "leases.drift_min",
+                duration::format(self.leases.drift_min),
+                "must be at most 10 s",
+            ));
+        }
         at_least("presence.shards", self.presence.shards, 1, 16_384)?;
         positive("presence.window", self.presence.window)?;
         at_least("retry.attempts", self.retry.attempts, 1, 100)

@@ -21,12 +21,19 @@ pub type HookFuture<'a> = Pin<Box<dyn Future<Output = RedisResult<()>> + Send + 
 pub trait ConnectHook: Send + Sync + 'static {
     /// Runs on a freshly opened connection.
     fn on_connect<'a>(&'a self, conn: &'a mut MultiplexedConnection) -> HookFuture<'a>;
+
+    /// The same work as plain commands, for the pool's direct pipeline links, which send
+    /// them on every new connection (errors are logged).
+    fn on_connect_commands(&self) -> Vec<redis::Cmd> {
+        Vec::new()
+    }
 }
 
 /// Opens connections with the configured URL, TLS roots and timeouts, then runs the hooks.
 #[derive(Clone)]
 pub(crate) struct Connector {
     client: Client,
+    pub(crate) on_connect_commands: Vec<redis::Cmd>,
     config: AsyncConnectionConfig,
     hooks: Arc<[Arc<dyn ConnectHook>]>,
     pub(crate) response_timeout: std::time::Duration,
@@ -77,8 +84,10 @@ impl Connector {
         let async_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout));
+        let on_connect_commands = hooks.iter().flat_map(|h| h.on_connect_commands()).collect();
         Ok(Self {
             client,
+            on_connect_commands,
             config: async_config,
             hooks: hooks.into(),
             response_timeout: config.response_timeout,

@@ -26,12 +26,14 @@
 //! ```
 
 mod connect;
+mod direct;
 mod error;
 mod exclusive;
 mod pool;
 mod shared;
 
 pub use crate::connect::{ConnectHook, HookFuture};
+pub use crate::direct::Reply;
 pub use crate::error::map_redis_error;
 pub use crate::exclusive::ExclusiveConnection;
 pub use crate::pool::{Pool, PoolStats};

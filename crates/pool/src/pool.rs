@@ -8,6 +8,7 @@ use std::time::Duration;
 use stateful_redis_core::{Error, PoolConfig, RedisConfig};
 
 use crate::connect::{ConnectHook, Connector};
+use crate::direct::{DirectLink, Reply, Target};
 use crate::exclusive::{ExclusiveConnection, Manager, ping};
 use crate::shared::{Link, LinkCounters, SharedConnection};
 
@@ -41,6 +42,10 @@ pub struct PoolStats {
     pub closed: u64,
     /// Attempts to open a shared connection that failed.
     pub failed_connects: u64,
+    /// Direct pipeline links (the executor's hot path; 0 for TLS and unix sockets).
+    pub direct_links: u32,
+    /// Direct pipeline links connected now.
+    pub direct_connected: u32,
 }
 
 /// Connections to one standalone Redis.
@@ -59,6 +64,7 @@ pub struct Pool {
 struct Inner {
     connector: Connector,
     links: Box<[Arc<Link>]>,
+    direct: Box<[DirectLink]>,
     next: AtomicUsize,
     link_counters: Arc<LinkCounters>,
     /// `None` once closed.
@@ -82,9 +88,16 @@ impl Pool {
             .map(|_| Arc::new(Link::new(Arc::clone(&link_counters))))
             .collect::<Box<[_]>>();
         let exclusive = build_exclusive(&connector, &config.pool);
+        let direct: Box<[DirectLink]> = match Target::of(config, connector.on_connect_commands.clone())? {
+            Some(target) => (0..config.pool.shared_connections)
+                .map(|_| DirectLink::new(target.clone(), Arc::clone(&link_counters)))
+                .collect(),
+            None => Box::new([]),
+        };
         let inner = Arc::new(Inner {
             connector,
             links,
+            direct,
             next: AtomicUsize::new(0),
             link_counters,
             exclusive: RwLock::new(Some(exclusive)),
@@ -92,9 +105,12 @@ impl Pool {
             config: Mutex::new(config.pool.clone()),
             closed: AtomicBool::new(false),
         });
-        // Open every shared link now: a bad address or password fails here.
+        // Open every link now: a bad address or password fails here.
         for link in inner.links.iter() {
             link.get(&inner.connector).await?;
+        }
+        for link in inner.direct.iter() {
+            link.pipeline(b"", 0).await?;
         }
         tokio::spawn(health_check(Arc::downgrade(&inner), config.pool.health_check_interval));
         Ok(Self { inner })
@@ -124,6 +140,29 @@ impl Pool {
     /// How many shared links there are.
     pub fn shared_links(&self) -> usize {
         self.inner.links.len()
+    }
+
+    /// Direct pipeline links: as many as shared links for a plain `redis://` URL, none
+    /// for TLS or unix sockets (use [`shared_at`](Self::shared_at) then).
+    pub fn direct_links(&self) -> usize {
+        self.inner.direct.len()
+    }
+
+    /// Sends `count` packed commands as one pipeline on direct link `index` (modulo their
+    /// number) and returns each command's reply, in order: a value, or the server's error
+    /// message. Pipelines on one link are written and answered in the order of the calls.
+    /// The link reconnects (and runs the connect hooks' commands) after it breaks.
+    pub async fn pipeline(&self, index: usize, packed: &[u8], count: usize) -> Result<Vec<Reply>, Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let Some(link) = self.inner.direct.get(index % self.inner.direct.len().max(1)) else {
+            return Err(Error::Connection {
+                message: "no direct pipeline link for this URL (TLS or unix socket)".into(),
+                source: None,
+            });
+        };
+        link.pipeline(packed, count).await
     }
 
     /// A connection of its own, waiting up to the checkout timeout.
@@ -197,6 +236,8 @@ impl Pool {
         stats.created += links.opened.load(Ordering::Relaxed);
         stats.closed += links.closed.load(Ordering::Relaxed);
         stats.failed_connects = links.failed_connects.load(Ordering::Relaxed);
+        stats.direct_links = self.inner.direct.len() as u32;
+        stats.direct_connected = self.inner.direct.iter().filter(|l| l.is_connected()).count() as u32;
         stats
     }
 
@@ -210,6 +251,9 @@ impl Pool {
         }
         for link in self.inner.links.iter() {
             link.close();
+        }
+        for link in self.inner.direct.iter() {
+            link.close_now();
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use stateful_redis_core::Error;
-use stateful_redis_pool::{ConnectHook, HookFuture, map_redis_error};
+use stateful_redis_pool::{ConnectHook, HookFuture, Pool, Reply, map_redis_error};
 
 use crate::invocation::Invocation;
 use crate::script::{ALL, Script};
@@ -187,6 +187,88 @@ impl Scripts {
             .collect())
     }
 
+    /// Sends `calls` as one pipeline on the pool's direct link `link` and returns each
+    /// call's own result, with the same `NOSCRIPT` recovery as
+    /// [`invoke_pipeline`](Self::invoke_pipeline): the calls that met it are resent, in their
+    /// order, after their scripts are loaded on that link.
+    pub async fn invoke_direct(
+        &self,
+        pool: &Pool,
+        link: usize,
+        calls: Vec<(&'static Script, Cmd)>,
+    ) -> Vec<Result<Value, Error>> {
+        let n = calls.len();
+        let mut results: Vec<Option<Result<Value, Error>>> = (0..n).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..n).collect();
+        let mut packed = Vec::with_capacity(n * 192);
+        for round in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            packed.clear();
+            for &i in &pending {
+                calls[i].1.write_packed_command(&mut packed);
+            }
+            let replies = match pool.pipeline(link, &packed, pending.len()).await {
+                Ok(replies) => replies,
+                Err(e) => {
+                    let message = e.to_string();
+                    for &i in &pending {
+                        results[i] = Some(Err(copy_transport_error(&e, &message)));
+                    }
+                    break;
+                }
+            };
+            let mut missing = Vec::new();
+            for (&i, reply) in pending.iter().zip(replies) {
+                match reply {
+                    Err(message) if message.starts_with("NOSCRIPT") && round < 2 => missing.push(i),
+                    other => results[i] = Some(reply_result(calls[i].0, other)),
+                }
+            }
+            // Load each missing script once, on the same link, before the resend.
+            let mut scripts: Vec<&'static Script> = Vec::new();
+            for &i in &missing {
+                if !scripts.iter().any(|s| s.name() == calls[i].0.name()) {
+                    scripts.push(calls[i].0);
+                }
+            }
+            if !scripts.is_empty() {
+                packed.clear();
+                for script in &scripts {
+                    redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(script.source())
+                        .write_packed_command(&mut packed);
+                }
+                match pool.pipeline(link, &packed, scripts.len()).await {
+                    Ok(_) => {
+                        self.reloads.fetch_add(scripts.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        for &i in &missing {
+                            results[i] = Some(Err(copy_transport_error(&e, &message)));
+                        }
+                        missing.clear();
+                    }
+                }
+            }
+            pending = missing;
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::UnexpectedReply {
+                        what: "pipeline",
+                        detail: "no reply".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
     /// Preload and reload counts so far.
     pub fn stats(&self) -> ScriptStats {
         ScriptStats {
@@ -199,5 +281,47 @@ impl Scripts {
 impl ConnectHook for Scripts {
     fn on_connect<'a>(&'a self, conn: &'a mut MultiplexedConnection) -> HookFuture<'a> {
         Box::pin(self.preload(conn))
+    }
+
+    fn on_connect_commands(&self) -> Vec<Cmd> {
+        ALL.iter()
+            .map(|script| {
+                let mut cmd = redis::cmd("SCRIPT");
+                cmd.arg("LOAD").arg(script.source());
+                cmd
+            })
+            .collect()
+    }
+}
+
+/// One call's result from a direct link's reply.
+fn reply_result(script: &'static Script, reply: Reply) -> Result<Value, Error> {
+    reply.map_err(|message| {
+        if message.starts_with("NOPERM") || message.contains("can't run this command") {
+            Error::NoPermission { message }
+        } else {
+            Error::Script {
+                script: script.name(),
+                message,
+            }
+        }
+    })
+}
+
+/// The same transport error for each call of a pipeline that failed as a whole.
+fn copy_transport_error(error: &Error, message: &str) -> Error {
+    match error {
+        Error::Timeout { operation, after } => Error::Timeout {
+            operation,
+            after: *after,
+        },
+        Error::Shutdown => Error::Shutdown,
+        Error::Auth { message } => Error::Auth {
+            message: message.clone(),
+        },
+        _ => Error::Connection {
+            message: message.to_owned(),
+            source: None,
+        },
     }
 }

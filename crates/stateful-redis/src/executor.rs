@@ -210,6 +210,11 @@ impl PipelineSink for RedisSink {
     type Reply = redis::Value;
 
     async fn send(&self, shard: usize, ops: Vec<Self::Op>) -> Vec<Result<redis::Value, Error>> {
+        // The hot path: the pool's own pipeline link (plain TCP).
+        if self.pool.direct_links() > 0 {
+            return self.scripts.invoke_direct(&self.pool, shard, ops).await;
+        }
+        // TLS and unix sockets: a redis-rs shared link.
         let n = ops.len();
         let mut conn = match self.pool.shared_at(shard).await {
             Ok(conn) => conn,

@@ -72,8 +72,8 @@ impl Presence {
         self.heartbeat_many(&[entity]).await
     }
 
-    /// Marks every entity of `entities` active now, in one pipeline (one call per shard
-    /// and per thousand entities).
+    /// Marks every entity of `entities` active now: one call per shard and per thousand
+    /// entities, all issued at once (the batcher pipelines them).
     pub async fn heartbeat_many(&self, entities: &[&str]) -> Result<(), Error> {
         let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); self.shard_keys.len()];
         for entity in entities {

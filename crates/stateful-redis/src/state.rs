@@ -521,7 +521,8 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
     }
 }
 
-/// A message id no caller chooses: `~` and 128 random bits.
+/// A message id no caller chooses: `~` and two hashes keyed by the process's random
+/// `RandomState` keys (unique per call within a process, unpredictable across processes).
 fn automatic_message_id() -> String {
     let a = std::collections::hash_map::RandomState::new().build_hasher().finish();
     let b = std::collections::hash_map::RandomState::new().build_hasher().finish();

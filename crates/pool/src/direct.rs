@@ -1,0 +1,474 @@
+//! Direct pipeline links: the hot path's own connection to Redis.
+//!
+//! A batcher shard owns one. Its sender writes a whole batch of already packed commands
+//! with one write, after registering how many replies the batch expects; a reader task
+//! parses RESP2 replies as they arrive and hands each batch its replies in order. There is
+//! no driver task between the two and no per-command future: the work per operation is
+//! packing its command and parsing its reply. Plain TCP only; TLS and unix sockets use
+//! the redis-rs shared links instead.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use redis::{Cmd, ConnectionAddr, IntoConnectionInfo, Value};
+use stateful_redis_core::{ConfigError, Error, RedisConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::oneshot;
+
+use crate::shared::LinkCounters;
+
+/// One reply: a value, or the error message the server sent for that command.
+pub type Reply = Result<Value, String>;
+
+/// Where and as whom to connect.
+#[derive(Clone)]
+pub(crate) struct Target {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    /// Sent on every new connection (script preload); errors are logged.
+    on_connect: Arc<[Cmd]>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No credentials here.
+        f.debug_struct("Target")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    /// The target of a plain `redis://` URL; `None` for TLS and unix sockets.
+    pub(crate) fn of(config: &RedisConfig, on_connect: Vec<Cmd>) -> Result<Option<Self>, Error> {
+        let info = config
+            .url
+            .expose()
+            .into_connection_info()
+            .map_err(|e| ConfigError::new("redis.url", config.url.redacted(), e.to_string()))?;
+        let ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return Ok(None);
+        };
+        let redis = info.redis_settings();
+        Ok(Some(Self {
+            host: host.clone(),
+            port: *port,
+            username: redis.username().map(str::to_owned),
+            password: redis.password().map(str::to_owned),
+            db: redis.db(),
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+            on_connect: on_connect.into(),
+        }))
+    }
+}
+
+struct Pending {
+    remaining: usize,
+    replies: Vec<Reply>,
+    done: oneshot::Sender<Vec<Reply>>,
+}
+
+/// One open connection: the write half, and the batches waiting for replies.
+struct Conn {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: Mutex<VecDeque<Pending>>,
+    broken: AtomicBool,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    fn pending(&self) -> MutexGuard<'_, VecDeque<Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks it broken; every batch waiting for replies learns it at once (its sender
+    /// is dropped, which its receiver sees as a lost connection).
+    fn break_off(&self) {
+        self.broken.store(true, Ordering::Release);
+        self.pending().clear();
+    }
+
+    /// Registers a batch of `count` replies and writes it, in one step under the write lock,
+    /// so that batches are written, and so answered, in the order they registered.
+    async fn send(&self, packed: &[u8], count: usize) -> Result<oneshot::Receiver<Vec<Reply>>, Error> {
+        let (done, replies) = oneshot::channel();
+        let mut writer = self.writer.lock().await;
+        if self.broken.load(Ordering::Acquire) {
+            return Err(lost("the connection broke"));
+        }
+        self.pending().push_back(Pending {
+            remaining: count,
+            replies: Vec::with_capacity(count),
+            done,
+        });
+        if let Err(e) = writer.write_all(packed).await {
+            drop(writer);
+            self.break_off();
+            return Err(lost(&e.to_string()));
+        }
+        Ok(replies)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn lost(why: &str) -> Error {
+    Error::Connection {
+        message: format!("connection to Redis lost: {why}"),
+        source: None,
+    }
+}
+
+/// Reads replies and completes batches in order, until the connection ends.
+async fn read_loop(conn: std::sync::Weak<Conn>, mut reader: tokio::net::tcp::OwnedReadHalf) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let read = reader.read_buf(&mut buf).await;
+        let Some(conn) = conn.upgrade() else { return };
+        match read {
+            Ok(0) | Err(_) => {
+                conn.break_off();
+                return;
+            }
+            Ok(_) => {}
+        }
+        loop {
+            match parse(&buf) {
+                Ok(Some((reply, used))) => {
+                    buf.advance(used);
+                    let mut pending = conn.pending();
+                    let Some(front) = pending.front_mut() else {
+                        drop(pending);
+                        tracing::warn!("Redis sent a reply nobody asked for; closing the connection");
+                        conn.break_off();
+                        return;
+                    };
+                    front.replies.push(reply);
+                    front.remaining -= 1;
+                    if front.remaining == 0
+                        && let Some(done) = pending.pop_front()
+                    {
+                        // A batch whose caller gave up (timeout) just drops its replies.
+                        let _ = done.done.send(done.replies);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable reply from Redis; closing the connection");
+                    conn.break_off();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Parses one RESP2 reply from the start of `buf`: `None` if it is not complete yet.
+fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
+    match parse_value(buf, 0)? {
+        Some((Parsed::Error(message), used)) => Ok(Some((Err(message), used))),
+        Some((Parsed::Value(value), used)) => Ok(Some((Ok(value), used))),
+        None => Ok(None),
+    }
+}
+
+enum Parsed {
+    Value(Value),
+    Error(String),
+}
+
+fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let rest = buf.get(at..)?;
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    Some((&rest[..end], at + end + 2))
+}
+
+fn number(text: &[u8]) -> Result<i64, String> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| format!("bad number {:?}", String::from_utf8_lossy(text)))
+}
+
+fn parse_value(buf: &[u8], at: usize) -> Result<Option<(Parsed, usize)>, String> {
+    let Some(&kind) = buf.get(at) else { return Ok(None) };
+    let Some((text, next)) = line(buf, at + 1) else {
+        return Ok(None);
+    };
+    let value = match kind {
+        b'+' => {
+            let text = String::from_utf8_lossy(text);
+            if text == "OK" {
+                Value::Okay
+            } else {
+                Value::SimpleString(text.into_owned())
+            }
+        }
+        b'-' => return Ok(Some((Parsed::Error(String::from_utf8_lossy(text).into_owned()), next))),
+        b':' => Value::Int(number(text)?),
+        b'$' => {
+            let len = number(text)?;
+            if len < 0 {
+                return Ok(Some((Parsed::Value(Value::Nil), next)));
+            }
+            let end = next + len as usize;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            return Ok(Some((
+                Parsed::Value(Value::BulkString(buf[next..end].to_vec())),
+                end + 2,
+            )));
+        }
+        b'*' => {
+            let len = number(text)?;
+            if len < 0 {
+                return Ok(Some((Parsed::Value(Value::Nil), next)));
+            }
+            let mut items = Vec::with_capacity(len.min(1024) as usize);
+            let mut at = next;
+            for _ in 0..len {
+                match parse_value(buf, at)? {
+                    Some((Parsed::Value(v), used)) => {
+                        items.push(v);
+                        at = used;
+                    }
+                    // An error inside an array (only EXEC sends those) keeps its text.
+                    Some((Parsed::Error(e), used)) => {
+                        items.push(Value::SimpleString(e));
+                        at = used;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            return Ok(Some((Parsed::Value(Value::Array(items)), at)));
+        }
+        other => return Err(format!("unknown reply type byte 0x{other:02x}")),
+    };
+    Ok(Some((Parsed::Value(value), next)))
+}
+
+#[derive(Default)]
+struct LinkState {
+    conn: Option<Arc<Conn>>,
+    failure: Option<(Instant, String)>,
+}
+
+/// A direct link: one connection at a time, reopened on next use after it breaks.
+pub(crate) struct DirectLink {
+    target: Target,
+    state: tokio::sync::Mutex<LinkState>,
+    counters: Arc<LinkCounters>,
+}
+
+impl std::fmt::Debug for DirectLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectLink")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DirectLink {
+    pub(crate) fn new(target: Target, counters: Arc<LinkCounters>) -> Self {
+        Self {
+            target,
+            state: tokio::sync::Mutex::new(LinkState::default()),
+            counters,
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.state
+            .try_lock()
+            .map(|s| s.conn.as_ref().is_some_and(|c| !c.broken.load(Ordering::Acquire)))
+            .unwrap_or(true)
+    }
+
+    async fn conn(&self) -> Result<Arc<Conn>, Error> {
+        let started = Instant::now();
+        let mut state = self.state.lock().await;
+        if let Some(conn) = &state.conn {
+            if !conn.broken.load(Ordering::Acquire) {
+                return Ok(Arc::clone(conn));
+            }
+            state.conn = None;
+            self.counters.closed.fetch_add(1, Ordering::Relaxed);
+        }
+        // Callers queued behind a reconnect that failed get its error at once.
+        if let Some((at, message)) = &state.failure
+            && *at >= started
+        {
+            return Err(lost(message));
+        }
+        match self.open().await {
+            Ok(conn) => {
+                self.counters.opened.fetch_add(1, Ordering::Relaxed);
+                state.failure = None;
+                state.conn = Some(Arc::clone(&conn));
+                Ok(conn)
+            }
+            Err(e) => {
+                self.counters.failed_connects.fetch_add(1, Ordering::Relaxed);
+                state.failure = Some((Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Arc<Conn>, Error> {
+        let t = &self.target;
+        let stream = match tokio::time::timeout(t.connect_timeout, TcpStream::connect((t.host.as_str(), t.port))).await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                return Err(Error::Connection {
+                    message: format!("cannot connect to {}:{}: {e}", t.host, t.port),
+                    source: Some(Box::new(e)),
+                });
+            }
+            Err(_) => {
+                return Err(Error::Timeout {
+                    operation: "connect to Redis",
+                    after: t.connect_timeout,
+                });
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let conn = Arc::new_cyclic(|weak| Conn {
+            writer: tokio::sync::Mutex::new(write),
+            pending: Mutex::new(VecDeque::new()),
+            broken: AtomicBool::new(false),
+            reader: tokio::spawn(read_loop(weak.clone(), read)),
+        });
+        // Handshake: AUTH and SELECT must succeed; the preload is best effort.
+        let mut hello = Vec::new();
+        let mut handshake = 0;
+        if let Some(password) = &t.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = &t.username {
+                auth.arg(user);
+            }
+            auth.arg(password).write_packed_command(&mut hello);
+            handshake += 1;
+        }
+        if t.db != 0 {
+            redis::cmd("SELECT").arg(t.db).write_packed_command(&mut hello);
+            handshake += 1;
+        }
+        for cmd in t.on_connect.iter() {
+            cmd.write_packed_command(&mut hello);
+        }
+        let count = handshake + t.on_connect.len();
+        if count == 0 {
+            return Ok(conn);
+        }
+        let replies = exchange(&conn, &hello, count, t.connect_timeout + t.response_timeout).await?;
+        for (i, reply) in replies.into_iter().enumerate() {
+            match reply {
+                Err(message) if i < handshake && (message.starts_with("WRONGPASS") || message.contains("AUTH")) => {
+                    return Err(Error::Auth { message });
+                }
+                Err(message) if i < handshake => return Err(Error::Server { message }),
+                Err(message) => tracing::warn!(%message, "preload on a new connection failed; continuing"),
+                Ok(_) => {}
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Sends `count` packed commands as one pipeline and returns their replies in order.
+    pub(crate) async fn pipeline(&self, packed: &[u8], count: usize) -> Result<Vec<Reply>, Error> {
+        let conn = self.conn().await?;
+        exchange(&conn, packed, count, self.target.response_timeout).await
+    }
+
+    /// Closes the connection unless a reconnect holds the link right now (then it closes
+    /// when the pool is dropped).
+    pub(crate) fn close_now(&self) {
+        if let Ok(mut state) = self.state.try_lock()
+            && let Some(conn) = state.conn.take()
+        {
+            conn.break_off();
+            self.counters.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn exchange(conn: &Conn, packed: &[u8], count: usize, timeout: Duration) -> Result<Vec<Reply>, Error> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let replies = conn.send(packed, count).await?;
+    match tokio::time::timeout(timeout, replies).await {
+        Ok(Ok(replies)) => Ok(replies),
+        Ok(Err(_)) => Err(lost("the connection closed before the replies came")),
+        // The batch stays registered: its replies, when they come, are read and dropped,
+        // so the batches behind it still get their own.
+        Err(_) => Err(Error::Timeout {
+            operation: "Redis request",
+            after: timeout,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(input: &[u8]) -> Option<(Reply, usize)> {
+        parse(input).expect("parses")
+    }
+
+    #[test]
+    fn parses_every_reply_type_and_waits_for_more() {
+        assert_eq!(one(b":42\r\n"), Some((Ok(Value::Int(42)), 5)));
+        assert_eq!(one(b"+OK\r\n"), Some((Ok(Value::Okay), 5)));
+        assert_eq!(one(b"$3\r\nabc\r\n"), Some((Ok(Value::BulkString(b"abc".to_vec())), 9)));
+        assert_eq!(one(b"$-1\r\n"), Some((Ok(Value::Nil), 5)));
+        assert_eq!(
+            one(b"-NOSCRIPT No matching script\r\n").map(|r| r.0),
+            Some(Err("NOSCRIPT No matching script".into()))
+        );
+        let array = b"*3\r\n:0\r\n$2\r\n17\r\n$-1\r\n";
+        assert_eq!(
+            one(array),
+            Some((
+                Ok(Value::Array(vec![
+                    Value::Int(0),
+                    Value::BulkString(b"17".to_vec()),
+                    Value::Nil
+                ])),
+                array.len()
+            ))
+        );
+        // Incomplete input of every kind is "not yet", never an error.
+        for cut in 1..array.len() {
+            assert_eq!(one(&array[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(one(b"$5\r\nab"), None);
+        assert!(parse(b"?what\r\n").is_err());
+        assert!(parse(b":x1\r\n").is_err());
+    }
+}
