@@ -105,9 +105,12 @@ impl Pool {
             config: Mutex::new(config.pool.clone()),
             closed: AtomicBool::new(false),
         });
-        // Open every link now: a bad address or password fails here.
-        for link in inner.links.iter() {
-            link.get(&inner.connector).await?;
+        // Open the links the hot path uses now: a bad address or password fails here. With
+        // direct links, the redis-rs shared links open on first use of `shared()`.
+        if inner.direct.is_empty() {
+            for link in inner.links.iter() {
+                link.get(&inner.connector).await?;
+            }
         }
         for link in inner.direct.iter() {
             link.pipeline(b"", 0).await?;
@@ -303,6 +306,10 @@ async fn health_check(inner: Weak<Inner>, every: Duration) {
         }
         let timeout = inner.connector.response_timeout;
         for link in inner.links.iter() {
+            // With direct links, a shared link no one has used stays closed.
+            if !inner.direct.is_empty() && !link.is_connected() {
+                continue;
+            }
             // A failed PING retires the connection (SharedConnection does that), and a
             // missing one is reopened here.
             if let Ok(mut conn) = link.get(&inner.connector).await

@@ -106,3 +106,57 @@ async fn closed_pool_refuses() {
     assert!(matches!(pool.shared().await, Err(Error::Shutdown)));
     assert!(matches!(pool.exclusive().await, Err(Error::Shutdown)));
 }
+
+fn packed(commands: &[&[&str]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for args in commands {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.write_packed_command(&mut out);
+    }
+    out
+}
+
+#[tokio::test]
+async fn direct_links_answer_pipelines_in_order_and_reconnect() {
+    let server = RedisServer::start();
+    let pool = Pool::connect(&config(&server), Vec::new()).await.expect("connect");
+    assert_eq!(pool.direct_links(), 2);
+    let batch = packed(&[&["SET", "k", "v"], &["GET", "k"], &["INCR", "k"], &["GET", "missing"]]);
+    let replies = pool.pipeline(0, &batch, 4).await.expect("pipeline");
+    assert_eq!(replies[0], Ok(redis::Value::Okay));
+    assert_eq!(replies[1], Ok(redis::Value::BulkString(b"v".to_vec())));
+    assert!(
+        replies[2].as_ref().is_err_and(|e| e.contains("not an integer")),
+        "{:?}",
+        replies[2]
+    );
+    assert_eq!(replies[3], Ok(redis::Value::Nil));
+    // Many pipelines in flight on one link come back each with its own replies.
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let pool = pool.clone();
+            async move {
+                let key = format!("n{i}");
+                let batch = packed(&[&["INCRBY", &key, &i.to_string()], &["GET", &key]]);
+                let replies = pool.pipeline(1, &batch, 2).await.expect("pipeline");
+                assert_eq!(replies[0], Ok(redis::Value::Int(i)));
+                assert_eq!(replies[1], Ok(redis::Value::BulkString(i.to_string().into_bytes())));
+            }
+        })
+        .collect();
+    futures_util::future::join_all(calls).await;
+    // A killed connection fails what is on it, then the link reopens.
+    server.cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    let mut healed = false;
+    for _ in 0..20 {
+        if pool.pipeline(0, &packed(&[&["PING"]]), 1).await.is_ok() {
+            healed = true;
+            break;
+        }
+    }
+    assert!(healed, "the direct link never reconnected");
+    assert!(pool.stats().direct_connected >= 1);
+}
