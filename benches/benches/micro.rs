@@ -113,6 +113,22 @@ fn stored_bytes() -> Vec<u8> {
     data
 }
 
+/// Recording one operation in the PerformanceMonitor (latency histogram, count, rate), from
+/// one thread and from two at once on the same operation (contention).
+#[divan::bench(threads = [1, 2])]
+fn monitor_record(bencher: Bencher<'_, '_>) {
+    static MONITOR: std::sync::LazyLock<stateful_redis_metrics::PerformanceMonitor> =
+        std::sync::LazyLock::new(stateful_redis_metrics::PerformanceMonitor::default);
+    let monitor = &*MONITOR;
+    bencher.bench(|| {
+        monitor.record(
+            stateful_redis_metrics::Operation::Put,
+            black_box(std::time::Duration::from_micros(250)),
+            None,
+        )
+    });
+}
+
 /// A throw-away redis-server for `executor_put`; killed on drop.
 struct Server {
     child: std::process::Child,

@@ -262,6 +262,62 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 25] = [
+        ErrorKind::InvalidId,
+        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
+        ErrorKind::TooManyConflicts,
+        ErrorKind::NotFound,
+        ErrorKind::TransitionRefused,
+        ErrorKind::LeaseHeld,
+        ErrorKind::LeaseLost,
+        ErrorKind::Fenced,
+        ErrorKind::ValueTooLarge,
+        ErrorKind::Encode,
+        ErrorKind::Decode,
+        ErrorKind::Corrupt,
+        ErrorKind::Timeout,
+        ErrorKind::Connection,
+        ErrorKind::Auth,
+        ErrorKind::NoPermission,
+        ErrorKind::PoolExhausted,
+        ErrorKind::Overloaded,
+        ErrorKind::Dropped,
+        ErrorKind::Script,
+        ErrorKind::Server,
+        ErrorKind::UnexpectedReply,
+        ErrorKind::Shutdown,
+        ErrorKind::Config,
+    ];
+
+    /// How many kinds there are.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The kind's position in [`ALL`](Self::ALL), for arrays of counters.
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|&k| k == self).unwrap_or(0)
+    }
+
+    /// Whether it is a failure (Redis unreachable, slow or refusing, a bug, corrupt data,
+    /// overload) rather than an answer a caller expects and handles (a conflict, a refused
+    /// transition, a held or lost lease, a fenced write, not found, bad input).
+    pub fn is_failure(self) -> bool {
+        !matches!(
+            self,
+            ErrorKind::InvalidId
+                | ErrorKind::InvalidArgument
+                | ErrorKind::Conflict
+                | ErrorKind::TooManyConflicts
+                | ErrorKind::NotFound
+                | ErrorKind::TransitionRefused
+                | ErrorKind::LeaseHeld
+                | ErrorKind::LeaseLost
+                | ErrorKind::Fenced
+                | ErrorKind::ValueTooLarge
+        )
+    }
+
     /// The snake_case name, as used for `error.type`.
     pub fn as_str(self) -> &'static str {
         match self {

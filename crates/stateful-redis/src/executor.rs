@@ -7,6 +7,7 @@ use redis::Cmd;
 use serde::{Serialize, de::DeserializeOwned};
 use stateful_redis_batch::{BatchStats, Batcher, PipelineSink};
 use stateful_redis_core::{Codec, Envelope, Error, ExecutorConfig, Namespace, RedisConfig, SerdeCodec, hash_tag};
+use stateful_redis_metrics::{GaugeSource, Gauges, MetricsSnapshot, Operation, PerformanceMonitor};
 use stateful_redis_pool::{ConnectHook, Pool, PoolStats};
 use stateful_redis_scripts::{Invocation, Script, ScriptStats, Scripts};
 use tokio::sync::Notify;
@@ -61,8 +62,10 @@ impl ExecutorBuilder {
             scripts: Arc::clone(&scripts),
         };
         let batcher = Batcher::new(sink, pool.shared_links(), &self.config.batch);
-        Ok(StatefulExecutor {
+        let monitor = PerformanceMonitor::default();
+        let executor = StatefulExecutor {
             inner: Arc::new(Inner {
+                monitor: monitor.clone(),
                 pool,
                 batcher,
                 scripts,
@@ -73,7 +76,10 @@ impl ExecutorBuilder {
                 drained: Notify::new(),
                 retries: AtomicU64::new(0),
             }),
-        })
+        };
+        // Weak: the monitor lives inside the executor it reads.
+        monitor.set_gauge_source(Arc::new(ExecutorGauges(Arc::downgrade(&executor.inner))));
+        Ok(executor)
     }
 }
 
@@ -88,6 +94,7 @@ pub struct StatefulExecutor {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
+    pub(crate) monitor: PerformanceMonitor,
     pub(crate) pool: Pool,
     batcher: Batcher<RedisSink>,
     pub(crate) scripts: Arc<Scripts>,
@@ -111,6 +118,12 @@ impl Drop for InFlight<'_> {
 }
 
 impl Inner {
+    /// Records an operation that started at `started` in the monitor.
+    pub(crate) fn observe<T>(&self, operation: Operation, started: std::time::Instant, result: &Result<T, Error>) {
+        let error = result.as_ref().err().map(Error::kind);
+        self.monitor.record_since(operation, started, error);
+    }
+
     /// Admits an operation, or refuses it once shutdown began.
     pub(crate) fn begin(&self) -> Result<InFlight<'_>, Error> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -156,6 +169,37 @@ impl Inner {
     /// Runs safe calls concurrently; the batcher puts them in pipelines.
     pub(crate) async fn run_many_safe<I: Invocation>(&self, calls: &[I]) -> Vec<Result<I::Reply, Error>> {
         futures_util::future::join_all(calls.iter().map(|call| self.run_safe(call))).await
+    }
+}
+
+/// The executor's gauges, read when a snapshot is taken.
+struct ExecutorGauges(std::sync::Weak<Inner>);
+
+impl GaugeSource for ExecutorGauges {
+    fn gauges(&self) -> Gauges {
+        let Some(inner) = self.0.upgrade() else {
+            return Gauges::default();
+        };
+        let pool = inner.pool.stats();
+        let batch = inner.batcher.stats();
+        let mut g = Gauges::default();
+        g.in_flight = inner.in_flight.load(Ordering::Acquire) as u64;
+        g.queue_depth = batch.queued;
+        g.pipelines_in_flight = batch.in_flight;
+        g.batches = batch.batches;
+        g.batched_operations = batch.sent;
+        g.rejected = batch.rejected;
+        g.dropped = batch.dropped;
+        g.retries = inner.retries.load(Ordering::Relaxed);
+        g.script_reloads = inner.scripts.stats().reloads;
+        g.connections = u64::from(pool.connections + pool.shared_connected + pool.direct_connected);
+        g.connections_idle = u64::from(pool.idle);
+        g.connections_used = u64::from(pool.in_use);
+        g.pool_waiters = pool.waiters;
+        g.pool_waits = pool.waits;
+        g.pool_timeouts = pool.timeouts;
+        g.pool_max_size = u64::from(pool.max_size);
+        g
     }
 }
 
@@ -285,6 +329,18 @@ impl StatefulExecutor {
     /// Presence (heartbeats and the active count) of the entities of `namespace`.
     pub fn presence(&self, namespace: &str) -> Result<Presence, Error> {
         Ok(Presence::new(Arc::clone(&self.inner), Namespace::new(namespace)?))
+    }
+
+    /// The performance monitor: every operation of this executor is recorded in it, and
+    /// your own with [`PerformanceMonitor::record_operation`].
+    pub fn monitor(&self) -> &PerformanceMonitor {
+        &self.inner.monitor
+    }
+
+    /// [`PerformanceMonitor::snapshot`]: counts, rates, latency percentiles, failures, and
+    /// the pool, queue and batch gauges.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        self.inner.monitor.snapshot()
     }
 
     /// Counts of the batching: pipelines, their sizes, queue depth, rejections, drops.

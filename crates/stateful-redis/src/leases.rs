@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, watch};
 
+use stateful_redis_metrics::Operation;
+
 use crate::executor::Inner;
 
 /// A granted lease: who holds which entity, with which fencing token, until when.
@@ -112,6 +114,13 @@ impl Leases {
     ///
     /// Owners must be unique per process incarnation (e.g. `host/pid/start-time`).
     pub async fn acquire(&self, entity: &str, owner: &str, ttl: Duration) -> Result<Lease, Error> {
+        let started = Instant::now();
+        let result = self.acquire_unobserved(entity, owner, ttl).await;
+        self.exec.observe(Operation::Acquire, started, &result);
+        result
+    }
+
+    async fn acquire_unobserved(&self, entity: &str, owner: &str, ttl: Duration) -> Result<Lease, Error> {
         validate_entity_id(entity)?;
         validate_owner(owner)?;
         let ttl_ms = ttl_ms(ttl)?;
@@ -145,6 +154,13 @@ impl Leases {
 
     /// Extends `lease` by its ttl from now; [`Error::LeaseLost`] if it expired or was taken.
     pub async fn renew(&self, lease: &mut Lease) -> Result<(), Error> {
+        let started = Instant::now();
+        let result = self.renew_unobserved(lease).await;
+        self.exec.observe(Operation::Renew, started, &result);
+        result
+    }
+
+    async fn renew_unobserved(&self, lease: &mut Lease) -> Result<(), Error> {
         let key = self.keys.lease(&lease.entity);
         let call = Renew {
             lease: &key,
@@ -170,6 +186,13 @@ impl Leases {
     /// Gives the lease up so others may take it at once; refused with
     /// [`Error::LeaseLost`] (and nothing changed) if `lease` is not the current one.
     pub async fn release(&self, lease: &Lease) -> Result<(), Error> {
+        let started = Instant::now();
+        let result = self.release_unobserved(lease).await;
+        self.exec.observe(Operation::Release, started, &result);
+        result
+    }
+
+    async fn release_unobserved(&self, lease: &Lease) -> Result<(), Error> {
         let key = self.keys.lease(&lease.entity);
         let call = Release {
             lease: &key,
@@ -431,6 +454,7 @@ async fn watchdog(leases: Leases, mut lease: Lease, shared: Arc<GuardShared>) {
         }
     };
     tracing::warn!(entity = lease.entity(), token = lease.token(), ?loss, "lease lost");
+    leases.exec.monitor.record_lease_lost();
     status.send_replace(LeaseStatus::Lost(loss.clone()));
     let callback = shared.on_lost.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(callback) = callback {

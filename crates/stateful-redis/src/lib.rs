@@ -61,6 +61,10 @@ pub use stateful_redis_core::{
     RedisConfig, RedisUrl, Result, RetryConfig, Secret, SerdeCodec, StateConfig, Version, Versioned,
 };
 #[doc(inline)]
+pub use stateful_redis_metrics::{
+    ALERT_METRICS, Gauges, LatencySummary, MetricsSnapshot, Operation, OperationSnapshot, PerformanceMonitor,
+};
+#[doc(inline)]
 pub use stateful_redis_pool::{ExclusiveConnection, Pool, PoolStats, SharedConnection};
 #[doc(inline)]
 pub use stateful_redis_scripts::{ACL_COMMANDS, ScriptStats};

@@ -114,6 +114,14 @@ impl Presence {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
+        let started = std::time::Instant::now();
+        let result = self.run_unobserved(calls).await;
+        self.exec
+            .observe(stateful_redis_metrics::Operation::Presence, started, &result);
+        result
+    }
+
+    async fn run_unobserved(&self, calls: &[PresenceCall<'_>]) -> Result<Vec<u64>, Error> {
         let _op = self.exec.begin()?;
         // Heartbeats, counts and expiry are all safe to repeat.
         self.exec.run_many_safe(calls).await.into_iter().collect()

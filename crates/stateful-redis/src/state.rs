@@ -12,6 +12,7 @@ use stateful_redis_core::{
     Codec, CodecError, Error, KeyLayout, Namespace, SealError, Version, Versioned, validate_entity_id,
     validate_message_id, validate_status,
 };
+use stateful_redis_metrics::Operation;
 use stateful_redis_scripts::{Get, GuardKeys, MessageWindow, Write, WriteOp, WriteResult};
 
 use crate::executor::Inner;
@@ -320,6 +321,26 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         fence: Option<&Fence>,
         message: Option<&str>,
     ) -> Result<Applied, Error> {
+        let operation = match (&change, message) {
+            (_, Some(_)) => Operation::ApplyOnce,
+            (Change::Put(_), None) => Operation::Put,
+            (Change::Cas(..), None) => Operation::Cas,
+            (Change::Transition { .. }, None) => Operation::Transition,
+            (Change::Delete(_), None) => Operation::Delete,
+        };
+        let started = std::time::Instant::now();
+        let result = self.write_unobserved(entity, change, fence, message).await;
+        self.exec.observe(operation, started, &result);
+        result
+    }
+
+    async fn write_unobserved(
+        &self,
+        entity: &str,
+        change: Change<'_, T>,
+        fence: Option<&Fence>,
+        message: Option<&str>,
+    ) -> Result<Applied, Error> {
         if let Some(fence) = fence
             && fence.token == 0
         {
@@ -337,6 +358,13 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
 
     /// Reads an entity: `None` if it does not exist.
     pub async fn get(&self, entity: &str) -> Result<Option<Versioned<T>>, Error> {
+        let started = std::time::Instant::now();
+        let result = self.read(entity).await;
+        self.exec.observe(Operation::Get, started, &result);
+        result
+    }
+
+    async fn read(&self, entity: &str) -> Result<Option<Versioned<T>>, Error> {
         let key = self.state_key(entity)?;
         let _op = self.exec.begin()?;
         let Some(record) = self.exec.run_safe(&Get { key: &key }).await? else {
@@ -388,7 +416,22 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         self.update_fenced(entity, change, None).await
     }
 
-    async fn update_fenced<F>(&self, entity: &str, mut change: F, fence: Option<&Fence>) -> Result<Updated<T>, Error>
+    async fn update_fenced<F>(&self, entity: &str, change: F, fence: Option<&Fence>) -> Result<Updated<T>, Error>
+    where
+        F: FnMut(Option<T>) -> T,
+    {
+        let started = std::time::Instant::now();
+        let result = self.update_unobserved(entity, change, fence).await;
+        self.exec.observe(Operation::Update, started, &result);
+        result
+    }
+
+    async fn update_unobserved<F>(
+        &self,
+        entity: &str,
+        mut change: F,
+        fence: Option<&Fence>,
+    ) -> Result<Updated<T>, Error>
     where
         F: FnMut(Option<T>) -> T,
     {
@@ -403,7 +446,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         let _op = self.exec.begin()?;
         let max = self.exec.config.state.update_max_attempts;
         for attempt in 1..=max {
-            let (expected, old) = match self.get(entity).await? {
+            let (expected, old) = match self.read(entity).await? {
                 Some(v) => (v.version, Some(v.value)),
                 None => (Version::NONE, None),
             };

@@ -3,6 +3,7 @@
 mod batching;
 mod input;
 mod leases;
+mod monitor;
 mod once;
 mod resilience;
 mod security;
