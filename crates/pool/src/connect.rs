@@ -27,15 +27,18 @@ pub trait ConnectHook: Send + Sync + 'static {
     fn on_connect_commands(&self) -> Vec<redis::Cmd> {
         Vec::new()
     }
+
+    /// Called after a direct link ran [`on_connect_commands`](Self::on_connect_commands)
+    /// and every one succeeded.
+    fn on_connect_commands_done(&self) {}
 }
 
 /// Opens connections with the configured URL, TLS roots and timeouts, then runs the hooks.
 #[derive(Clone)]
 pub(crate) struct Connector {
     client: Client,
-    pub(crate) on_connect_commands: Vec<redis::Cmd>,
     config: AsyncConnectionConfig,
-    hooks: Arc<[Arc<dyn ConnectHook>]>,
+    pub(crate) hooks: Arc<[Arc<dyn ConnectHook>]>,
     pub(crate) response_timeout: std::time::Duration,
     pub(crate) connect_timeout: std::time::Duration,
 }
@@ -84,10 +87,8 @@ impl Connector {
         let async_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout));
-        let on_connect_commands = hooks.iter().flat_map(|h| h.on_connect_commands()).collect();
         Ok(Self {
             client,
-            on_connect_commands,
             config: async_config,
             hooks: hooks.into(),
             response_timeout: config.response_timeout,

@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use redis::{Cmd, ConnectionAddr, IntoConnectionInfo, Value};
+use redis::{ConnectionAddr, IntoConnectionInfo, Value};
 use stateful_redis_core::{ConfigError, Error, RedisConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
 
+use crate::connect::ConnectHook;
 use crate::shared::LinkCounters;
 
 /// One reply: a value, or the error message the server sent for that command.
@@ -35,8 +36,8 @@ pub(crate) struct Target {
     db: i64,
     connect_timeout: Duration,
     response_timeout: Duration,
-    /// Sent on every new connection (script preload); errors are logged.
-    on_connect: Arc<[Cmd]>,
+    /// Their commands are sent on every new connection (script preload); errors are logged.
+    hooks: Arc<[Arc<dyn ConnectHook>]>,
 }
 
 impl std::fmt::Debug for Target {
@@ -52,7 +53,7 @@ impl std::fmt::Debug for Target {
 
 impl Target {
     /// The target of a plain `redis://` URL; `None` for TLS and unix sockets.
-    pub(crate) fn of(config: &RedisConfig, on_connect: Vec<Cmd>) -> Result<Option<Self>, Error> {
+    pub(crate) fn of(config: &RedisConfig, hooks: Arc<[Arc<dyn ConnectHook>]>) -> Result<Option<Self>, Error> {
         let info = config
             .url
             .expose()
@@ -70,7 +71,7 @@ impl Target {
             db: redis.db(),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
-            on_connect: on_connect.into(),
+            hooks,
         }))
     }
 }
@@ -377,14 +378,19 @@ impl DirectLink {
             redis::cmd("SELECT").arg(t.db).write_packed_command(&mut hello);
             handshake += 1;
         }
-        for cmd in t.on_connect.iter() {
-            cmd.write_packed_command(&mut hello);
+        let mut preload = 0;
+        for hook in t.hooks.iter() {
+            for cmd in hook.on_connect_commands() {
+                cmd.write_packed_command(&mut hello);
+                preload += 1;
+            }
         }
-        let count = handshake + t.on_connect.len();
+        let count = handshake + preload;
         if count == 0 {
             return Ok(conn);
         }
         let replies = exchange(&conn, &hello, count, t.connect_timeout + t.response_timeout).await?;
+        let preloaded = preload > 0 && replies.iter().skip(handshake).all(Result::is_ok);
         for (i, reply) in replies.into_iter().enumerate() {
             match reply {
                 Err(message) if i < handshake && (message.starts_with("WRONGPASS") || message.contains("AUTH")) => {
@@ -393,6 +399,11 @@ impl DirectLink {
                 Err(message) if i < handshake => return Err(Error::Server { message }),
                 Err(message) => tracing::warn!(%message, "preload on a new connection failed; continuing"),
                 Ok(_) => {}
+            }
+        }
+        if preloaded {
+            for hook in t.hooks.iter() {
+                hook.on_connect_commands_done();
             }
         }
         Ok(conn)

@@ -88,7 +88,7 @@ impl Pool {
             .map(|_| Arc::new(Link::new(Arc::clone(&link_counters))))
             .collect::<Box<[_]>>();
         let exclusive = build_exclusive(&connector, &config.pool);
-        let direct: Box<[DirectLink]> = match Target::of(config, connector.on_connect_commands.clone())? {
+        let direct: Box<[DirectLink]> = match Target::of(config, Arc::clone(&connector.hooks))? {
             Some(target) => (0..config.pool.shared_connections)
                 .map(|_| DirectLink::new(target.clone(), Arc::clone(&link_counters)))
                 .collect(),

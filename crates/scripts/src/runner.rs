@@ -27,7 +27,7 @@ pub struct Scripts {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ScriptStats {
-    /// Times all scripts were loaded on a new connection.
+    /// Times all scripts were loaded on a new connection (a redis-rs link or a direct link).
     pub preloads: u64,
     /// Times a `NOSCRIPT` reply made a script load again.
     pub reloads: u64,
@@ -281,6 +281,10 @@ impl Scripts {
 impl ConnectHook for Scripts {
     fn on_connect<'a>(&'a self, conn: &'a mut MultiplexedConnection) -> HookFuture<'a> {
         Box::pin(self.preload(conn))
+    }
+
+    fn on_connect_commands_done(&self) {
+        self.preloads.fetch_add(1, Ordering::Relaxed);
     }
 
     fn on_connect_commands(&self) -> Vec<Cmd> {
