@@ -223,12 +223,16 @@ async fn progress(counters: Arc<Counters>, stop: Arc<AtomicBool>, exec: Stateful
         let done = counters.done.load(Ordering::Relaxed);
         let pool = exec.pool_stats();
         eprintln!(
-            "[{second:>3}s] {:>8} ops/s  total {done}  errors {}  in flight {}  shared links {}/{}",
+            "[{second:>3}s] {:>8} ops/s  total {done}  errors {}  in flight {}  links {}/{}",
             done - last,
             counters.errors.load(Ordering::Relaxed),
             exec.in_flight(),
-            pool.shared_connected,
-            pool.shared_links,
+            pool.direct_connected + pool.shared_connected,
+            if pool.direct_links > 0 {
+                pool.direct_links
+            } else {
+                pool.shared_links
+            },
         );
         last = done;
     }

@@ -103,8 +103,15 @@ impl Conn {
     }
 
     /// Registers a batch of `count` replies and writes it, in one step under the write lock,
-    /// so that batches are written, and so answered, in the order they registered.
-    async fn send(&self, packed: &[u8], count: usize) -> Result<oneshot::Receiver<Vec<Reply>>, Error> {
+    /// so that batches are written, and so answered, in the order they registered. A write
+    /// that fails, times out or is abandoned half-way (its future dropped) breaks the
+    /// connection: the stream can no longer be matched to batches.
+    async fn send(
+        &self,
+        packed: &[u8],
+        count: usize,
+        timeout: Duration,
+    ) -> Result<oneshot::Receiver<Vec<Reply>>, Error> {
         let (done, replies) = oneshot::channel();
         let mut writer = self.writer.lock().await;
         if self.broken.load(Ordering::Acquire) {
@@ -115,12 +122,43 @@ impl Conn {
             replies: Vec::with_capacity(count),
             done,
         });
-        if let Err(e) = writer.write_all(packed).await {
-            drop(writer);
-            self.break_off();
-            return Err(lost(&e.to_string()));
+        let guard = BreakUnlessDone {
+            conn: self,
+            done: false,
+        };
+        let written = tokio::time::timeout(timeout, writer.write_all(packed)).await;
+        drop(writer);
+        match written {
+            Ok(Ok(())) => {
+                guard.disarm();
+                Ok(replies)
+            }
+            Ok(Err(e)) => Err(lost(&e.to_string())),
+            Err(_) => Err(Error::Timeout {
+                operation: "Redis write",
+                after: timeout,
+            }),
         }
-        Ok(replies)
+    }
+}
+
+/// Breaks the connection when dropped, unless disarmed: a write that did not finish.
+struct BreakUnlessDone<'a> {
+    conn: &'a Conn,
+    done: bool,
+}
+
+impl BreakUnlessDone<'_> {
+    fn disarm(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for BreakUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.break_off();
+        }
     }
 }
 
@@ -397,6 +435,8 @@ impl DirectLink {
                     return Err(Error::Auth { message });
                 }
                 Err(message) if i < handshake => return Err(Error::Server { message }),
+                // No password given, but the server wants one.
+                Err(message) if message.starts_with("NOAUTH") => return Err(Error::Auth { message }),
                 Err(message) => tracing::warn!(%message, "preload on a new connection failed; continuing"),
                 Ok(_) => {}
             }
@@ -409,7 +449,8 @@ impl DirectLink {
         Ok(conn)
     }
 
-    /// Sends `count` packed commands as one pipeline and returns their replies in order.
+    /// Sends `count` packed commands (exactly that many: the caller packed them) as one
+    /// pipeline and returns their replies in order.
     pub(crate) async fn pipeline(&self, packed: &[u8], count: usize) -> Result<Vec<Reply>, Error> {
         let conn = self.conn().await?;
         exchange(&conn, packed, count, self.target.response_timeout).await
@@ -431,7 +472,7 @@ async fn exchange(conn: &Conn, packed: &[u8], count: usize, timeout: Duration) -
     if count == 0 {
         return Ok(Vec::new());
     }
-    let replies = conn.send(packed, count).await?;
+    let replies = conn.send(packed, count, timeout).await?;
     match tokio::time::timeout(timeout, replies).await {
         Ok(Ok(replies)) => Ok(replies),
         Ok(Err(_)) => Err(lost("the connection closed before the replies came")),

@@ -1,8 +1,10 @@
 //! Connections to Redis for stateful-redis.
 //!
-//! A [`Pool`] holds a few shared multiplexed links for pipelined traffic (many callers'
-//! requests share one socket, so work in flight is not capped by a checkout per
-//! operation) and a bb8 pool of connections for exclusive use. It checks health in the
+//! A [`Pool`] holds three kinds of connection: direct pipeline links for the executor's hot
+//! path on plain TCP ([`Pool::pipeline`]: one writer, a RESP2 reader task, replies matched
+//! to pipelines in order), a few shared redis-rs multiplexed links ([`Pool::shared`]; the
+//! hot path for TLS and unix sockets; opened on first use when direct links exist), and a
+//! bb8 pool of connections for exclusive use. It checks health in the
 //! background (no PING per checkout), reopens broken links on next use and runs
 //! [`ConnectHook`]s (such as script preload) on every new connection. [`PoolStats`]
 //! reports connections, waits, timeouts and churn; [`Pool::resize`] changes the

@@ -50,9 +50,10 @@ pub struct PoolStats {
 
 /// Connections to one standalone Redis.
 ///
-/// Pipelined traffic goes over a few shared multiplexed links ([`shared`](Self::shared)),
-/// so work in flight is not capped by a checkout per operation; the bb8 pool
-/// ([`exclusive`](Self::exclusive)) serves what needs a connection of its own. Every new
+/// Pipelined traffic goes over direct links ([`pipeline`](Self::pipeline)) on plain TCP, or
+/// over a few shared multiplexed links ([`shared`](Self::shared)), so work in flight is not
+/// capped by a checkout per operation; the bb8 pool ([`exclusive`](Self::exclusive)) serves
+/// what needs a connection of its own. Every new
 /// connection runs the [`ConnectHook`]s (script preload) before serving anyone.
 /// Clones share the same connections.
 #[derive(Clone, Debug)]
@@ -113,7 +114,7 @@ impl Pool {
             }
         }
         for link in inner.direct.iter() {
-            link.pipeline(b"", 0).await?;
+            link.pipeline(&[], 0).await?;
         }
         tokio::spawn(health_check(Arc::downgrade(&inner), config.pool.health_check_interval));
         Ok(Self { inner })
@@ -151,11 +152,21 @@ impl Pool {
         self.inner.direct.len()
     }
 
-    /// Sends `count` packed commands as one pipeline on direct link `index` (modulo their
-    /// number) and returns each command's reply, in order: a value, or the server's error
-    /// message. Pipelines on one link are written and answered in the order of the calls.
-    /// The link reconnects (and runs the connect hooks' commands) after it breaks.
-    pub async fn pipeline(&self, index: usize, packed: &[u8], count: usize) -> Result<Vec<Reply>, Error> {
+    /// Sends `commands` as one pipeline on direct link `index` (modulo their number) and
+    /// returns each command's reply, in order: a value, or the server's error message.
+    /// Pipelines on one link are written and answered in the order of the calls. The link
+    /// reconnects (and runs the connect hooks' commands) after it breaks.
+    pub async fn pipeline<'c>(
+        &self,
+        index: usize,
+        commands: impl IntoIterator<Item = &'c redis::Cmd>,
+    ) -> Result<Vec<Reply>, Error> {
+        let mut packed = Vec::with_capacity(256);
+        let mut count = 0;
+        for cmd in commands {
+            cmd.write_packed_command(&mut packed);
+            count += 1;
+        }
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
@@ -165,7 +176,7 @@ impl Pool {
                 source: None,
             });
         };
-        link.pipeline(packed, count).await
+        link.pipeline(&packed, count).await
     }
 
     /// A connection of its own, waiting up to the checkout timeout.
@@ -244,8 +255,10 @@ impl Pool {
         stats
     }
 
-    /// Stops handing out connections and closes the shared links. Requests already
-    /// sent finish; idle exclusive connections close now, checked-out ones when returned.
+    /// Stops handing out connections and closes the links. Requests already sent on a
+    /// shared link finish; pipelines waiting on a direct link fail with
+    /// [`Error::Connection`]; idle exclusive connections close now, checked-out ones when
+    /// returned.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         if let Some(pool) = self.inner.exclusive.write().unwrap_or_else(|p| p.into_inner()).take() {

@@ -200,16 +200,11 @@ impl Scripts {
         let n = calls.len();
         let mut results: Vec<Option<Result<Value, Error>>> = (0..n).map(|_| None).collect();
         let mut pending: Vec<usize> = (0..n).collect();
-        let mut packed = Vec::with_capacity(n * 192);
         for round in 0..3 {
             if pending.is_empty() {
                 break;
             }
-            packed.clear();
-            for &i in &pending {
-                calls[i].1.write_packed_command(&mut packed);
-            }
-            let replies = match pool.pipeline(link, &packed, pending.len()).await {
+            let replies = match pool.pipeline(link, pending.iter().map(|&i| &calls[i].1)).await {
                 Ok(replies) => replies,
                 Err(e) => {
                     let message = e.to_string();
@@ -234,16 +229,34 @@ impl Scripts {
                 }
             }
             if !scripts.is_empty() {
-                packed.clear();
-                for script in &scripts {
-                    redis::cmd("SCRIPT")
-                        .arg("LOAD")
-                        .arg(script.source())
-                        .write_packed_command(&mut packed);
-                }
-                match pool.pipeline(link, &packed, scripts.len()).await {
-                    Ok(_) => {
-                        self.reloads.fetch_add(scripts.len() as u64, Ordering::Relaxed);
+                let loads: Vec<Cmd> = scripts
+                    .iter()
+                    .map(|script| {
+                        let mut cmd = redis::cmd("SCRIPT");
+                        cmd.arg("LOAD").arg(script.source());
+                        cmd
+                    })
+                    .collect();
+                match pool.pipeline(link, &loads).await {
+                    Ok(replies) => {
+                        // A load the server refused (an ACL without SCRIPT LOAD, say) fails
+                        // its calls now, with the server's reason.
+                        for (script, reply) in scripts.iter().zip(replies) {
+                            match reply {
+                                Ok(_) => {
+                                    self.reloads.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(message) => {
+                                    missing.retain(|&i| {
+                                        if calls[i].0.name() != script.name() {
+                                            return true;
+                                        }
+                                        results[i] = Some(reply_result(script, Err(message.clone())));
+                                        false
+                                    });
+                                }
+                            }
+                        }
                     }
                     Err(e) => {
                         let message = e.to_string();

@@ -107,16 +107,17 @@ async fn closed_pool_refuses() {
     assert!(matches!(pool.exclusive().await, Err(Error::Shutdown)));
 }
 
-fn packed(commands: &[&[&str]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for args in commands {
-        let mut cmd = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            cmd.arg(*arg);
-        }
-        cmd.write_packed_command(&mut out);
-    }
-    out
+fn packed(commands: &[&[&str]]) -> Vec<redis::Cmd> {
+    commands
+        .iter()
+        .map(|args| {
+            let mut cmd = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                cmd.arg(*arg);
+            }
+            cmd
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -125,7 +126,7 @@ async fn direct_links_answer_pipelines_in_order_and_reconnect() {
     let pool = Pool::connect(&config(&server), Vec::new()).await.expect("connect");
     assert_eq!(pool.direct_links(), 2);
     let batch = packed(&[&["SET", "k", "v"], &["GET", "k"], &["INCR", "k"], &["GET", "missing"]]);
-    let replies = pool.pipeline(0, &batch, 4).await.expect("pipeline");
+    let replies = pool.pipeline(0, &batch).await.expect("pipeline");
     assert_eq!(replies[0], Ok(redis::Value::Okay));
     assert_eq!(replies[1], Ok(redis::Value::BulkString(b"v".to_vec())));
     assert!(
@@ -141,7 +142,7 @@ async fn direct_links_answer_pipelines_in_order_and_reconnect() {
             async move {
                 let key = format!("n{i}");
                 let batch = packed(&[&["INCRBY", &key, &i.to_string()], &["GET", &key]]);
-                let replies = pool.pipeline(1, &batch, 2).await.expect("pipeline");
+                let replies = pool.pipeline(1, &batch).await.expect("pipeline");
                 assert_eq!(replies[0], Ok(redis::Value::Int(i)));
                 assert_eq!(replies[1], Ok(redis::Value::BulkString(i.to_string().into_bytes())));
             }
@@ -152,7 +153,7 @@ async fn direct_links_answer_pipelines_in_order_and_reconnect() {
     server.cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
     let mut healed = false;
     for _ in 0..20 {
-        if pool.pipeline(0, &packed(&[&["PING"]]), 1).await.is_ok() {
+        if pool.pipeline(0, &packed(&[&["PING"]])).await.is_ok() {
             healed = true;
             break;
         }
