@@ -114,6 +114,8 @@ struct Shared<S: PipelineSink> {
 pub struct Batcher<S: PipelineSink> {
     shared: Arc<Shared<S>>,
     flushers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Held for a whole shutdown: a second caller waits for the first to finish draining.
+    shutting_down: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<S: PipelineSink> Clone for Batcher<S> {
@@ -121,6 +123,7 @@ impl<S: PipelineSink> Clone for Batcher<S> {
         Self {
             shared: Arc::clone(&self.shared),
             flushers: Arc::clone(&self.flushers),
+            shutting_down: Arc::clone(&self.shutting_down),
         }
     }
 }
@@ -162,6 +165,7 @@ impl<S: PipelineSink> Batcher<S> {
         Self {
             shared,
             flushers: Arc::new(Mutex::new(flushers)),
+            shutting_down: Arc::default(),
         }
     }
 
@@ -273,6 +277,7 @@ impl<S: PipelineSink> Batcher<S> {
     /// Refuses new operations ([`Error::Shutdown`]), sends everything already queued,
     /// and returns once every pipeline has been answered. Idempotent.
     pub async fn shutdown(&self) {
+        let _one_at_a_time = self.shutting_down.lock().await;
         self.shared.closed.store(true, Ordering::Release);
         for shard in self.shared.shards.iter() {
             shard.work.notify_one();

@@ -6,7 +6,7 @@ use std::time::Duration;
 /// Sub-buckets per power of two: 16, so a bucket spans at most 1/16 of its value.
 const SUB_BITS: u32 = 4;
 const SUB: u64 = 1 << SUB_BITS;
-/// Powers of two covered above the exact range: up to 2^44 µs (about 200 days).
+/// Powers of two covered above the exact range: values up to 2^45 − 1 µs (about a year).
 const GROUPS: usize = 41;
 const BUCKETS: usize = SUB as usize * (GROUPS + 1);
 

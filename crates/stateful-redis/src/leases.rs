@@ -454,7 +454,9 @@ async fn watchdog(leases: Leases, mut lease: Lease, shared: Arc<GuardShared>) {
         }
     };
     tracing::warn!(entity = lease.entity(), token = lease.token(), ?loss, "lease lost");
-    leases.exec.monitor.record_lease_lost();
+    if loss != LeaseLoss::Shutdown {
+        leases.exec.monitor.record_lease_lost();
+    }
     status.send_replace(LeaseStatus::Lost(loss.clone()));
     let callback = shared.on_lost.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(callback) = callback {

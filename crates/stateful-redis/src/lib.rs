@@ -62,7 +62,8 @@ pub use stateful_redis_core::{
 };
 #[doc(inline)]
 pub use stateful_redis_metrics::{
-    ALERT_METRICS, Gauges, LatencySummary, MetricsSnapshot, Operation, OperationSnapshot, PerformanceMonitor,
+    ALERT_METRICS, GaugeSource, Gauges, LatencySummary, MetricsSnapshot, Operation, OperationSnapshot,
+    PerformanceMonitor,
 };
 #[doc(inline)]
 pub use stateful_redis_pool::{ExclusiveConnection, Pool, PoolStats, SharedConnection};

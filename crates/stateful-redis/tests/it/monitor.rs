@@ -35,6 +35,13 @@ async fn snapshot_counts_and_percentiles_match_a_known_workload() {
         let stale = counters.cas("e1", Version(99), &Counter { n: 0 }).await;
         assert!(matches!(stale, Err(Error::Conflict { .. })));
     }
+    // One update: recorded as an update; its read is not a `get`.
+    counters
+        .update("e2", |c| Counter {
+            n: c.unwrap_or_default().n + 1,
+        })
+        .await
+        .expect("update");
     let snapshot = exec.snapshot();
     let put = snapshot.operation("put").expect("puts were recorded");
     assert_eq!((put.count, put.failures), (100, 0));
@@ -46,13 +53,14 @@ async fn snapshot_counts_and_percentiles_match_a_known_workload() {
     let cas = snapshot.operation("cas").expect("cas");
     assert_eq!((cas.count, cas.failures), (3, 0));
     assert_eq!(snapshot.errors.get("conflict"), Some(&3));
-    assert_eq!(snapshot.total.count, 103);
+    assert_eq!(snapshot.operation("update").map(|u| u.count), Some(1));
+    assert_eq!(snapshot.total.count, 104);
     assert!(
         snapshot.operation("get").is_none(),
-        "update's reads are not gets; none were made"
+        "update's read was counted as a get"
     );
-    // The gauges come from the pool and the batcher.
-    assert_eq!(snapshot.gauges.batched_operations, 103);
+    // The gauges come from the pool and the batcher: the update sent a read and a cas.
+    assert_eq!(snapshot.gauges.batched_operations, 105);
     assert!(
         snapshot.gauges.batches >= 1 && snapshot.gauges.connections >= 1,
         "{:?}",
