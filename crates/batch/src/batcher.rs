@@ -274,6 +274,17 @@ impl<S: PipelineSink> Batcher<S> {
         }
     }
 
+    /// Refuses new operations and lets the flushers end once what is queued is sent,
+    /// without waiting: for owners dropped without [`shutdown`](Self::shutdown), so that
+    /// the flusher tasks (and the connections they hold) do not outlive them.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        for shard in self.shared.shards.iter() {
+            shard.work.notify_one();
+            shard.room.notify_waiters();
+        }
+    }
+
     /// Refuses new operations ([`Error::Shutdown`]), sends everything already queued,
     /// and returns once every pipeline has been answered. Idempotent.
     pub async fn shutdown(&self) {

@@ -200,7 +200,10 @@ impl Envelope {
     /// Encodes `value` into its stored form.
     pub fn seal<T, C: Codec<T> + ?Sized>(&self, codec: &C, value: &T) -> Result<Bytes, SealError> {
         let format = codec.format();
-        debug_assert!(format & COMPRESSED == 0, "format bytes are below 0x80");
+        if format & COMPRESSED != 0 {
+            // Its values would read back as compressed: refuse the codec, not the value.
+            return Err(SealError::Codec(CodecError::UnknownFormat(format)));
+        }
         let mut buf = BytesMut::with_capacity(1 + codec.size_hint(value));
         buf.put_u8(format);
         codec.encode(value, &mut buf)?;

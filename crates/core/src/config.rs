@@ -85,7 +85,8 @@ impl RedisUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password replaced by `***`, in the authority and in the query
+    /// (`redis+unix:///path?pass=…`).
     pub fn redacted(&self) -> String {
         match url::Url::parse(&self.0) {
             Ok(mut parsed) => {
@@ -93,10 +94,21 @@ impl RedisUrl {
                     // Cannot fail for URLs that have a password.
                     let _ = parsed.set_password(Some("***"));
                 }
+                if parsed.query().is_some() {
+                    let pairs: Vec<(String, String)> = parsed
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let secret = matches!(k.as_ref(), "pass" | "password");
+                            (k.into_owned(), if secret { "***".to_owned() } else { v.into_owned() })
+                        })
+                        .collect();
+                    parsed.query_pairs_mut().clear().extend_pairs(pairs);
+                }
                 parsed.to_string()
             }
-            // Unparseable: show nothing of it that could be a secret.
-            Err(_) => match self.0.split_once('@') {
+            // Unparseable: show nothing of it that could be a secret (the last `@` ends
+            // the credentials, whatever they hold).
+            Err(_) => match self.0.rsplit_once('@') {
                 Some((_, host)) => format!("<unparseable>@{host}"),
                 None => "<unparseable URL>".to_owned(),
             },
@@ -538,6 +550,13 @@ impl ExecutorConfig {
         // The write script forgets ids in one call: keep the batch Lua can unpack.
         at_least("idempotency.keep", self.idempotency.keep, 1, 5_000)?;
         positive("idempotency.keep_for", self.idempotency.keep_for)?;
+        if self.idempotency.keep_for > Duration::from_secs(10 * 365 * 24 * 3600) {
+            return Err(ConfigError::new(
+                "idempotency.keep_for",
+                duration::format(self.idempotency.keep_for),
+                "must be at most 10 years",
+            ));
+        }
         let drift = self.leases.drift_factor;
         if !(0.0..0.5).contains(&drift) {
             return Err(ConfigError::new(
@@ -559,6 +578,7 @@ impl ExecutorConfig {
     }
 }
 
+/// A timeout or interval: above zero and at most a day (sums of them must not overflow).
 fn positive(field: &str, d: Duration) -> Result<(), ConfigError> {
     if d.is_zero() {
         return Err(ConfigError::new(
@@ -566,6 +586,9 @@ fn positive(field: &str, d: Duration) -> Result<(), ConfigError> {
             duration::format(d),
             "must be greater than zero",
         ));
+    }
+    if d > Duration::from_secs(24 * 3600) && field != "idempotency.keep_for" && field != "presence.window" {
+        return Err(ConfigError::new(field, duration::format(d), "must be at most 24 h"));
     }
     Ok(())
 }
@@ -600,6 +623,15 @@ mod tests {
         let garbage = RedisUrl::new("not a url :hunter2@x");
         let err = garbage.validate("redis.url").expect_err("unparseable").to_string();
         assert!(!err.contains("hunter2"), "{err}");
+        let at_in_password = RedisUrl::new("no scheme:hun@ter2@host");
+        assert!(
+            !at_in_password.redacted().contains("ter2"),
+            "{}",
+            at_in_password.redacted()
+        );
+        let unix = RedisUrl::new("redis+unix:///run/redis.sock?db=1&user=app&pass=hunter2");
+        let shown = format!("{unix:?} {unix}");
+        assert!(!shown.contains("hunter2") && shown.contains("db=1"), "{shown}");
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub const FENCE_SUFFIX: &str = ":f";
 pub const MESSAGES_SUFFIX: &str = ":m";
 /// Suffix of the first outcomes of recent messages (hash: id -> outcome).
 pub const OUTCOMES_SUFFIX: &str = ":mr";
+/// Suffix of the automatic ids of fenced writes (zset), kept apart from callers' ids.
+pub const AUTO_MESSAGES_SUFFIX: &str = ":a";
+/// Suffix of the first outcomes of fenced writes' automatic ids (hash).
+pub const AUTO_OUTCOMES_SUFFIX: &str = ":ar";
 
 /// Builds the keys of entities in one namespace: `<ns>:{<entity>}:<kind>`.
 ///

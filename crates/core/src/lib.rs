@@ -42,6 +42,7 @@ pub use crate::id::{
     validate_message_id, validate_owner, validate_status,
 };
 pub use crate::keys::{
-    FENCE_SUFFIX, KeyLayout, LEASE_SUFFIX, MESSAGES_SUFFIX, OUTCOMES_SUFFIX, STATE_SUFFIX, hash_tag,
+    AUTO_MESSAGES_SUFFIX, AUTO_OUTCOMES_SUFFIX, FENCE_SUFFIX, KeyLayout, LEASE_SUFFIX, MESSAGES_SUFFIX,
+    OUTCOMES_SUFFIX, STATE_SUFFIX, hash_tag,
 };
 pub use crate::version::{Version, Versioned};

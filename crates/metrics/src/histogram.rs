@@ -55,7 +55,8 @@ fn upper(i: usize) -> u64 {
 impl LatencyHistogram {
     /// Records one duration.
     pub fn record(&self, duration: Duration) {
-        let us = duration.as_micros().min(u128::from(u64::MAX)) as u64;
+        // Clamped far below u64::MAX, so that the sum cannot wrap in any realistic life.
+        let us = duration.as_micros().min(1 << 45) as u64;
         self.buckets[index(us)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
@@ -133,8 +134,8 @@ impl LatencySummary {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
-        self.count += other.count;
-        self.sum_us += other.sum_us;
+        self.count = self.count.saturating_add(other.count);
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
         self.max_us = self.max_us.max(other.max_us);
     }
 }

@@ -97,9 +97,12 @@ impl Conn {
 
     /// Marks it broken; every batch waiting for replies learns it at once (its sender
     /// is dropped, which its receiver sees as a lost connection).
+    /// `broken` is set under the `pending` lock, and senders check it under that lock
+    /// before they register: no batch registers on a broken connection.
     fn break_off(&self) {
+        let mut pending = self.pending();
         self.broken.store(true, Ordering::Release);
-        self.pending().clear();
+        pending.clear();
     }
 
     /// Registers a batch of `count` replies and writes it, in one step under the write lock,
@@ -114,20 +117,25 @@ impl Conn {
     ) -> Result<oneshot::Receiver<Vec<Reply>>, Error> {
         let (done, replies) = oneshot::channel();
         let mut writer = self.writer.lock().await;
-        if self.broken.load(Ordering::Acquire) {
-            return Err(lost("the connection broke"));
+        {
+            let mut pending = self.pending();
+            if self.broken.load(Ordering::Acquire) {
+                return Err(lost("the connection broke"));
+            }
+            pending.push_back(Pending {
+                remaining: count,
+                replies: Vec::with_capacity(count),
+                done,
+            });
         }
-        self.pending().push_back(Pending {
-            remaining: count,
-            replies: Vec::with_capacity(count),
-            done,
-        });
+        // Declared after the writer guard, so it drops first: a write that did not finish
+        // marks the connection broken while this sender still holds the write lock, and no
+        // other batch can follow the torn bytes onto the socket.
         let guard = BreakUnlessDone {
             conn: self,
             done: false,
         };
         let written = tokio::time::timeout(timeout, writer.write_all(packed)).await;
-        drop(writer);
         match written {
             Ok(Ok(())) => {
                 guard.disarm();
@@ -394,6 +402,11 @@ impl DirectLink {
             }
         };
         let _ = stream.set_nodelay(true);
+        // A peer that vanishes without a reset is noticed by keepalive probes.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(10))
+            .with_interval(Duration::from_secs(5));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let (read, write) = stream.into_split();
         let conn = Arc::new_cyclic(|weak| Conn {
             writer: tokio::sync::Mutex::new(write),
@@ -427,7 +440,13 @@ impl DirectLink {
         if count == 0 {
             return Ok(conn);
         }
-        let replies = exchange(&conn, &hello, count, t.connect_timeout + t.response_timeout).await?;
+        let replies = exchange(
+            &conn,
+            &hello,
+            count,
+            t.connect_timeout.saturating_add(t.response_timeout),
+        )
+        .await?;
         let preloaded = preload > 0 && replies.iter().skip(handshake).all(Result::is_ok);
         for (i, reply) in replies.into_iter().enumerate() {
             match reply {
@@ -472,7 +491,9 @@ async fn exchange(conn: &Conn, packed: &[u8], count: usize, timeout: Duration) -
     if count == 0 {
         return Ok(Vec::new());
     }
-    let replies = conn.send(packed, count, timeout).await?;
+    // Large batches get longer to be written: a timeout per started MiB.
+    let write_timeout = timeout.saturating_mul(1 + (packed.len() >> 20) as u32);
+    let replies = conn.send(packed, count, write_timeout).await?;
     match tokio::time::timeout(timeout, replies).await {
         Ok(Ok(replies)) => Ok(replies),
         Ok(Err(_)) => Err(lost("the connection closed before the replies came")),

@@ -11,5 +11,5 @@ if cur then
   return {0, holder, redis.call('PTTL', KEYS[1])}
 end
 local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token .. ':' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], string.format('%d', token) .. ':' .. ARGV[1], 'PX', ARGV[2])
 return {1, token}

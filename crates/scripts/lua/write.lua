@@ -22,13 +22,24 @@
 -- rightful holder to apply. Message ids are scored in microseconds, so that ids keep their
 -- order of arrival when the oldest are forgotten.
 -- Versions are compared as strings: exact whatever their size. Writes come after every
--- check, and HINCRBY (which fails on a corrupt version) comes first among them, so an
--- error never leaves a half-done change.
+-- check, and HINCRBY (which fails on a corrupt version) comes first among them; the ttl and
+-- the message window are range-checked before anything is written: an error never leaves a
+-- half-done change. With a message id, an applied write returns {1, version}.
 
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
 local msg = ARGV[6] or ''
+-- Out-of-range expiries would fail in PEXPIRE after the change was written: refuse first.
+local limit = 3153600000000 -- 100 years in ms
+local ttl = tonumber(ARGV[3])
+if not ttl or ttl < 0 or ttl > limit then
+  return redis.error_reply('ERR ttl out of range: ' .. tostring(ARGV[3]))
+end
 if msg ~= '' then
+  local age = tonumber(ARGV[8])
+  if not age or age < 1 or age > limit then
+    return redis.error_reply('ERR message window out of range: ' .. tostring(ARGV[8]))
+  end
   local first = redis.call('HGET', KEYS[5], msg)
   if first then
     return {2, first}
@@ -109,7 +120,12 @@ if msg ~= '' and result[1] ~= -2 then
   local keep, age = tonumber(ARGV[7]), tonumber(ARGV[8])
   local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local since = us - age * 1000
-  redis.call('HSET', KEYS[5], msg, result[1] .. '|' .. result[2])
+  local detail = result[2]
+  if type(detail) == 'number' then
+    -- %d, not Lua's default %.14g, which would write 1e+14.
+    detail = string.format('%d', detail)
+  end
+  redis.call('HSET', KEYS[5], msg, result[1] .. '|' .. detail)
   redis.call('ZADD', KEYS[4], us, msg)
   -- Forget ids older than the window, then the oldest beyond the count.
   local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. since)

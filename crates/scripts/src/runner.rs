@@ -141,13 +141,28 @@ impl Scripts {
             if pending.is_empty() {
                 break;
             }
-            let replies: Vec<Value> = pipe.query_async(conn).await.map_err(|e| map_redis_error(e, timeout))?;
-            if replies.len() != pending.len() {
-                return Err(Error::UnexpectedReply {
-                    what: "pipeline",
-                    detail: format!("{} replies to {} commands", replies.len(), pending.len()),
-                });
-            }
+            let replies: Vec<Value> = match pipe.query_async::<Vec<Value>>(conn).await {
+                Ok(replies) if replies.len() == pending.len() => replies,
+                outcome => {
+                    let error = match outcome {
+                        Err(e) => map_redis_error(e, timeout),
+                        Ok(replies) => Error::UnexpectedReply {
+                            what: "pipeline",
+                            detail: format!("{} replies to {} commands", replies.len(), pending.len()),
+                        },
+                    };
+                    // The first round lost every reply; a resend loses only its own calls:
+                    // those answered before keep their results.
+                    if round == 0 {
+                        return Err(error);
+                    }
+                    let message = error.to_string();
+                    for &i in &pending {
+                        results[i] = Some(Err(copy_transport_error(&error, &message)));
+                    }
+                    break;
+                }
+            };
             let mut missing: Vec<usize> = Vec::new();
             let mut resend = redis::pipe();
             resend.ignore_errors();
@@ -165,12 +180,21 @@ impl Scripts {
             for &i in &missing {
                 let script = scripts[i];
                 if !loaded.contains(&script.name()) {
-                    self.load(conn, script)
-                        .await
-                        .map_err(|e| script_error(script, e, timeout))?;
+                    if let Err(e) = self.load(conn, script).await {
+                        // Its calls fail with the reason; the others go on.
+                        let error = script_error(script, e, timeout);
+                        let message = error.to_string();
+                        for &j in &missing {
+                            if scripts[j].name() == script.name() {
+                                results[j] = Some(Err(copy_transport_error(&error, &message)));
+                            }
+                        }
+                    }
                     loaded.push(script.name());
                 }
             }
+            let mut missing = missing;
+            missing.retain(|&i| results[i].is_none());
             pending = missing;
             pipe = resend;
         }
@@ -334,6 +358,13 @@ fn copy_transport_error(error: &Error, message: &str) -> Error {
         },
         Error::Shutdown => Error::Shutdown,
         Error::Auth { message } => Error::Auth {
+            message: message.clone(),
+        },
+        Error::NoPermission { message } => Error::NoPermission {
+            message: message.clone(),
+        },
+        Error::Script { script, message } => Error::Script {
+            script,
             message: message.clone(),
         },
         _ => Error::Connection {

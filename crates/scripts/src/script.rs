@@ -52,7 +52,7 @@ pub static PRESENCE: Script = Script::new("presence", include_str!("../lua/prese
 /// The commands an ACL user needs for every script, as ACL rules: grant them with a key
 /// pattern for your namespaces, e.g. `ACL SETUSER app on >secret ~fleet:* <ACL_COMMANDS>`.
 /// Scripts run their commands as the calling user, so these include what the scripts call.
-pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +time +exists +del +get +set +incr +pttl +pexpire \
+pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +select +time +exists +del +get +set +incr +pttl +pexpire \
      +hget +hmget +hset +hdel +hincrby \
      +zadd +zcard +zcount +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank";
 

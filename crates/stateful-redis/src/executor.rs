@@ -106,6 +106,14 @@ pub(crate) struct Inner {
     retries: AtomicU64,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropped without `shutdown()`: stop the flusher tasks, which hold the pool.
+        self.batcher.close();
+        self.pool.close();
+    }
+}
+
 /// Counts an operation in flight until dropped.
 pub(crate) struct InFlight<'a>(&'a Inner);
 

@@ -101,10 +101,15 @@ impl Leases {
         }
     }
 
-    fn valid_until(&self, started: Instant, ttl: Duration) -> Instant {
+    fn drift(&self, ttl: Duration) -> Duration {
         let config = &self.exec.config.leases;
-        let drift = ttl.mul_f64(config.drift_factor) + config.drift_min;
-        started + ttl.saturating_sub(drift)
+        ttl.mul_f64(config.drift_factor) + config.drift_min
+    }
+
+    /// The end of validity of a lease of `ttl_ms` (what Redis was told) requested at `started`.
+    fn valid_until(&self, started: Instant, ttl_ms: u64) -> Instant {
+        let ttl = Duration::from_millis(ttl_ms);
+        started + ttl.saturating_sub(self.drift(ttl))
     }
 
     /// Takes the lease of `entity` for `owner`, for `ttl`. While anyone holds it (`owner`
@@ -124,6 +129,14 @@ impl Leases {
         validate_entity_id(entity)?;
         validate_owner(owner)?;
         let ttl_ms = ttl_ms(ttl)?;
+        if self.drift(Duration::from_millis(ttl_ms)) >= Duration::from_millis(ttl_ms) {
+            return Err(Error::InvalidArgument {
+                name: "ttl",
+                reason: format!(
+                    "{ttl:?} is not longer than the clock-drift allowance (leases.drift_factor, leases.drift_min)"
+                ),
+            });
+        }
         let (lease, fence) = (self.keys.lease(entity), self.keys.fence(entity));
         let call = Acquire {
             lease: &lease,
@@ -142,7 +155,7 @@ impl Leases {
                 owner: owner.to_owned(),
                 token,
                 ttl,
-                valid_until: self.valid_until(started, ttl),
+                valid_until: self.valid_until(started, ttl_ms),
             }),
             AcquireReply::Held { owner, remaining_ms } => Err(Error::LeaseHeld {
                 entity: entity.to_owned(),
@@ -172,7 +185,7 @@ impl Leases {
         let started = Instant::now();
         match self.exec.run_safe(&call).await? {
             LeaseReply::Done => {
-                lease.valid_until = self.valid_until(started, lease.ttl);
+                lease.valid_until = self.valid_until(started, call.ttl_ms);
                 Ok(())
             }
             LeaseReply::Lost(holder) => Err(Error::LeaseLost {
@@ -322,12 +335,13 @@ impl LeaseGuard {
         self.lease.token
     }
 
-    /// The lease, with its latest validity.
+    /// The lease, with its latest validity (none once it is lost or released).
     pub fn lease(&self) -> Lease {
         let mut lease = self.lease.clone();
-        if let LeaseStatus::Held { valid_until, .. } = *self.status.borrow() {
-            lease.valid_until = valid_until;
-        }
+        lease.valid_until = match *self.status.borrow() {
+            LeaseStatus::Held { valid_until, .. } => valid_until,
+            _ => lease.valid_until.min(Instant::now()),
+        };
         lease
     }
 
@@ -409,7 +423,12 @@ async fn watchdog(leases: Leases, mut lease: Lease, shared: Arc<GuardShared>) {
     let status = &shared.status;
     let interval = lease.ttl / 3;
     let retry_after = (lease.ttl / 10).max(Duration::from_millis(5));
-    let mut next = Instant::now() + interval;
+    // At a third of the ttl, but never later than halfway through what validity is left
+    // (large drift settings, or a lease handed over late).
+    let schedule = |from: Instant, valid_until: Instant| {
+        (from + interval).min(from + valid_until.saturating_duration_since(from) / 2)
+    };
+    let mut next = schedule(Instant::now(), lease.valid_until);
     let mut renewals = 0u64;
     let mut failed = 0u32;
     let loss = loop {
@@ -431,7 +450,7 @@ async fn watchdog(leases: Leases, mut lease: Lease, shared: Arc<GuardShared>) {
             Ok(Ok(())) => {
                 renewals += 1;
                 failed = 0;
-                next = now + interval;
+                next = schedule(now, lease.valid_until);
                 status.send_replace(LeaseStatus::Held {
                     valid_until: lease.valid_until,
                     renewals,

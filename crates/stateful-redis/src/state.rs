@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use stateful_redis_core::{
-    Codec, CodecError, Error, KeyLayout, Namespace, SealError, Version, Versioned, validate_entity_id,
-    validate_message_id, validate_status,
+    AUTO_MESSAGES_SUFFIX, AUTO_OUTCOMES_SUFFIX, Codec, CodecError, Error, KeyLayout, MESSAGES_SUFFIX, Namespace,
+    OUTCOMES_SUFFIX, SealError, Version, Versioned, validate_entity_id, validate_message_id, validate_status,
 };
 use stateful_redis_metrics::Operation;
 use stateful_redis_scripts::{Get, GuardKeys, MessageWindow, Write, WriteOp, WriteResult};
@@ -167,7 +167,8 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     /// (rounded up to whole milliseconds). Without it, or with `Duration::ZERO`, writes
     /// leave expiry as it is.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl_ms = ttl.as_nanos().div_ceil(1_000_000).min(u64::MAX as u128) as u64;
+        // Redis refuses expiries past i64 ms; a century is the most we ask for.
+        self.ttl_ms = ttl.as_nanos().div_ceil(1_000_000).min(MAX_TTL_MS) as u64;
         self
     }
 
@@ -244,26 +245,46 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     ) -> Result<Applied, Error> {
         let key = self.keys.state(entity);
         let auto_id;
-        let message = match (fence, message) {
-            (Some(_), None) => {
-                auto_id = automatic_message_id();
-                Some(auto_id.as_str())
-            }
-            (_, message) => message,
+        let automatic = fence.is_some() && message.is_none();
+        let message = if automatic {
+            auto_id = automatic_message_id();
+            Some(auto_id.as_str())
+        } else {
+            message
         };
         let guarded = fence.is_some() || message.is_some();
+        // Automatic ids live under their own keys with a short window, so that they never
+        // push callers' `apply_once` ids out of theirs.
+        let (messages_suffix, outcomes_suffix) = if automatic {
+            (AUTO_MESSAGES_SUFFIX, AUTO_OUTCOMES_SUFFIX)
+        } else {
+            (MESSAGES_SUFFIX, OUTCOMES_SUFFIX)
+        };
         let guard_keys = guarded.then(|| {
             [
                 self.keys.fence(entity),
                 self.keys.lease(entity),
-                self.keys.messages(entity),
-                self.keys.outcomes(entity),
+                self.keys.key(entity, messages_suffix),
+                self.keys.key(entity, outcomes_suffix),
             ]
         });
         let idempotency = &self.exec.config.idempotency;
-        let window = MessageWindow {
-            keep: idempotency.keep,
-            keep_ms: idempotency.keep_for.as_millis().max(1) as u64,
+        let window = if automatic {
+            // Long enough for every retry of this write, whatever happens.
+            let retry = &self.exec.config.retry;
+            let per_attempt = self.exec.config.redis.response_timeout.saturating_add(retry.backoff);
+            let budget = per_attempt
+                .saturating_mul(4 * retry.attempts)
+                .max(Duration::from_secs(60));
+            MessageWindow {
+                keep: 1000,
+                keep_ms: budget.as_millis().min(MAX_TTL_MS) as u64,
+            }
+        } else {
+            MessageWindow {
+                keep: idempotency.keep,
+                keep_ms: idempotency.keep_for.as_millis().max(1) as u64,
+            }
         };
         let call = Write {
             key: &key,
@@ -563,6 +584,9 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
         self.handle.write(&f.entity, change, Some(f), Some(message_id)).await
     }
 }
+
+/// The longest expiry a write sets: 100 years, in ms (the write script refuses more).
+const MAX_TTL_MS: u128 = 3_153_600_000_000;
 
 /// A message id no caller chooses: `~` and two hashes keyed by the process's random
 /// `RandomState` keys (unique per call within a process, unpredictable across processes).
