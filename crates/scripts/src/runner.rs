@@ -193,7 +193,6 @@ impl Scripts {
                     loaded.push(script.name());
                 }
             }
-            let mut missing = missing;
             missing.retain(|&i| results[i].is_none());
             pending = missing;
             pipe = resend;
