@@ -475,6 +475,24 @@ impl DirectLink {
         exchange(&conn, packed, count, self.target.response_timeout).await
     }
 
+    /// PINGs the live connection, if any; one that does not answer in time is broken (a
+    /// peer gone silent), so that the next use reconnects instead of queueing behind it.
+    pub(crate) async fn probe(&self) {
+        let conn = {
+            let Ok(state) = self.state.try_lock() else { return };
+            match &state.conn {
+                Some(conn) if !conn.broken.load(Ordering::Acquire) => Arc::clone(conn),
+                _ => return,
+            }
+        };
+        let mut ping = Vec::new();
+        redis::cmd("PING").write_packed_command(&mut ping);
+        if let Err(Error::Timeout { .. }) = exchange(&conn, &ping, 1, self.target.response_timeout).await {
+            tracing::warn!(host = %self.target.host, port = self.target.port, "direct link silent past the response timeout; reconnecting");
+            conn.break_off();
+        }
+    }
+
     /// Closes the connection unless a reconnect holds the link right now (then it closes
     /// when the pool is dropped).
     pub(crate) fn close_now(&self) {

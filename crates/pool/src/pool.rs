@@ -331,6 +331,9 @@ async fn health_check(inner: Weak<Inner>, every: Duration) {
                 tracing::warn!(error = %e, "health check: shared connection failed PING");
             }
         }
+        for link in inner.direct.iter() {
+            link.probe().await;
+        }
         let Some(pool) = inner.exclusive.read().unwrap_or_else(|p| p.into_inner()).clone() else {
             return;
         };

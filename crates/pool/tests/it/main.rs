@@ -161,3 +161,32 @@ async fn direct_links_answer_pipelines_in_order_and_reconnect() {
     assert!(healed, "the direct link never reconnected");
     assert!(pool.stats().direct_connected >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_direct_link_is_reopened_by_the_health_check() {
+    let server = std::sync::Arc::new(RedisServer::start());
+    let mut config = config(&server);
+    config.response_timeout = Duration::from_millis(200);
+    config.pool.health_check_interval = Duration::from_millis(100);
+    let pool = Pool::connect(&config, Vec::new()).await.expect("connect");
+    let closed_before = pool.stats().closed;
+    // The server stops answering (as a peer gone silent would) for longer than the timeout.
+    let sleeper = {
+        let server = std::sync::Arc::clone(&server);
+        std::thread::spawn(move || server.cli(&["DEBUG", "SLEEP", "1.5"]))
+    };
+    let mut broke = false;
+    for _ in 0..100 {
+        if pool.stats().direct_connected < 2 {
+            broke = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(broke, "the health check never gave up on the silent links");
+    assert_eq!(sleeper.join().expect("sleeper"), "OK");
+    // The next use opens a fresh connection, which answers.
+    let replies = pool.pipeline(0, &packed(&[&["PING"]])).await.expect("reconnected");
+    assert_eq!(replies[0], Ok(redis::Value::SimpleString("PONG".into())));
+    assert!(pool.stats().closed > closed_before, "{:?}", pool.stats());
+}
