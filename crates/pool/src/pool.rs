@@ -156,6 +156,10 @@ impl Pool {
     /// returns each command's reply, in order: a value, or the server's error message.
     /// Pipelines on one link are written and answered in the order of the calls. The link
     /// reconnects (and runs the connect hooks' commands) after it breaks.
+    ///
+    /// Send only commands with exactly one reply that leave the connection as they found
+    /// it: never `SELECT`, `CLIENT REPLY`, `SUBSCRIBE`, `MULTI` or blocking commands, which
+    /// would derail the link for the executor's traffic (use [`exclusive`](Self::exclusive)).
     pub async fn pipeline<'c>(
         &self,
         index: usize,
