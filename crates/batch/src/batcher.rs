@@ -315,9 +315,9 @@ impl<S: PipelineSink> Batcher<S> {
 }
 
 /// Sends what is queued (up to `max_batch`) whenever fewer than `pipelines_in_flight`
-/// pipelines are in flight, and drives those pipelines itself: being one task, it polls
-/// each new pipeline (which writes it to the connection) before it builds the next, so
-/// pipelines leave in queue order.
+/// pipelines are in flight, and drives those pipelines itself: being one task, it pushes
+/// new pipelines in queue order and polls them in that order, and each takes its link's
+/// (FIFO) locks on its first poll, so pipelines are written in queue order.
 async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
     let shard = &shared.shards[index];
     let config = &shared.config;

@@ -574,6 +574,13 @@ impl ExecutorConfig {
         }
         at_least("presence.shards", self.presence.shards, 1, 16_384)?;
         positive("presence.window", self.presence.window)?;
+        if self.retry.backoff > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "retry.backoff",
+                duration::format(self.retry.backoff),
+                "must be at most 1 min",
+            ));
+        }
         at_least("retry.attempts", self.retry.attempts, 1, 100)
     }
 }

@@ -8,7 +8,7 @@ pub const STATE_SUFFIX: &str = ":s";
 pub const LEASE_SUFFIX: &str = ":l";
 /// Suffix of the fence counter.
 pub const FENCE_SUFFIX: &str = ":f";
-/// Suffix of the recent message ids (zset: id -> ms).
+/// Suffix of the recent message ids (zset: id -> µs).
 pub const MESSAGES_SUFFIX: &str = ":m";
 /// Suffix of the first outcomes of recent messages (hash: id -> outcome).
 pub const OUTCOMES_SUFFIX: &str = ":mr";

@@ -509,7 +509,7 @@ async fn exchange(conn: &Conn, packed: &[u8], count: usize, timeout: Duration) -
     if count == 0 {
         return Ok(Vec::new());
     }
-    // Large batches get longer to be written: a timeout per started MiB.
+    // Large batches get longer to be written: one more timeout per whole MiB.
     let write_timeout = timeout.saturating_mul(1 + (packed.len() >> 20) as u32);
     let replies = conn.send(packed, count, write_timeout).await?;
     match tokio::time::timeout(timeout, replies).await {

@@ -78,8 +78,10 @@ struct Inner {
 
 impl Pool {
     /// Connects to the Redis of `config`, runs `hooks` on every new connection, and
-    /// starts the background health check. Fails if the first shared connection cannot
-    /// be opened (wrong address, wrong password), so a bad configuration shows at once.
+    /// starts the background health check. Opens the links the hot path uses at once (the
+    /// direct links on plain TCP; the shared links for TLS and unix sockets) and fails if
+    /// they cannot be opened (wrong address, wrong password), so a bad configuration shows
+    /// at once.
     ///
     /// Needs a Tokio runtime.
     pub async fn connect(config: &RedisConfig, hooks: Vec<Arc<dyn ConnectHook>>) -> Result<Self, Error> {
@@ -303,8 +305,9 @@ fn build_exclusive(connector: &Connector, config: &PoolConfig) -> bb8::Pool<Mana
         })
 }
 
-/// Pings every shared link (reopening broken ones, so the pool heals without traffic)
-/// and the idle exclusive connections. Ends when the pool is dropped or closed.
+/// Pings every shared link in use (reopening broken ones, so the pool heals without
+/// traffic), every connected direct link (breaking one that stays silent), and the idle
+/// exclusive connections. Ends when the pool is dropped or closed.
 async fn health_check(inner: Weak<Inner>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -221,7 +221,8 @@ fn fnv1a(text: &str) -> u64 {
     hash
 }
 
-/// Sends a batch of script calls as one pipeline on shared link `shard`.
+/// Sends a batch of script calls as one pipeline on link `shard`: the direct link on plain
+/// TCP, the shared redis-rs link for TLS and unix sockets.
 #[derive(Debug)]
 struct RedisSink {
     pool: Pool,

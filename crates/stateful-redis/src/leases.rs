@@ -224,8 +224,8 @@ impl Leases {
         }
     }
 
-    /// Keeps `lease` alive in the background, renewing at a third of its ttl, and tells
-    /// the holder the moment it is lost.
+    /// Keeps `lease` alive in the background, renewing at a third of its ttl (sooner if
+    /// less than twice that validity is left), and tells the holder the moment it is lost.
     pub fn keep_alive(&self, lease: Lease) -> LeaseGuard {
         LeaseGuard::start(self.clone(), lease)
     }
@@ -278,7 +278,8 @@ struct GuardShared {
     status: watch::Sender<LeaseStatus>,
 }
 
-/// A lease kept alive by a watchdog task that renews it at a third of its ttl.
+/// A lease kept alive by a watchdog task that renews it at a third of its ttl, never later
+/// than halfway through the validity left.
 ///
 /// The moment a renewal finds the lease gone, or renewals fail until its validity runs
 /// out, the status turns [`LeaseStatus::Lost`]: [`lost`](Self::lost) resolves,

@@ -270,12 +270,18 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         });
         let idempotency = &self.exec.config.idempotency;
         let window = if automatic {
-            // Long enough for every retry of this write, whatever happens.
+            // Twice the longest a retried write can take: every attempt's timeout plus the
+            // doubling pauses between them (at least a minute).
             let retry = &self.exec.config.retry;
-            let per_attempt = self.exec.config.redis.response_timeout.saturating_add(retry.backoff);
-            let budget = per_attempt
-                .saturating_mul(4 * retry.attempts)
-                .max(Duration::from_secs(60));
+            let mut budget = Duration::ZERO;
+            let mut pause = retry.backoff;
+            for _ in 0..retry.attempts {
+                budget = budget
+                    .saturating_add(self.exec.config.redis.response_timeout)
+                    .saturating_add(pause);
+                pause = pause.saturating_mul(2);
+            }
+            let budget = budget.saturating_mul(2).max(Duration::from_secs(60));
             MessageWindow {
                 keep: 1000,
                 keep_ms: budget.as_millis().min(MAX_TTL_MS) as u64,
