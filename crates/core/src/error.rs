@@ -382,6 +382,40 @@ impl Error {
         }
     }
 
+    /// A copy of this error for another caller (when one failure hits many operations, as a
+    /// lost pipeline does). Variants that hold only text are copied as they are; the others
+    /// become [`Error::Connection`] with this error's message (their cause is not cloneable).
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Timeout { operation, after } => Error::Timeout {
+                operation,
+                after: *after,
+            },
+            Error::Shutdown => Error::Shutdown,
+            Error::Auth { message } => Error::Auth {
+                message: message.clone(),
+            },
+            Error::NoPermission { message } => Error::NoPermission {
+                message: message.clone(),
+            },
+            Error::Script { script, message } => Error::Script {
+                script,
+                message: message.clone(),
+            },
+            Error::Server { message } => Error::Server {
+                message: message.clone(),
+            },
+            Error::UnexpectedReply { what, detail } => Error::UnexpectedReply {
+                what,
+                detail: detail.clone(),
+            },
+            other => Error::Connection {
+                message: other.to_string(),
+                source: None,
+            },
+        }
+    }
+
     /// Whether the request may not have reached Redis, or its reply was lost: the
     /// operation's effect is unknown. Only idempotent operations may be retried then.
     pub fn is_outcome_unknown(&self) -> bool {

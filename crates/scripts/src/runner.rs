@@ -156,9 +156,8 @@ impl Scripts {
                     if round == 0 {
                         return Err(error);
                     }
-                    let message = error.to_string();
                     for &i in &pending {
-                        results[i] = Some(Err(copy_transport_error(&error, &message)));
+                        results[i] = Some(Err(error.duplicate()));
                     }
                     break;
                 }
@@ -183,10 +182,9 @@ impl Scripts {
                     if let Err(e) = self.load(conn, script).await {
                         // Its calls fail with the reason; the others go on.
                         let error = script_error(script, e, timeout);
-                        let message = error.to_string();
                         for &j in &missing {
                             if scripts[j].name() == script.name() {
-                                results[j] = Some(Err(copy_transport_error(&error, &message)));
+                                results[j] = Some(Err(error.duplicate()));
                             }
                         }
                     }
@@ -230,9 +228,8 @@ impl Scripts {
             let replies = match pool.pipeline(link, pending.iter().map(|&i| &calls[i].1)).await {
                 Ok(replies) => replies,
                 Err(e) => {
-                    let message = e.to_string();
                     for &i in &pending {
-                        results[i] = Some(Err(copy_transport_error(&e, &message)));
+                        results[i] = Some(Err(e.duplicate()));
                     }
                     break;
                 }
@@ -282,9 +279,8 @@ impl Scripts {
                         }
                     }
                     Err(e) => {
-                        let message = e.to_string();
                         for &i in &missing {
-                            results[i] = Some(Err(copy_transport_error(&e, &message)));
+                            results[i] = Some(Err(e.duplicate()));
                         }
                         missing.clear();
                     }
@@ -346,29 +342,4 @@ fn reply_result(script: &'static Script, reply: Reply) -> Result<Value, Error> {
             }
         }
     })
-}
-
-/// The same transport error for each call of a pipeline that failed as a whole.
-fn copy_transport_error(error: &Error, message: &str) -> Error {
-    match error {
-        Error::Timeout { operation, after } => Error::Timeout {
-            operation,
-            after: *after,
-        },
-        Error::Shutdown => Error::Shutdown,
-        Error::Auth { message } => Error::Auth {
-            message: message.clone(),
-        },
-        Error::NoPermission { message } => Error::NoPermission {
-            message: message.clone(),
-        },
-        Error::Script { script, message } => Error::Script {
-            script,
-            message: message.clone(),
-        },
-        _ => Error::Connection {
-            message: message.to_owned(),
-            source: None,
-        },
-    }
 }

@@ -231,31 +231,7 @@ struct RedisSink {
 
 /// The same error for each operation of a pipeline that failed as a whole.
 fn for_each(error: &Error, n: usize) -> Vec<Result<redis::Value, Error>> {
-    (0..n)
-        .map(|_| {
-            Err(match error {
-                Error::Timeout { operation, after } => Error::Timeout {
-                    operation,
-                    after: *after,
-                },
-                Error::Shutdown => Error::Shutdown,
-                Error::Auth { message } => Error::Auth {
-                    message: message.clone(),
-                },
-                Error::NoPermission { message } => Error::NoPermission {
-                    message: message.clone(),
-                },
-                Error::UnexpectedReply { what, detail } => Error::UnexpectedReply {
-                    what,
-                    detail: detail.clone(),
-                },
-                other => Error::Connection {
-                    message: other.to_string(),
-                    source: None,
-                },
-            })
-        })
-        .collect()
+    (0..n).map(|_| Err(error.duplicate())).collect()
 }
 
 impl PipelineSink for RedisSink {

@@ -368,14 +368,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         fence: Option<&Fence>,
         message: Option<&str>,
     ) -> Result<Applied, Error> {
-        if let Some(fence) = fence
-            && fence.token == 0
-        {
-            return Err(Error::InvalidArgument {
-                name: "fence",
-                reason: "token 0 is never issued".into(),
-            });
-        }
+        check_fence(fence)?;
         if let Some(id) = message {
             validate_message_id(id)?;
         }
@@ -463,12 +456,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         F: FnMut(Option<T>) -> T,
     {
         validate_entity_id(entity)?;
-        if fence.is_some_and(|f| f.token == 0) {
-            return Err(Error::InvalidArgument {
-                name: "fence",
-                reason: "token 0 is never issued".into(),
-            });
-        }
+        check_fence(fence)?;
         // One in-flight slot for the whole loop: shutdown waits for the update to finish.
         let _op = self.exec.begin()?;
         let max = self.exec.config.state.update_max_attempts;
@@ -589,6 +577,17 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
         let f = &self.fence;
         self.handle.write(&f.entity, change, Some(f), Some(message_id)).await
     }
+}
+
+/// Refuses a hand-made fence with token 0: no lease ever has it.
+fn check_fence(fence: Option<&Fence>) -> Result<(), Error> {
+    if fence.is_some_and(|f| f.token == 0) {
+        return Err(Error::InvalidArgument {
+            name: "fence",
+            reason: "token 0 is never issued".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The longest expiry a write sets: 100 years, in ms (the write script refuses more).
