@@ -129,66 +129,21 @@ fn monitor_record(bencher: Bencher<'_, '_>) {
     });
 }
 
-/// A throw-away redis-server for `executor_put`; killed on drop.
-struct Server {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Server {
-    fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let server = Self { child, port };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(server);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One `put` of a 100-byte value through the whole executor on a real redis-server, on a
 /// current-thread runtime (so every allocation of the operation, the connection's driver task
 /// included, happens on this thread and is counted).
 #[divan::bench]
 fn executor_put(bencher: Bencher<'_, '_>) {
-    let Some(server) = Server::start() else {
+    if !stateful_redis_test_support::redis_server_available() {
         eprintln!("executor_put: no redis-server on PATH, skipped");
         return;
-    };
+    }
+    let server = stateful_redis_test_support::RedisServer::start();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    let url = format!("redis://127.0.0.1:{}", server.port);
+    let url = server.url();
     let executor = runtime
         .block_on(stateful_redis::StatefulExecutor::builder().url(url).build())
         .expect("connect");

@@ -200,13 +200,9 @@ impl<S: PipelineSink> Batcher<S> {
         // Decide under the lock, and never hold it across an await.
         let entry = {
             let mut queue = shard.queue();
-            if queue.sealed {
-                return Err(Error::Shutdown);
-            }
-            if queue.len() < capacity {
-                queue.push_back(entry);
+            let Some(entry) = push_if_room(&mut queue, entry, capacity)? else {
                 return Ok(());
-            }
+            };
             match config.overload {
                 OverloadPolicy::Reject => None,
                 OverloadPolicy::DropOldest => {
@@ -222,7 +218,7 @@ impl<S: PipelineSink> Batcher<S> {
                 _ => Some(entry),
             }
         };
-        let Some(entry) = entry else {
+        let Some(mut entry) = entry else {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Overloaded { capacity });
         };
@@ -231,16 +227,10 @@ impl<S: PipelineSink> Batcher<S> {
             let room = shard.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            {
-                let mut queue = shard.queue();
-                if queue.sealed {
-                    return Err(Error::Shutdown);
-                }
-                if queue.len() < capacity {
-                    queue.push_back(entry);
-                    return Ok(());
-                }
-            }
+            let Some(back) = push_if_room(&mut shard.queue(), entry, capacity)? else {
+                return Ok(());
+            };
+            entry = back;
             if self.shared.closed.load(Ordering::Acquire) {
                 return Err(Error::Shutdown);
             }
@@ -377,6 +367,23 @@ async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
             _ = linger => {}
         }
     }
+}
+
+/// Queues `entry` if the queue has room (`None`), or hands it back (`Some`); a sealed
+/// queue refuses it.
+fn push_if_room<O, R>(
+    queue: &mut Queue<O, R>,
+    entry: Entry<O, R>,
+    capacity: usize,
+) -> Result<Option<Entry<O, R>>, Error> {
+    if queue.sealed {
+        return Err(Error::Shutdown);
+    }
+    if queue.len() < capacity {
+        queue.push_back(entry);
+        return Ok(None);
+    }
+    Ok(Some(entry))
 }
 
 type Batch<O, R> = (Vec<O>, Vec<oneshot::Sender<Result<R, Error>>>);
