@@ -304,20 +304,48 @@ impl<S: PipelineSink> Batcher<S> {
     }
 }
 
+/// A crowd at least this large, queued while no pipeline is in flight on any link, goes out
+/// as two pipelines instead of one.
+const SPLIT_AT: usize = 16;
+
 /// Sends what is queued (up to `max_batch`) whenever fewer than `pipelines_in_flight`
 /// pipelines are in flight, and drives those pipelines itself: being one task, it pushes
 /// new pipelines in queue order and polls them in that order, and each takes its link's
 /// (FIFO) locks on its first poll, so pipelines are written in queue order.
+///
+/// Three rules keep batches large without making anyone wait for a timer:
+/// - after a pipeline comes back, the flusher yields once, so that the callers it just
+///   answered queue their next operations and go out together;
+/// - beside a pipeline in flight, a further one goes out only when at least half as many
+///   operations as the last batch are waiting; a trickle waits for the next round trip;
+/// - with nothing in flight on any link, a crowd of at least [`SPLIT_AT`] goes out in two
+///   halves, so that the server works on the first while the second is written and the
+///   first's callers make their next operations (two batches then alternate).
 async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
     let shard = &shared.shards[index];
     let config = &shared.config;
     let slots = config.pipelines_in_flight.max(1);
     let mut in_flight = FuturesUnordered::new();
     let mut last_batch = 0usize;
+    let mut settle = false;
     loop {
+        if settle {
+            // Let the callers just woken by a finished batch queue their next operations
+            // first: they join one batch instead of trickling out one syscall each.
+            tokio::task::yield_now().await;
+            settle = false;
+        }
         // Fill the free slots. While all are busy, operations pile up: that is the batching.
         let mut linger_until = None;
+        let mut held = false;
         while in_flight.len() < slots {
+            // Beside a pipeline in flight, only a crowd goes out at once; a trickle waits for
+            // the next round trip and joins one larger batch.
+            let queued = shard.queue().len();
+            if !in_flight.is_empty() && queued < (last_batch / 2).max(1) {
+                held = true;
+                break;
+            }
             if !config.linger.is_zero() && last_batch > 1 {
                 // A busy shard may wait a little for a fuller batch; a lone caller never does.
                 let queue = shard.queue();
@@ -329,7 +357,13 @@ async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
                     break;
                 }
             }
-            let (ops, replies) = take_batch(shard, config.max_batch, &shared.counters);
+            let idle = || shared.shards.iter().all(|s| s.in_flight.load(Ordering::Relaxed) == 0);
+            let take = if in_flight.is_empty() && slots > 1 && queued >= SPLIT_AT && idle() {
+                queued.div_ceil(2).min(config.max_batch)
+            } else {
+                config.max_batch
+            };
+            let (ops, replies) = take_batch(shard, take, &shared.counters);
             if ops.is_empty() {
                 break;
             }
@@ -348,7 +382,7 @@ async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
         if in_flight.is_empty() && shard.queue().is_empty() && shared.closed.load(Ordering::Acquire) {
             return;
         }
-        let can_take = in_flight.len() < slots && linger_until.is_none();
+        let can_take = in_flight.len() < slots && linger_until.is_none() && !held;
         if can_take && !shard.queue().is_empty() {
             continue;
         }
@@ -362,6 +396,7 @@ async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {
                 shard.in_flight.fetch_sub(1, Ordering::Relaxed);
+                settle = true;
             }
             _ = &mut work, if in_flight.len() < slots => {}
             _ = linger => {}

@@ -51,7 +51,7 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     json: bool,
     /// Shared connections (and batch queues) to Redis.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = stateful_redis::PoolConfig::default().shared_connections, value_parser = clap::value_parser!(u32).range(1..=64))]
     links: u32,
     /// Pipelines in flight per connection.
     #[arg(long, default_value_t = stateful_redis::BatchConfig::default().pipelines_in_flight)]

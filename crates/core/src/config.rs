@@ -230,7 +230,9 @@ pub mod duration {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PoolConfig {
-    /// Multiplexed connections shared by all pipelined traffic (default 2).
+    /// Connections shared by all pipelined traffic, each with its own batch queue
+    /// (default 1: one link keeps batches largest and client CPU lowest, and two pipelines
+    /// in flight on it keep the server busy; measured with `cargo xtask bench`).
     pub shared_connections: u32,
     /// Most connections in the exclusive (bb8) pool (default 8).
     pub max_size: u32,
@@ -247,7 +249,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
-            shared_connections: 2,
+            shared_connections: 1,
             max_size: 8,
             min_idle: 0,
             checkout_timeout: Duration::from_secs(1),

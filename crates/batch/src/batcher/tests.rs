@@ -99,6 +99,68 @@ async fn a_crowd_gets_batches_up_to_the_maximum() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_idle_link_sends_a_crowd_as_two_pipelines_in_flight() {
+    let (sink, gate) = sink(false);
+    let batcher = Batcher::new(sink.clone(), 1, &config(|_| {}));
+    // Forty callers queue before the flusher runs: nothing is in flight anywhere, so the
+    // crowd goes out in two halves, both in flight at once (the server starts on the first
+    // while the second is written).
+    let mut calls = Vec::new();
+    for i in 0..40u64 {
+        let batcher = batcher.clone();
+        calls.push(tokio::spawn(async move { batcher.submit(0, i).await }));
+    }
+    settle().await;
+    assert_eq!(batch_sizes(&sink), vec![20, 20]);
+    // Both slots busy: a late caller waits for the next free slot.
+    let late = {
+        let batcher = batcher.clone();
+        tokio::spawn(async move { batcher.submit(0, 40).await })
+    };
+    settle().await;
+    assert_eq!(batch_sizes(&sink), vec![20, 20]);
+    gate.send_replace(true);
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.expect("task").expect("reply"), i as u64 * 10);
+    }
+    assert_eq!(late.await.expect("task").expect("reply"), 400);
+    let sent: Vec<u64> = sink
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .flat_map(|(_, ops)| ops.clone())
+        .collect();
+    assert_eq!(sent, (0..=40).collect::<Vec<_>>(), "sent once each, in order");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trickle_beside_a_pipeline_in_flight_waits_to_join_one_batch() {
+    let (sink, gate) = sink(false);
+    let batcher = Batcher::new(sink.clone(), 1, &config(|_| {}));
+    let mut calls = Vec::new();
+    for i in 0..10u64 {
+        let batcher = batcher.clone();
+        calls.push(tokio::spawn(async move { batcher.submit(0, i).await }));
+    }
+    settle().await;
+    assert_eq!(batch_sizes(&sink), vec![10]);
+    // A free slot, but only a few operations: they wait for the pipeline in flight to
+    // come back rather than each taking a round trip of its own.
+    for i in 10..13u64 {
+        let batcher = batcher.clone();
+        calls.push(tokio::spawn(async move { batcher.submit(0, i).await }));
+        settle().await;
+    }
+    assert_eq!(batch_sizes(&sink), vec![10]);
+    gate.send_replace(true);
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.expect("task").expect("reply"), i as u64 * 10);
+    }
+    assert_eq!(batch_sizes(&sink), vec![10, 3]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn linger_fills_batches_on_a_busy_shard() {
     let (sink, gate) = sink(false);
     let linger = Duration::from_millis(50);

@@ -9,6 +9,8 @@ use stateful_redis_test_support::RedisServer;
 fn config(server: &RedisServer) -> RedisConfig {
     let mut config = RedisConfig::with_url(server.url());
     config.pool.max_size = 2;
+    // Two links, so that the tests see more than one.
+    config.pool.shared_connections = 2;
     config.pool.checkout_timeout = Duration::from_millis(200);
     config.connect_timeout = Duration::from_millis(500);
     config

@@ -37,8 +37,8 @@ async fn preload_puts_every_script_in_the_cache() {
     let mut args = vec!["SCRIPT", "EXISTS"];
     args.extend(ALL.iter().map(|s| s.sha()));
     assert_eq!(server.cli(&args), vec!["1"; ALL.len()].join("\n"));
-    // One preload per shared link opened.
-    assert_eq!(scripts.stats().preloads, 2);
+    // One preload per link opened: the default single direct link.
+    assert_eq!(scripts.stats().preloads, 1);
 }
 
 fn applied(result: WriteResult) -> WriteReply {
