@@ -11,7 +11,7 @@ use crate::{cmd, tools};
 pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
     tools::ensure()?;
     let mut cargo = cmd::cargo();
-    cargo.arg("test");
+    cargo.args(["test", "--all-features"]);
     if !selects_packages(args) {
         cargo.arg("--workspace");
     }

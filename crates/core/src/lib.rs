@@ -33,8 +33,8 @@ pub use crate::codec::{
     SerdeCodec, SerdeFormat,
 };
 pub use crate::config::{
-    BatchConfig, ConfigError, ExecutorConfig, IdempotencyConfig, LeaseConfig, OverloadPolicy, PoolConfig,
-    PresenceConfig, RedisConfig, RedisUrl, RetryConfig, Secret, StateConfig, duration,
+    BatchConfig, ConfigError, ExecutorConfig, IdempotencyConfig, LeaseConfig, OtlpProtocol, OverloadPolicy, PoolConfig,
+    PresenceConfig, RedisConfig, RedisUrl, RetryConfig, Secret, StateConfig, TelemetryConfig, duration,
 };
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::id::{

@@ -378,10 +378,12 @@ impl PerformanceMonitor {
     }
 
     /// Records an operation that started at `started` and ends now: one clock read serves
-    /// both its duration and its rate.
-    pub fn record_since(&self, operation: Operation, started: Instant, error: Option<ErrorKind>) {
+    /// both its duration and its rate. Returns the duration it recorded.
+    pub fn record_since(&self, operation: Operation, started: Instant, error: Option<ErrorKind>) -> Duration {
         let now = Instant::now();
-        self.record_at(operation, now.saturating_duration_since(started), error, now);
+        let duration = now.saturating_duration_since(started);
+        self.record_at(operation, duration, error, now);
+        duration
     }
 
     fn record_at(&self, operation: Operation, duration: Duration, error: Option<ErrorKind>, now: Instant) {

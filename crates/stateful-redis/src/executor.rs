@@ -56,13 +56,21 @@ impl ExecutorBuilder {
         let hook: Arc<dyn ConnectHook> = Arc::clone(&scripts) as Arc<dyn ConnectHook>;
         let pool = Pool::connect(&self.config.redis, vec![hook]).await?;
         let envelope = Envelope::new(self.config.state.max_value_size, self.config.state.compress_above);
+        let monitor = PerformanceMonitor::default();
+        let telemetry = match crate::telemetry::start(&self.config, &monitor) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                pool.close();
+                return Err(e);
+            }
+        };
         // One queue per shared link: an entity's operations always take the same link.
         let sink = RedisSink {
             pool: pool.clone(),
             scripts: Arc::clone(&scripts),
+            telemetry: telemetry.clone(),
         };
         let batcher = Batcher::new(sink, pool.shared_links(), &self.config.batch);
-        let monitor = PerformanceMonitor::default();
         let executor = StatefulExecutor {
             inner: Arc::new(Inner {
                 monitor: monitor.clone(),
@@ -75,6 +83,7 @@ impl ExecutorBuilder {
                 closed: AtomicBool::new(false),
                 drained: Notify::new(),
                 retries: AtomicU64::new(0),
+                telemetry,
             }),
         };
         // Weak: the monitor lives inside the executor it reads.
@@ -104,6 +113,8 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     drained: Notify,
     retries: AtomicU64,
+    /// OpenTelemetry, when `telemetry.enabled` (and the `otel` feature) is on.
+    pub(crate) telemetry: crate::telemetry::Handle,
 }
 
 impl Drop for Inner {
@@ -129,7 +140,8 @@ impl Inner {
     /// Records an operation that started at `started` in the monitor.
     pub(crate) fn observe<T>(&self, operation: Operation, started: std::time::Instant, result: &Result<T, Error>) {
         let error = result.as_ref().err().map(Error::kind);
-        self.monitor.record_since(operation, started, error);
+        let duration = self.monitor.record_since(operation, started, error);
+        crate::telemetry::record(&self.telemetry, operation, duration, error);
     }
 
     /// Admits an operation, or refuses it once shutdown began.
@@ -146,7 +158,12 @@ impl Inner {
     /// on the link of the call's hash tag.
     pub(crate) async fn run<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
         let hint = fnv1a(hash_tag(call.routing_key()));
-        let value = self.batcher.submit(hint, (call.script(), call.command())).await?;
+        let op = Call {
+            script: call.script(),
+            cmd: call.command(),
+            trace: crate::telemetry::capture(&self.telemetry, call.script()),
+        };
+        let value = self.batcher.submit(hint, op).await?;
         call.parse(value).map_err(|detail| Error::UnexpectedReply {
             what: call.script().name(),
             detail,
@@ -227,6 +244,15 @@ fn fnv1a(text: &str) -> u64 {
 struct RedisSink {
     pool: Pool,
     scripts: Arc<Scripts>,
+    telemetry: crate::telemetry::Handle,
+}
+
+/// One script call on its way through the batcher.
+struct Call {
+    script: &'static Script,
+    cmd: Cmd,
+    /// The caller's trace, when spans are on.
+    trace: crate::telemetry::Trace,
 }
 
 /// The same error for each operation of a pipeline that failed as a whole.
@@ -235,22 +261,32 @@ fn for_each(error: &Error, n: usize) -> Vec<Result<redis::Value, Error>> {
 }
 
 impl PipelineSink for RedisSink {
-    type Op = (&'static Script, Cmd);
+    type Op = Call;
     type Reply = redis::Value;
 
-    async fn send(&self, shard: usize, ops: Vec<Self::Op>) -> Vec<Result<redis::Value, Error>> {
+    async fn send(&self, shard: usize, ops: Vec<Call>) -> Vec<Result<redis::Value, Error>> {
+        let spans = crate::telemetry::pipeline(&self.telemetry, ops.iter().map(|c| &c.trace));
+        let calls: Vec<(&'static Script, Cmd)> = ops.into_iter().map(|c| (c.script, c.cmd)).collect();
+        let results = self.send_calls(shard, calls).await;
+        crate::telemetry::finish(spans, &results);
+        results
+    }
+}
+
+impl RedisSink {
+    async fn send_calls(&self, shard: usize, calls: Vec<(&'static Script, Cmd)>) -> Vec<Result<redis::Value, Error>> {
         // The hot path: the pool's own pipeline link (plain TCP).
         if self.pool.direct_links() > 0 {
-            return self.scripts.invoke_direct(&self.pool, shard, ops).await;
+            return self.scripts.invoke_direct(&self.pool, shard, calls).await;
         }
         // TLS and unix sockets: a redis-rs shared link.
-        let n = ops.len();
+        let n = calls.len();
         let mut conn = match self.pool.shared_at(shard).await {
             Ok(conn) => conn,
             Err(e) => return for_each(&e, n),
         };
         let timeout = self.pool.response_timeout();
-        match self.scripts.invoke_pipeline(&mut conn, ops, timeout).await {
+        match self.scripts.invoke_pipeline(&mut conn, calls, timeout).await {
             Ok(results) => results,
             Err(e) => for_each(&e, n),
         }
@@ -338,8 +374,15 @@ impl StatefulExecutor {
         self.inner.in_flight.load(Ordering::Acquire)
     }
 
+    /// `(metrics, traces)`: OTLP exports that failed so far, or `None` when telemetry is off
+    /// (`telemetry.enabled`, with the `otel` feature). A failed export never fails an operation.
+    pub fn telemetry_export_errors(&self) -> Option<(u64, u64)> {
+        crate::telemetry::export_errors(&self.inner.telemetry)
+    }
+
     /// Refuses new operations ([`Error::Shutdown`]), waits for those in flight to finish,
-    /// then closes the connections. Idempotent.
+    /// exports the last telemetry (at most `telemetry.shutdown_timeout`), then closes the
+    /// connections. Idempotent.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         loop {
@@ -353,6 +396,8 @@ impl StatefulExecutor {
             drained.await;
         }
         self.inner.batcher.shutdown().await;
+        // The last export, with every operation counted.
+        crate::telemetry::shutdown(&self.inner.telemetry).await;
         self.inner.pool.close();
     }
 }

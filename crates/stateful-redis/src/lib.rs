@@ -47,6 +47,7 @@ mod executor;
 mod leases;
 mod presence;
 mod state;
+mod telemetry;
 
 pub use crate::executor::{ExecutorBuilder, StatefulExecutor};
 pub use crate::leases::{Lease, LeaseGuard, LeaseLoss, LeaseStatus, Leases};
@@ -57,8 +58,9 @@ pub use stateful_redis_batch::BatchStats;
 #[doc(inline)]
 pub use stateful_redis_core::{
     BatchConfig, BytesCodec, Codec, CodecError, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig,
-    IdempotencyConfig, InvalidId, KeyLayout, LeaseConfig, Namespace, OverloadPolicy, PoolConfig, PresenceConfig,
-    RedisConfig, RedisUrl, Result, RetryConfig, Secret, SerdeCodec, StateConfig, Version, Versioned,
+    IdempotencyConfig, InvalidId, KeyLayout, LeaseConfig, Namespace, OtlpProtocol, OverloadPolicy, PoolConfig,
+    PresenceConfig, RedisConfig, RedisUrl, Result, RetryConfig, Secret, SerdeCodec, StateConfig, TelemetryConfig,
+    Version, Versioned,
 };
 #[doc(inline)]
 pub use stateful_redis_metrics::{

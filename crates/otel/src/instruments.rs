@@ -1,0 +1,370 @@
+//! The instruments: the operation-duration histogram on the hot path, the batch-size
+//! histogram once per pipeline, and observers read at each collection.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{BoundHistogram, Histogram, Meter};
+use opentelemetry_semantic_conventions::{attribute as semattr, metric as semmetric};
+use stateful_redis_core::ErrorKind;
+use stateful_redis_metrics::{MetricsSnapshot, Operation, PerformanceMonitor};
+
+use crate::{ExportErrors, Sources};
+
+/// The semantic conventions' recommended buckets for `db.client.operation.duration`, in seconds.
+pub(crate) const DURATION_BOUNDARIES_S: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Pipeline sizes: powers of two up to the largest `batch.max_batch` worth measuring.
+const BATCH_BOUNDARIES: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// `db.client.operation.duration`, one bound series per (operation, outcome), bound on its
+/// first record: a bound series is exported even when it never records.
+pub(crate) struct OpDurations {
+    histogram: Histogram<f64>,
+    /// `[operation][0 = no failure, 1 + failure kind]`.
+    slots: Box<[Box<[OnceLock<BoundHistogram<f64>>]>]>,
+}
+
+impl OpDurations {
+    pub(crate) fn new(meter: &Meter) -> Self {
+        let histogram = meter
+            .f64_histogram(semmetric::DB_CLIENT_OPERATION_DURATION)
+            .with_unit("s")
+            .with_description("Duration of the executor's operations, from the call to its result.")
+            .with_boundaries(DURATION_BOUNDARIES_S.to_vec())
+            .build();
+        let slots = Operation::ALL
+            .iter()
+            .map(|_| (0..=ErrorKind::COUNT).map(|_| OnceLock::new()).collect())
+            .collect();
+        Self { histogram, slots }
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, operation: Operation, duration: Duration, error: Option<ErrorKind>) {
+        let op = Operation::ALL.iter().position(|&o| o == operation).unwrap_or(0);
+        let failure = error.filter(|k| k.is_failure());
+        let slot = failure.map_or(0, |k| 1 + k.index());
+        self.slots[op][slot]
+            .get_or_init(|| {
+                let mut attributes = vec![
+                    KeyValue::new(semattr::DB_SYSTEM_NAME, "redis"),
+                    KeyValue::new(semattr::DB_OPERATION_NAME, operation.as_str()),
+                ];
+                if let Some(kind) = failure {
+                    attributes.push(KeyValue::new(semattr::ERROR_TYPE, kind.as_str()));
+                }
+                self.histogram.bind(&attributes)
+            })
+            .record(duration.as_secs_f64());
+    }
+}
+
+/// `stateful_redis.batch.size`: operations per pipeline sent.
+pub(crate) struct BatchSizes(BoundHistogram<u64>);
+
+impl BatchSizes {
+    pub(crate) fn new(meter: &Meter) -> Self {
+        let histogram = meter
+            .u64_histogram("stateful_redis.batch.size")
+            .with_unit("{operation}")
+            .with_description("Operations per pipeline sent to Redis.")
+            .with_boundaries(BATCH_BOUNDARIES.to_vec())
+            .build();
+        Self(histogram.bind(&[KeyValue::new(semattr::DB_SYSTEM_NAME, "redis")]))
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, size: usize) {
+        self.0.record(size as u64);
+    }
+}
+
+/// One snapshot per collection, shared by every observer (they run one after another on the
+/// reader's thread, so a snapshot a few milliseconds old is the same collection's).
+struct Snapshots {
+    monitor: PerformanceMonitor,
+    last: Mutex<Option<(Instant, Arc<MetricsSnapshot>)>>,
+}
+
+impl Snapshots {
+    fn get(&self) -> Arc<MetricsSnapshot> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some((at, snapshot)) if at.elapsed() < Duration::from_millis(250) => Arc::clone(snapshot),
+            _ => {
+                let snapshot = Arc::new(self.monitor.snapshot());
+                *last = Some((Instant::now(), Arc::clone(&snapshot)));
+                snapshot
+            }
+        }
+    }
+}
+
+/// Registers every observable instrument. Their handles may be dropped: the callbacks stay
+/// registered with the meter provider.
+pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<ExportErrors>) {
+    let snapshots = Arc::new(Snapshots {
+        monitor: sources.monitor.clone(),
+        last: Mutex::new(None),
+    });
+    let pool = KeyValue::new(
+        semattr::DB_CLIENT_CONNECTION_POOL_NAME,
+        format!("{}:{}", sources.server_address, sources.server_port),
+    );
+
+    let s = Arc::clone(&snapshots);
+    let _ = meter
+        .u64_observable_counter("stateful_redis.operations")
+        .with_unit("{operation}")
+        .with_description("Operations finished, whatever their outcome.")
+        .with_callback(move |obs| {
+            let snapshot = s.get();
+            for op in &snapshot.operations {
+                obs.observe(op.count, &[KeyValue::new(semattr::DB_OPERATION_NAME, op.name.clone())]);
+            }
+        })
+        .build();
+    let s = Arc::clone(&snapshots);
+    let _ = meter
+        .u64_observable_counter("stateful_redis.operation.failures")
+        .with_unit("{operation}")
+        .with_description("Operations that failed (timeouts, connection, server and data errors; not conflicts).")
+        .with_callback(move |obs| {
+            let snapshot = s.get();
+            for op in &snapshot.operations {
+                obs.observe(
+                    op.failures,
+                    &[KeyValue::new(semattr::DB_OPERATION_NAME, op.name.clone())],
+                );
+            }
+        })
+        .build();
+    let s = Arc::clone(&snapshots);
+    let _ = meter
+        .u64_observable_counter("stateful_redis.errors")
+        .with_unit("{error}")
+        .with_description(
+            "Errors returned to callers, by kind: failures and expected answers (conflict, not_found, fenced) alike.",
+        )
+        .with_callback(move |obs| {
+            for (kind, n) in &s.get().errors {
+                obs.observe(*n, &[KeyValue::new(semattr::ERROR_TYPE, *kind)]);
+            }
+        })
+        .build();
+    let s = Arc::clone(&snapshots);
+    let _ = meter
+        .u64_observable_counter("stateful_redis.conflicts")
+        .with_unit("{conflict}")
+        .with_description("Writes refused because the version moved (CAS conflicts).")
+        .with_callback(move |obs| {
+            obs.observe(s.get().errors.get("conflict").copied().unwrap_or(0), &[]);
+        })
+        .build();
+
+    // Figures owned by the batcher, the pool and the leases, read through the monitor's gauges.
+    type Read = fn(&MetricsSnapshot) -> u64;
+    let counters: [(&str, &str, &str, Read); 7] = [
+        ("stateful_redis.batches", "{batch}", "Pipelines sent to Redis.", |s| {
+            s.gauges.batches
+        }),
+        (
+            "stateful_redis.batch.operations",
+            "{operation}",
+            "Operations sent in pipelines.",
+            |s| s.gauges.batched_operations,
+        ),
+        (
+            "stateful_redis.rejected",
+            "{operation}",
+            "Operations refused by a full queue (batch.overload = reject, or wait past its deadline).",
+            |s| s.gauges.rejected,
+        ),
+        (
+            "stateful_redis.dropped",
+            "{operation}",
+            "Queued operations dropped for newer ones (batch.overload = drop_oldest).",
+            |s| s.gauges.dropped,
+        ),
+        (
+            "stateful_redis.retries",
+            "{operation}",
+            "Calls sent again after an unknown outcome (only calls that are safe to repeat).",
+            |s| s.gauges.retries,
+        ),
+        (
+            "stateful_redis.script.reloads",
+            "{script}",
+            "Scripts loaded again after NOSCRIPT.",
+            |s| s.gauges.script_reloads,
+        ),
+        (
+            "stateful_redis.leases.lost",
+            "{lease}",
+            "Leases a guard lost (expired or taken before renewal).",
+            |s| s.leases_lost,
+        ),
+    ];
+    for (name, unit, description, read) in counters {
+        let s = Arc::clone(&snapshots);
+        let _ = meter
+            .u64_observable_counter(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |obs| obs.observe(read(&s.get()), &[]))
+            .build();
+    }
+    let gauges: [(&str, &str, &str, Read); 4] = [
+        (
+            "stateful_redis.queue.depth",
+            "{operation}",
+            "Operations waiting in the batcher's queues.",
+            |s| s.gauges.queue_depth,
+        ),
+        (
+            "stateful_redis.in_flight",
+            "{operation}",
+            "Operations admitted and not finished.",
+            |s| s.gauges.in_flight,
+        ),
+        (
+            "stateful_redis.pipelines.in_flight",
+            "{batch}",
+            "Pipelines sent and not yet answered.",
+            |s| s.gauges.pipelines_in_flight,
+        ),
+        (
+            "stateful_redis.connections",
+            "{connection}",
+            "Connections open to Redis: pipeline links and the exclusive pool.",
+            |s| s.gauges.connections,
+        ),
+    ];
+    for (name, unit, description, read) in gauges {
+        let s = Arc::clone(&snapshots);
+        let _ = meter
+            .u64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |obs| obs.observe(read(&s.get()), &[]))
+            .build();
+    }
+
+    // The exclusive pool, under the semantic conventions' connection metrics.
+    let s = Arc::clone(&snapshots);
+    let p = pool.clone();
+    let _ = meter
+        .i64_observable_up_down_counter(semmetric::DB_CLIENT_CONNECTION_COUNT)
+        .with_unit("{connection}")
+        .with_description("Connections of the exclusive pool, idle and in use.")
+        .with_callback(move |obs| {
+            let g = &s.get().gauges;
+            obs.observe(
+                g.connections_idle as i64,
+                &[p.clone(), KeyValue::new(semattr::DB_CLIENT_CONNECTION_STATE, "idle")],
+            );
+            obs.observe(
+                g.connections_used as i64,
+                &[p.clone(), KeyValue::new(semattr::DB_CLIENT_CONNECTION_STATE, "used")],
+            );
+        })
+        .build();
+    let s = Arc::clone(&snapshots);
+    let p = pool.clone();
+    let _ = meter
+        .i64_observable_up_down_counter(semmetric::DB_CLIENT_CONNECTION_MAX)
+        .with_unit("{connection}")
+        .with_description("The most connections the exclusive pool may open.")
+        .with_callback(move |obs| obs.observe(s.get().gauges.pool_max_size as i64, std::slice::from_ref(&p)))
+        .build();
+    let s = Arc::clone(&snapshots);
+    let p = pool.clone();
+    let _ = meter
+        .i64_observable_up_down_counter(semmetric::DB_CLIENT_CONNECTION_PENDING_REQUESTS)
+        .with_unit("{request}")
+        .with_description("Callers waiting for an exclusive connection.")
+        .with_callback(move |obs| obs.observe(s.get().gauges.pool_waiters as i64, std::slice::from_ref(&p)))
+        .build();
+    let s = Arc::clone(&snapshots);
+    let p = pool.clone();
+    let _ = meter
+        .u64_observable_counter(semmetric::DB_CLIENT_CONNECTION_TIMEOUTS)
+        .with_unit("{timeout}")
+        .with_description("Exclusive-connection checkouts that timed out.")
+        .with_callback(move |obs| obs.observe(s.get().gauges.pool_timeouts, std::slice::from_ref(&p)))
+        .build();
+    let s = Arc::clone(&snapshots);
+    let _ = meter
+        .u64_observable_counter("stateful_redis.pool.waits")
+        .with_unit("{request}")
+        .with_description("Exclusive-connection checkouts that had to wait.")
+        .with_callback(move |obs| obs.observe(s.get().gauges.pool_waits, std::slice::from_ref(&pool)))
+        .build();
+
+    // Export failures of this very pipeline (they show in the next export that succeeds).
+    let e = Arc::clone(errors);
+    let _ = meter
+        .u64_observable_counter("stateful_redis.telemetry.export.errors")
+        .with_unit("{error}")
+        .with_description("OTLP exports that failed, by signal.")
+        .with_callback(move |obs| {
+            obs.observe(e.metrics(), &[KeyValue::new("signal", "metrics")]);
+            obs.observe(e.traces(), &[KeyValue::new("signal", "traces")]);
+        })
+        .build();
+
+    register_process(meter, sources);
+}
+
+/// Process CPU and memory, and the Tokio runtime's live tasks.
+fn register_process(meter: &Meter, sources: &Sources) {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let _ = meter
+        .f64_observable_counter(semmetric::PROCESS_CPU_TIME)
+        .with_unit("s")
+        .with_description("CPU time of this process, user and system.")
+        .with_callback(|obs| {
+            if let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) {
+                let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+                obs.observe(secs(usage.user_time()), &[KeyValue::new(semattr::CPU_MODE, "user")]);
+                obs.observe(secs(usage.system_time()), &[KeyValue::new(semattr::CPU_MODE, "system")]);
+            }
+        })
+        .build();
+    let _ = meter
+        .i64_observable_up_down_counter(semmetric::PROCESS_MEMORY_USAGE)
+        .with_unit("By")
+        .with_description("Resident memory of this process.")
+        .with_callback(|obs| {
+            if let Some(bytes) = resident_bytes() {
+                obs.observe(bytes, &[]);
+            }
+        })
+        .build();
+    if let Some(handle) = sources.runtime.clone() {
+        let _ = meter
+            .u64_observable_gauge("stateful_redis.runtime.tasks")
+            .with_unit("{task}")
+            .with_description("Live tasks of the Tokio runtime the executor was built in.")
+            .with_callback(move |obs| obs.observe(handle.metrics().num_alive_tasks() as u64, &[]))
+            .build();
+    }
+}
+
+/// VmRSS from `/proc/self/status` (Linux), in bytes.
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<i64>()
+        .ok()?;
+    Some(kb * 1024)
+}

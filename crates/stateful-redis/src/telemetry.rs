@@ -1,0 +1,121 @@
+//! The executor's hooks into OpenTelemetry (`stateful-redis-otel`), or nothing at all when the
+//! `otel` feature is off: every function here then compiles to nothing.
+
+use std::time::Duration;
+
+use stateful_redis_core::{Error, ErrorKind, ExecutorConfig};
+use stateful_redis_metrics::{Operation, PerformanceMonitor};
+use stateful_redis_scripts::Script;
+
+#[cfg(feature = "otel")]
+mod on {
+    use std::sync::Arc;
+
+    use redis::{ConnectionAddr, IntoConnectionInfo as _};
+    use stateful_redis_otel::{OpTrace, PipelineSpans, Sources, Telemetry};
+
+    use super::*;
+
+    pub(crate) type Handle = Option<Arc<Telemetry>>;
+    pub(crate) type Trace = Option<OpTrace>;
+    pub(crate) type Spans = Option<PipelineSpans>;
+
+    pub(crate) fn start(config: &ExecutorConfig, monitor: &PerformanceMonitor) -> Result<Handle, Error> {
+        if !config.telemetry.enabled {
+            return Ok(None);
+        }
+        // What the spans call the server: the URL's host and port (none for a unix socket).
+        let (address, port) = match config
+            .redis
+            .url
+            .expose()
+            .into_connection_info()
+            .map(|i| i.addr().clone())
+        {
+            Ok(ConnectionAddr::Tcp(host, port)) | Ok(ConnectionAddr::TcpTls { host, port, .. }) => (host, port),
+            _ => ("localhost".to_owned(), 0),
+        };
+        let telemetry = Telemetry::start(&config.telemetry, Sources::new(monitor.clone(), address, port))?;
+        Ok(Some(Arc::new(telemetry)))
+    }
+
+    #[inline]
+    pub(crate) fn record(handle: &Handle, operation: Operation, duration: Duration, error: Option<ErrorKind>) {
+        if let Some(t) = handle {
+            t.record(operation, duration, error);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn capture(handle: &Handle, script: &'static Script) -> Trace {
+        match handle {
+            Some(t) if t.tracing() => Some(OpTrace::capture(script.name())),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn pipeline<'a>(handle: &Handle, traces: impl ExactSizeIterator<Item = &'a Trace>) -> Spans {
+        let t = handle.as_ref()?;
+        t.record_batch(traces.len());
+        t.pipeline(traces.map(Option::as_ref))
+    }
+
+    pub(crate) fn finish(spans: Spans, results: &[Result<redis::Value, Error>]) {
+        if let Some(spans) = spans {
+            spans.finish(results.iter().map(|r| r.as_ref().err().map(Error::kind)));
+        }
+    }
+
+    pub(crate) async fn shutdown(handle: &Handle) {
+        if let Some(t) = handle {
+            t.shutdown().await;
+        }
+    }
+
+    /// `(metrics, traces)` exports that failed.
+    pub(crate) fn export_errors(handle: &Handle) -> Option<(u64, u64)> {
+        handle
+            .as_ref()
+            .map(|t| (t.export_errors().metrics(), t.export_errors().traces()))
+    }
+}
+
+#[cfg(not(feature = "otel"))]
+mod on {
+    use super::*;
+
+    pub(crate) type Handle = ();
+    pub(crate) type Trace = ();
+    pub(crate) type Spans = ();
+
+    pub(crate) fn start(config: &ExecutorConfig, _monitor: &PerformanceMonitor) -> Result<Handle, Error> {
+        if config.telemetry.enabled {
+            return Err(Error::Config(stateful_redis_core::ConfigError::new(
+                "telemetry.enabled",
+                true,
+                "this build has no OpenTelemetry: enable the `otel` feature of stateful-redis",
+            )));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub(crate) fn record(_: &Handle, _: Operation, _: Duration, _: Option<ErrorKind>) {}
+
+    #[inline]
+    pub(crate) fn capture(_: &Handle, _: &'static Script) -> Trace {}
+
+    #[inline]
+    pub(crate) fn pipeline<'a>(_: &Handle, _: impl ExactSizeIterator<Item = &'a Trace>) -> Spans {}
+
+    #[inline]
+    pub(crate) fn finish(_: Spans, _: &[Result<redis::Value, Error>]) {}
+
+    pub(crate) async fn shutdown(_: &Handle) {}
+
+    pub(crate) fn export_errors(_: &Handle) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+pub(crate) use on::*;
