@@ -495,6 +495,9 @@ enum Client {
     Plain { mode: &'static str, tasks: u32 },
     /// `stateful-redis load --workload <workload>` with this many callers; reads `--json`.
     Load { workload: &'static str, callers: u32 },
+    /// The same with OpenTelemetry on: metrics every second and spans (the default 1 % sampling)
+    /// exported over OTLP/HTTP to a sink in this process that answers every export.
+    LoadOtel { workload: &'static str, callers: u32 },
 }
 
 impl Client {
@@ -505,7 +508,7 @@ impl Client {
             Self::RedisBenchmark { .. } => "request (sent in a pipeline)",
             Self::Plain { mode: "pipeline16", .. } => "pipeline of 16",
             Self::Plain { .. } => "command",
-            Self::Load { .. } => "operation",
+            Self::Load { .. } | Self::LoadOtel { .. } => "operation",
         }
     }
 }
@@ -556,7 +559,7 @@ fn put_args(plain: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Every case, in the order each round runs them.
 fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_args: &[String]) -> Vec<Case> {
-    use Client::{Load, Plain, RedisBenchmark};
+    use Client::{Load, LoadOtel, Plain, RedisBenchmark};
     use Group::{SingleCaller, Throughput};
     const C: u32 = CONCURRENCY;
     let specs = [
@@ -601,6 +604,15 @@ fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_args: &[String
             "executor put",
             Throughput,
             Load {
+                workload: "put",
+                callers: C,
+            },
+        ),
+        (
+            "executor-put-otel",
+            "executor put, telemetry on",
+            Throughput,
+            LoadOtel {
                 workload: "put",
                 callers: C,
             },
@@ -675,7 +687,7 @@ fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_args: &[String
                          --entities {ENTITIES} --sha {sha} --json"
                     ),
                 ),
-                Load { workload, callers } => (
+                Load { workload, callers } | LoadOtel { workload, callers } => (
                     bins.load.clone(),
                     format!(
                         "load --redis {url} --workload {workload} --concurrency {callers} --ops {ops} \
@@ -754,6 +766,57 @@ fn per_100k(seconds: f64, ops: u64) -> f64 {
     }
 }
 
+/// A minimal OTLP/HTTP sink on a loopback port, started once: it reads each request and
+/// answers `200` with an empty protobuf body (a valid, empty export response).
+fn otlp_sink() -> anyhow::Result<std::net::SocketAddr> {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    static SINK: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+    if let Some(addr) = SINK.get() {
+        return Ok(*addr);
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the OTLP sink")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(match stream.try_clone() {
+                    Ok(s) => s,
+                    Err(_) => return,
+                });
+                let mut writer = stream;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = line.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(*SINK.get_or_init(|| addr))
+}
+
 /// User + system CPU seconds of the waited-for children of this process so far.
 fn children_cpu() -> anyhow::Result<f64> {
     use nix::sys::resource::{UsageWho, getrusage};
@@ -770,6 +833,19 @@ impl Case {
         server.cli(&["FLUSHALL"])?;
         let mut command = Command::new(&self.program);
         command.args(&self.args).stdin(Stdio::null());
+        for var in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ] {
+            command.env_remove(var);
+        }
+        if let Client::LoadOtel { .. } = self.client {
+            command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", otlp_sink()?))
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+                .env("OTEL_METRIC_EXPORT_INTERVAL", "1000");
+        }
         let server_before = server.cpu_seconds();
         let cpu_before = children_cpu()?;
         let start = Instant::now();
@@ -794,7 +870,7 @@ impl Case {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let mut sample = match self.client {
             Client::RedisBenchmark { .. } => parse_redis_benchmark(&stdout, self.ops)?,
-            Client::Plain { .. } | Client::Load { .. } => parse_json_summary(&stdout)?,
+            Client::Plain { .. } | Client::Load { .. } | Client::LoadOtel { .. } => parse_json_summary(&stdout)?,
         };
         if sample.errors > 0 {
             bail!(
@@ -1059,6 +1135,22 @@ impl Report<'_> {
                 "plain-pipeline16",
                 "ops_per_sec",
                 true,
+            ),
+            ratio(
+                "executor_put_telemetry_on_vs_off",
+                "executor put, telemetry on / off: ops/s",
+                "executor-put-otel",
+                put,
+                "ops_per_sec",
+                true,
+            ),
+            ratio(
+                "executor_put_telemetry_on_vs_off_client_cpu",
+                "executor put, telemetry on / off: client CPU",
+                "executor-put-otel",
+                put,
+                "client_cpu_s_per_100k",
+                false,
             ),
             ratio(
                 "executor_put_vs_plain_shared_client_cpu",

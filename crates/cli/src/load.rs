@@ -83,6 +83,10 @@ struct Summary {
     batches: u64,
     avg_batch: f64,
     max_batch: u64,
+    /// Whether OpenTelemetry export was on (`OTEL_EXPORTER_OTLP_ENDPOINT` set).
+    telemetry: bool,
+    /// OTLP exports that failed, metrics and traces (none counted when telemetry is off).
+    export_errors: u64,
 }
 
 #[derive(Default)]
@@ -118,6 +122,9 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let mut config = ExecutorConfig::default();
     config.redis.url = RedisUrl::new(url.clone());
     config.state.update_max_attempts = 1000;
+    // Exports metrics and traces when the environment names an OTLP endpoint; every other
+    // OTEL_* variable (protocol, headers, interval, sampler) is read too.
+    config.telemetry.enabled = stateful_redis::TelemetryConfig::enabled_by_env();
     config.redis.pool.shared_connections = args.links;
     config.batch.pipelines_in_flight = args.pipelines_in_flight;
     config.batch.max_batch = args.max_batch;
@@ -164,6 +171,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     progress.abort();
     let batch = exec.batch_stats();
     exec.shutdown().await;
+    let export_errors = exec.telemetry_export_errors();
     let c = &counters;
     let ops = c.done.load(Ordering::Relaxed);
     let summary = Summary {
@@ -186,6 +194,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         batches: batch.batches,
         avg_batch: (batch.sent as f64 / batch.batches.max(1) as f64 * 10.0).round() / 10.0,
         max_batch: batch.max_batch,
+        telemetry: export_errors.is_some(),
+        export_errors: export_errors.map_or(0, |(m, t)| m + t),
     };
     print_summary(&summary, args.json)?;
     if summary.errors > 0 {

@@ -20,12 +20,15 @@ pub(crate) const DURATION_BOUNDARIES_S: [f64; 14] = [
 /// Pipeline sizes: powers of two up to the largest `batch.max_batch` worth measuring.
 const BATCH_BOUNDARIES: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
+/// One operation's series: no failure, then one per failure kind; each bound on first use.
+type Series = Box<[OnceLock<BoundHistogram<f64>>]>;
+
 /// `db.client.operation.duration`, one bound series per (operation, outcome), bound on its
 /// first record: a bound series is exported even when it never records.
 pub(crate) struct OpDurations {
     histogram: Histogram<f64>,
     /// `[operation][0 = no failure, 1 + failure kind]`.
-    slots: Box<[Box<[OnceLock<BoundHistogram<f64>>]>]>,
+    slots: Box<[Series]>,
 }
 
 impl OpDurations {

@@ -436,7 +436,7 @@ async fn a_receiver_that_is_down_leaves_operations_alone_and_is_counted() {
                 n < 1_000_000,
                 "no metric export failure was ever counted ({protocol:?})"
             );
-            if n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
