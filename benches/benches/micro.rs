@@ -129,6 +129,33 @@ fn monitor_record(bencher: Bencher<'_, '_>) {
     });
 }
 
+/// Recording one operation in OpenTelemetry's `db.client.operation.duration` (a bound
+/// histogram series, bound on first use), from one thread and from two at once. This is what
+/// telemetry adds to each operation besides the monitor's record above.
+#[divan::bench(threads = [1, 2])]
+fn otel_record(bencher: Bencher<'_, '_>) {
+    static TELEMETRY: std::sync::LazyLock<stateful_redis_otel::Telemetry> = std::sync::LazyLock::new(|| {
+        let mut config = stateful_redis_core::TelemetryConfig::default();
+        config.enabled = true;
+        config.protocol = Some(stateful_redis_core::OtlpProtocol::HttpProtobuf);
+        // Nothing listens there, and the interval is long: no export runs during the benchmark.
+        config.endpoint = Some("http://127.0.0.1:9".into());
+        config.metrics_interval = Some(std::time::Duration::from_secs(3600));
+        config.traces = false;
+        let sources =
+            stateful_redis_otel::Sources::new(stateful_redis_metrics::PerformanceMonitor::default(), "127.0.0.1", 6379);
+        stateful_redis_otel::Telemetry::start(&config, sources).expect("telemetry")
+    });
+    let telemetry = &*TELEMETRY;
+    bencher.bench(|| {
+        telemetry.record(
+            stateful_redis_metrics::Operation::Put,
+            black_box(std::time::Duration::from_micros(250)),
+            None,
+        )
+    });
+}
+
 /// One `put` of a 100-byte value through the whole executor on a real redis-server, on a
 /// current-thread runtime (so every allocation of the operation, the connection's driver task
 /// included, happens on this thread and is counted).
