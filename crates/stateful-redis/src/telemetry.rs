@@ -84,9 +84,14 @@ mod on {
 mod on {
     use super::*;
 
-    pub(crate) type Handle = ();
-    pub(crate) type Trace = ();
-    pub(crate) type Spans = ();
+    /// No telemetry in this build.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Handle;
+    /// No trace to carry.
+    #[derive(Debug)]
+    pub(crate) struct Trace;
+    /// No spans to end.
+    pub(crate) struct Spans;
 
     pub(crate) fn start(config: &ExecutorConfig, _monitor: &PerformanceMonitor) -> Result<Handle, Error> {
         if config.telemetry.enabled {
@@ -96,17 +101,21 @@ mod on {
                 "this build has no OpenTelemetry: enable the `otel` feature of stateful-redis",
             )));
         }
-        Ok(())
+        Ok(Handle)
     }
 
     #[inline]
     pub(crate) fn record(_: &Handle, _: Operation, _: Duration, _: Option<ErrorKind>) {}
 
     #[inline]
-    pub(crate) fn capture(_: &Handle, _: &'static Script) -> Trace {}
+    pub(crate) fn capture(_: &Handle, _: &'static Script) -> Trace {
+        Trace
+    }
 
     #[inline]
-    pub(crate) fn pipeline<'a>(_: &Handle, _: impl ExactSizeIterator<Item = &'a Trace>) -> Spans {}
+    pub(crate) fn pipeline<'a>(_: &Handle, _: impl ExactSizeIterator<Item = &'a Trace>) -> Spans {
+        Spans
+    }
 
     #[inline]
     pub(crate) fn finish(_: Spans, _: &[Result<redis::Value, Error>]) {}
