@@ -542,7 +542,9 @@ pub enum OtlpProtocol {
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS`,
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` (and their `_METRICS_`/`_TRACES_` forms),
 /// `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-/// `OTEL_TRACES_SAMPLER`/`_ARG`. A setting given here wins over its variable.
+/// `OTEL_TRACES_SAMPLER`/`_ARG`. A setting given here wins over its variable, except headers:
+/// the exporter adds those of `OTEL_EXPORTER_OTLP_[<SIGNAL>_]HEADERS` to the ones set here, and
+/// a header named in both is sent with the variable's value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

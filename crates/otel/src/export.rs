@@ -67,11 +67,6 @@ impl ExportErrors {
             tracing::warn!(signal, failures = n, error = %error, "OTLP export failed (logged at most once a minute)");
         }
     }
-
-    pub(crate) fn shutdown_failed(&self, signal: &'static str, error: &dyn std::fmt::Display) {
-        // The last export at shutdown is an export like the others.
-        self.failed(signal, error);
-    }
 }
 
 /// Counts the failures of the metric exporter it wraps (runs on the PeriodicReader's thread).

@@ -83,6 +83,8 @@ pub struct Telemetry {
     errors: Arc<ExportErrors>,
     server: trace::Server,
     shutdown_timeout: Duration,
+    /// Set by the first `shutdown()`: later calls do nothing.
+    shut: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -141,6 +143,7 @@ impl Telemetry {
                 port: sources.server_port,
             },
             shutdown_timeout: config.shutdown_timeout,
+            shut: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -178,20 +181,23 @@ impl Telemetry {
 
     /// Exports what is left and stops the exporters, waiting at most
     /// `telemetry.shutdown_timeout`. Runs the SDK's blocking shutdown on a blocking thread,
-    /// so it is safe on any runtime. Failures are counted and logged once.
+    /// so it is safe on any runtime. A last export that fails is counted by the exporter like
+    /// any other. Idempotent.
     pub async fn shutdown(&self) {
+        if self.shut.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
         let meters = self.meters.clone();
         let tracers = self.tracers.clone();
-        let errors = Arc::clone(&self.errors);
         let work = tokio::task::spawn_blocking(move || {
             // Spans first: their exporter is independent of the metrics.
             if let Some(tracers) = tracers
                 && let Err(e) = tracers.shutdown()
             {
-                errors.shutdown_failed("traces", &e);
+                tracing::debug!(error = %e, "telemetry: span provider shutdown");
             }
             if let Err(e) = meters.shutdown() {
-                errors.shutdown_failed("metrics", &e);
+                tracing::debug!(error = %e, "telemetry: meter provider shutdown");
             }
         });
         if tokio::time::timeout(self.shutdown_timeout, work).await.is_err() {

@@ -42,6 +42,8 @@
 //! ## Feature flags
 //! - `compression` (default): LZ4 compression of values above `state.compress_above`.
 //! - `msgpack`: the MessagePack codec (`SerdeCodec::msgpack()`).
+//! - `otel`: OpenTelemetry metrics and traces exported over OTLP (gRPC or HTTP/protobuf), turned
+//!   on by `telemetry.enabled`; see `TelemetryConfig` and docs/metrics.md.
 
 mod executor;
 mod leases;
