@@ -71,7 +71,8 @@ impl Operation {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its position in [`Operation::ALL`].
+    pub fn index(self) -> usize {
         Operation::ALL.iter().position(|&o| o == self).unwrap_or(0)
     }
 }

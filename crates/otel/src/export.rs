@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -171,6 +171,37 @@ fn metadata(config: &TelemetryConfig) -> Result<tonic::metadata::MetadataMap, Er
     Ok(md)
 }
 
+/// The config's settings on a gRPC exporter builder (metrics or spans); unset ones are left
+/// to the `OTEL_*` variables.
+fn tonic_settings<B: WithExportConfig + WithTonicConfig>(mut b: B, config: &TelemetryConfig) -> Result<B, Error> {
+    if let Some(endpoint) = &config.endpoint {
+        b = b.with_endpoint(endpoint.clone());
+    }
+    if let Some(timeout) = config.timeout {
+        b = b.with_timeout(timeout);
+    }
+    if !config.headers.is_empty() {
+        b = b.with_metadata(metadata(config)?);
+    }
+    Ok(b)
+}
+
+/// The config's settings on an HTTP/protobuf exporter builder; the endpoint is the base URL
+/// with `/v1/<signal>` appended.
+fn http_settings<B: WithExportConfig + WithHttpConfig>(b: B, config: &TelemetryConfig, signal: &str) -> B {
+    let mut b = b.with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+    if let Some(endpoint) = &config.endpoint {
+        b = b.with_endpoint(http_url(endpoint, signal));
+    }
+    if let Some(timeout) = config.timeout {
+        b = b.with_timeout(timeout);
+    }
+    if !config.headers.is_empty() {
+        b = b.with_headers(headers(config));
+    }
+    b
+}
+
 pub(crate) fn meter_provider(
     config: &TelemetryConfig,
     errors: Arc<ExportErrors>,
@@ -178,31 +209,9 @@ pub(crate) fn meter_provider(
 ) -> Result<SdkMeterProvider, Error> {
     let builder = opentelemetry_otlp::MetricExporter::builder().with_temporality(Temporality::Cumulative);
     let exporter = if grpc(config, "METRICS") {
-        let mut b = builder.with_tonic();
-        if let Some(endpoint) = &config.endpoint {
-            b = b.with_endpoint(endpoint.clone());
-        }
-        if let Some(timeout) = config.timeout {
-            b = b.with_timeout(timeout);
-        }
-        if !config.headers.is_empty() {
-            b = b.with_metadata(metadata(config)?);
-        }
-        b.build()
+        tonic_settings(builder.with_tonic(), config)?.build()
     } else {
-        let mut b = builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
-        if let Some(endpoint) = &config.endpoint {
-            b = b.with_endpoint(http_url(endpoint, "metrics"));
-        }
-        if let Some(timeout) = config.timeout {
-            b = b.with_timeout(timeout);
-        }
-        if !config.headers.is_empty() {
-            b = b.with_headers(headers(config));
-        }
-        b.build()
+        http_settings(builder.with_http(), config, "metrics").build()
     }
     .map_err(|e| build_error("metrics", e))?;
     let mut reader = PeriodicReader::builder(CountingMetricExporter {
@@ -226,31 +235,9 @@ pub(crate) fn tracer_provider(
 ) -> Result<SdkTracerProvider, Error> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = if grpc(config, "TRACES") {
-        let mut b = builder.with_tonic();
-        if let Some(endpoint) = &config.endpoint {
-            b = b.with_endpoint(endpoint.clone());
-        }
-        if let Some(timeout) = config.timeout {
-            b = b.with_timeout(timeout);
-        }
-        if !config.headers.is_empty() {
-            b = b.with_metadata(metadata(config)?);
-        }
-        b.build()
+        tonic_settings(builder.with_tonic(), config)?.build()
     } else {
-        let mut b = builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
-        if let Some(endpoint) = &config.endpoint {
-            b = b.with_endpoint(http_url(endpoint, "traces"));
-        }
-        if let Some(timeout) = config.timeout {
-            b = b.with_timeout(timeout);
-        }
-        if !config.headers.is_empty() {
-            b = b.with_headers(headers(config));
-        }
-        b.build()
+        http_settings(builder.with_http(), config, "traces").build()
     }
     .map_err(|e| build_error("traces", e))?;
     let processor = BatchSpanProcessor::builder(CountingSpanExporter {

@@ -48,7 +48,7 @@ impl OpDurations {
 
     #[inline]
     pub(crate) fn record(&self, operation: Operation, duration: Duration, error: Option<ErrorKind>) {
-        let op = Operation::ALL.iter().position(|&o| o == operation).unwrap_or(0);
+        let op = operation.index();
         let failure = error.filter(|k| k.is_failure());
         let slot = failure.map_or(0, |k| 1 + k.index());
         self.slots[op][slot]
@@ -258,8 +258,7 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<
     }
 
     // The exclusive pool, under the semantic conventions' connection metrics.
-    let s = Arc::clone(&snapshots);
-    let p = pool.clone();
+    let (s, p) = (Arc::clone(&snapshots), pool.clone());
     let _ = meter
         .i64_observable_up_down_counter(semmetric::DB_CLIENT_CONNECTION_COUNT)
         .with_unit("{connection}")
@@ -276,37 +275,52 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<
             );
         })
         .build();
-    let s = Arc::clone(&snapshots);
-    let p = pool.clone();
-    let _ = meter
-        .i64_observable_up_down_counter(semmetric::DB_CLIENT_CONNECTION_MAX)
-        .with_unit("{connection}")
-        .with_description("The most connections the exclusive pool may open.")
-        .with_callback(move |obs| obs.observe(s.get().gauges.pool_max_size as i64, std::slice::from_ref(&p)))
-        .build();
-    let s = Arc::clone(&snapshots);
-    let p = pool.clone();
-    let _ = meter
-        .i64_observable_up_down_counter(semmetric::DB_CLIENT_CONNECTION_PENDING_REQUESTS)
-        .with_unit("{request}")
-        .with_description("Callers waiting for an exclusive connection.")
-        .with_callback(move |obs| obs.observe(s.get().gauges.pool_waiters as i64, std::slice::from_ref(&p)))
-        .build();
-    let s = Arc::clone(&snapshots);
-    let p = pool.clone();
-    let _ = meter
-        .u64_observable_counter(semmetric::DB_CLIENT_CONNECTION_TIMEOUTS)
-        .with_unit("{timeout}")
-        .with_description("Exclusive-connection checkouts that timed out.")
-        .with_callback(move |obs| obs.observe(s.get().gauges.pool_timeouts, std::slice::from_ref(&p)))
-        .build();
-    let s = Arc::clone(&snapshots);
-    let _ = meter
-        .u64_observable_counter("stateful_redis.pool.waits")
-        .with_unit("{request}")
-        .with_description("Exclusive-connection checkouts that had to wait.")
-        .with_callback(move |obs| obs.observe(s.get().gauges.pool_waits, std::slice::from_ref(&pool)))
-        .build();
+    let pool_levels: [(&str, &str, &str, Read); 2] = [
+        (
+            semmetric::DB_CLIENT_CONNECTION_MAX,
+            "{connection}",
+            "The most connections the exclusive pool may open.",
+            |s| s.gauges.pool_max_size,
+        ),
+        (
+            semmetric::DB_CLIENT_CONNECTION_PENDING_REQUESTS,
+            "{request}",
+            "Callers waiting for an exclusive connection.",
+            |s| s.gauges.pool_waiters,
+        ),
+    ];
+    for (name, unit, description, read) in pool_levels {
+        let (s, p) = (Arc::clone(&snapshots), pool.clone());
+        let _ = meter
+            .i64_observable_up_down_counter(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |obs| obs.observe(read(&s.get()) as i64, std::slice::from_ref(&p)))
+            .build();
+    }
+    let pool_counts: [(&str, &str, &str, Read); 2] = [
+        (
+            semmetric::DB_CLIENT_CONNECTION_TIMEOUTS,
+            "{timeout}",
+            "Exclusive-connection checkouts that timed out.",
+            |s| s.gauges.pool_timeouts,
+        ),
+        (
+            "stateful_redis.pool.waits",
+            "{request}",
+            "Exclusive-connection checkouts that had to wait.",
+            |s| s.gauges.pool_waits,
+        ),
+    ];
+    for (name, unit, description, read) in pool_counts {
+        let (s, p) = (Arc::clone(&snapshots), pool.clone());
+        let _ = meter
+            .u64_observable_counter(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |obs| obs.observe(read(&s.get()), std::slice::from_ref(&p)))
+            .build();
+    }
 
     // Export failures of this very pipeline (they show in the next export that succeeds).
     let e = Arc::clone(errors);
