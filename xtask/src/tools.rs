@@ -38,6 +38,17 @@ const REQUIRED: &[Tool] = &[
         package: "redis-tools",
         upstream: "Redis >= 7",
     },
+    // The alert tests: a real Alertmanager, and promtool for the shipped Prometheus rules.
+    Tool {
+        binary: "prometheus-alertmanager",
+        package: "prometheus-alertmanager",
+        upstream: "Prometheus Alertmanager >= 0.25 (as `prometheus-alertmanager` on PATH)",
+    },
+    Tool {
+        binary: "promtool",
+        package: "prometheus",
+        upstream: "Prometheus >= 2.40 (for promtool)",
+    },
 ];
 
 /// Makes sure every [`REQUIRED`] program is on PATH.

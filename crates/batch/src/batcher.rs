@@ -2,8 +2,9 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -21,6 +22,29 @@ pub trait PipelineSink: Send + Sync + 'static {
     /// Sends `ops` to shard `shard` and returns one result per operation, in order.
     /// A failure that loses the whole pipeline is an error for each operation.
     fn send(&self, shard: usize, ops: Vec<Self::Op>) -> impl Future<Output = Vec<Result<Self::Reply, Error>>> + Send;
+
+    /// Told how long a sampled operation (one in [`QUEUE_WAIT_SAMPLE`] per submitting
+    /// thread) waited in its queue before a pipeline took it. Does nothing by default.
+    fn queue_wait(&self, waited: Duration) {
+        let _ = waited;
+    }
+}
+
+/// One operation in this many has its queue wait measured (a clock read per operation
+/// would be measurable on the hot path).
+pub const QUEUE_WAIT_SAMPLE: u32 = 64;
+
+thread_local! {
+    static SAMPLE_TICK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this submission is one of the sampled ones.
+fn sampled() -> bool {
+    SAMPLE_TICK.with(|tick| {
+        let n = tick.get().wrapping_add(1);
+        tick.set(n);
+        n % QUEUE_WAIT_SAMPLE == 1
+    })
 }
 
 /// Counts of the batcher; cumulative except the gauges noted.
@@ -50,9 +74,11 @@ pub struct BatchStats {
 struct Entry<O, R> {
     op: O,
     reply: oneshot::Sender<Result<R, Error>>,
-    /// When it was queued; read only with a linger, so taken only then (a clock read per
-    /// operation is measurable).
+    /// When it was queued; read only with a linger or when sampled, so taken only then (a
+    /// clock read per operation is measurable).
     at: Option<Instant>,
+    /// Its queue wait is reported to the sink.
+    sampled: bool,
 }
 
 struct Shard<O, R> {
@@ -101,10 +127,73 @@ struct Counters {
     cancelled: AtomicU64,
 }
 
+/// The batch settings, changeable while running ([`Batcher::reconfigure`]): reading them
+/// is a few relaxed loads, no lock.
+#[derive(Debug)]
+struct LiveConfig {
+    max_batch: AtomicUsize,
+    linger_ns: AtomicU64,
+    queue_capacity: AtomicUsize,
+    pipelines_in_flight: AtomicUsize,
+    overload: AtomicU8,
+    wait_deadline_ns: AtomicU64,
+}
+
+impl LiveConfig {
+    fn new(config: &BatchConfig) -> Self {
+        let live = Self {
+            max_batch: AtomicUsize::new(0),
+            linger_ns: AtomicU64::new(0),
+            queue_capacity: AtomicUsize::new(0),
+            pipelines_in_flight: AtomicUsize::new(0),
+            overload: AtomicU8::new(0),
+            wait_deadline_ns: AtomicU64::new(0),
+        };
+        live.store(config);
+        live
+    }
+
+    fn store(&self, config: &BatchConfig) {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.max_batch.store(config.max_batch, Ordering::Relaxed);
+        self.linger_ns.store(nanos(config.linger), Ordering::Relaxed);
+        self.queue_capacity.store(config.queue_capacity, Ordering::Relaxed);
+        self.pipelines_in_flight
+            .store(config.pipelines_in_flight, Ordering::Relaxed);
+        let overload = match config.overload {
+            OverloadPolicy::Reject => 1,
+            OverloadPolicy::DropOldest => 2,
+            _ => 0,
+        };
+        self.overload.store(overload, Ordering::Relaxed);
+        self.wait_deadline_ns
+            .store(nanos(config.wait_deadline), Ordering::Relaxed);
+    }
+
+    fn linger(&self) -> Duration {
+        Duration::from_nanos(self.linger_ns.load(Ordering::Relaxed))
+    }
+
+    fn get(&self) -> BatchConfig {
+        let mut config = BatchConfig::default();
+        config.max_batch = self.max_batch.load(Ordering::Relaxed);
+        config.linger = self.linger();
+        config.queue_capacity = self.queue_capacity.load(Ordering::Relaxed);
+        config.pipelines_in_flight = self.pipelines_in_flight.load(Ordering::Relaxed);
+        config.overload = match self.overload.load(Ordering::Relaxed) {
+            1 => OverloadPolicy::Reject,
+            2 => OverloadPolicy::DropOldest,
+            _ => OverloadPolicy::Wait,
+        };
+        config.wait_deadline = Duration::from_nanos(self.wait_deadline_ns.load(Ordering::Relaxed));
+        config
+    }
+}
+
 struct Shared<S: PipelineSink> {
     sink: S,
     shards: Box<[Shard<S::Op, S::Reply>]>,
-    config: BatchConfig,
+    config: LiveConfig,
     counters: Counters,
     closed: AtomicBool,
 }
@@ -132,7 +221,7 @@ impl<S: PipelineSink> std::fmt::Debug for Batcher<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batcher")
             .field("shards", &self.shared.shards.len())
-            .field("config", &self.shared.config)
+            .field("config", &self.shared.config.get())
             .finish_non_exhaustive()
     }
 }
@@ -155,7 +244,7 @@ impl<S: PipelineSink> Batcher<S> {
         let shared = Arc::new(Shared {
             sink,
             shards,
-            config: config.clone(),
+            config: LiveConfig::new(config),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
         });
@@ -167,6 +256,27 @@ impl<S: PipelineSink> Batcher<S> {
             flushers: Arc::new(Mutex::new(flushers)),
             shutting_down: Arc::default(),
         }
+    }
+
+    /// The batch settings in force now.
+    pub fn config(&self) -> BatchConfig {
+        self.shared.config.get()
+    }
+
+    /// Changes the batch settings while running: the next batch each flusher takes, and
+    /// the next operation queued, use them. Operations queued beyond a smaller
+    /// `queue_capacity` stay queued (new ones wait, are refused or drop the oldest as the
+    /// policy says); a smaller `pipelines_in_flight` lets the pipelines in flight finish.
+    /// An invalid configuration is refused and the old one stays.
+    pub fn reconfigure(&self, config: &BatchConfig) -> Result<(), Error> {
+        config.validate()?;
+        self.shared.config.store(config);
+        // Let flushers waiting for a slot or a fuller batch look again.
+        for shard in self.shared.shards.iter() {
+            shard.work.notify_one();
+            shard.room.notify_waiters();
+        }
+        Ok(())
     }
 
     /// Queues `op` on the shard of `hint` and waits for its reply.
@@ -181,10 +291,12 @@ impl<S: PipelineSink> Batcher<S> {
         }
         let shard = &shared.shards[(hint % shared.shards.len() as u64) as usize];
         let (tx, rx) = oneshot::channel();
+        let sampled = sampled();
         let entry = Entry {
             op,
             reply: tx,
-            at: (!shared.config.linger.is_zero()).then(Instant::now),
+            at: (sampled || !shared.config.linger().is_zero()).then(Instant::now),
+            sampled,
         };
         self.enqueue(shard, entry).await?;
         shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
@@ -194,7 +306,7 @@ impl<S: PipelineSink> Batcher<S> {
     }
 
     async fn enqueue(&self, shard: &Shard<S::Op, S::Reply>, entry: Entry<S::Op, S::Reply>) -> Result<(), Error> {
-        let config = &self.shared.config;
+        let config = &self.shared.config.get();
         let capacity = config.queue_capacity;
         let counters = &self.shared.counters;
         // Decide under the lock, and never hold it across an await.
@@ -323,12 +435,13 @@ const SPLIT_AT: usize = 16;
 ///   first's callers make their next operations (two batches then alternate).
 async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
     let shard = &shared.shards[index];
-    let config = &shared.config;
-    let slots = config.pipelines_in_flight.max(1);
     let mut in_flight = FuturesUnordered::new();
     let mut last_batch = 0usize;
     let mut settle = false;
     loop {
+        // Read each round: `Batcher::reconfigure` may have changed them.
+        let config = &shared.config.get();
+        let slots = config.pipelines_in_flight.max(1);
         if settle {
             // Let the callers just woken by a finished batch queue their next operations
             // first: they join one batch instead of trickling out one syscall each.
@@ -363,7 +476,7 @@ async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
             } else {
                 config.max_batch
             };
-            let (ops, replies) = take_batch(shard, take, &shared.counters);
+            let (ops, replies) = take_batch(shard, take, &shared.counters, |w| shared.sink.queue_wait(w));
             if ops.is_empty() {
                 break;
             }
@@ -423,7 +536,13 @@ fn push_if_room<O, R>(
 
 type Batch<O, R> = (Vec<O>, Vec<oneshot::Sender<Result<R, Error>>>);
 
-fn take_batch<O, R>(shard: &Shard<O, R>, max_batch: usize, counters: &Counters) -> Batch<O, R> {
+fn take_batch<O, R>(
+    shard: &Shard<O, R>,
+    max_batch: usize,
+    counters: &Counters,
+    queue_wait: impl Fn(Duration),
+) -> Batch<O, R> {
+    let mut now = None;
     let mut queue = shard.queue();
     let n = queue.len().min(max_batch);
     let mut ops = Vec::with_capacity(n);
@@ -434,6 +553,12 @@ fn take_batch<O, R>(shard: &Shard<O, R>, max_batch: usize, counters: &Counters) 
         if entry.reply.is_closed() {
             counters.cancelled.fetch_add(1, Ordering::Relaxed);
             continue;
+        }
+        if entry.sampled
+            && let Some(at) = entry.at
+        {
+            let now = *now.get_or_insert_with(Instant::now);
+            queue_wait(now.saturating_duration_since(at));
         }
         ops.push(entry.op);
         replies.push(entry.reply);

@@ -42,5 +42,5 @@
 
 mod batcher;
 
-pub use crate::batcher::{BatchStats, Batcher, PipelineSink};
+pub use crate::batcher::{BatchStats, Batcher, PipelineSink, QUEUE_WAIT_SAMPLE};
 pub use stateful_redis_core::{BatchConfig, OverloadPolicy};

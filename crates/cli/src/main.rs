@@ -1,5 +1,6 @@
 //! `stateful-redis`: drive and inspect stateful-redis against a Redis server.
 
+mod config;
 mod embedded;
 mod load;
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run many concurrent callers against Redis and report throughput and latency.
     Load(load::LoadArgs),
+    /// Print the effective configuration (defaults, file, environment, flags), secrets redacted.
+    Config(config::ConfigArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Load(args) => load::run(args).await,
+            Command::Config(args) => config::run(args),
         }
     });
     match result {

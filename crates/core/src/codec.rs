@@ -6,6 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
+use std::time::{Duration, Instant};
 
 /// Format byte of serde JSON.
 pub const FORMAT_JSON: u8 = 0x01;
@@ -199,14 +200,36 @@ impl Envelope {
 
     /// Encodes `value` into its stored form.
     pub fn seal<T, C: Codec<T> + ?Sized>(&self, codec: &C, value: &T) -> Result<Bytes, SealError> {
+        self.seal_with(codec, value, &mut Untimed)
+    }
+
+    /// [`seal`](Self::seal), also saying how long the codec and the compression took.
+    pub fn seal_timed<T, C: Codec<T> + ?Sized>(
+        &self,
+        codec: &C,
+        value: &T,
+    ) -> (Result<Bytes, SealError>, CodecTimings) {
+        let mut clock = Timed::default();
+        let sealed = self.seal_with(codec, value, &mut clock);
+        (sealed, clock.timings)
+    }
+
+    fn seal_with<T, C: Codec<T> + ?Sized>(
+        &self,
+        codec: &C,
+        value: &T,
+        clock: &mut impl Clock,
+    ) -> Result<Bytes, SealError> {
         let format = codec.format();
         if format & COMPRESSED != 0 {
             // Its values would read back as compressed: refuse the codec, not the value.
             return Err(SealError::Codec(CodecError::UnknownFormat(format)));
         }
+        let started = clock.start();
         let mut buf = BytesMut::with_capacity(1 + codec.size_hint(value));
         buf.put_u8(format);
         codec.encode(value, &mut buf)?;
+        clock.codec(started);
         let size = buf.len() - 1;
         if size > self.max_value_size {
             return Err(SealError::TooLarge {
@@ -215,19 +238,103 @@ impl Envelope {
             });
         }
         match self.compress_above {
-            Some(threshold) if size > threshold => Ok(compress(format, &buf[1..]).unwrap_or_else(|| buf.freeze())),
+            Some(threshold) if size > threshold => {
+                let started = clock.start();
+                let packed = compress(format, &buf[1..]);
+                clock.compression(started);
+                Ok(packed.unwrap_or_else(|| buf.freeze()))
+            }
             _ => Ok(buf.freeze()),
         }
     }
 
     /// Decodes a stored value, whatever format and compression it was written with.
     pub fn open<T, C: Codec<T> + ?Sized>(&self, codec: &C, stored: &[u8]) -> Result<T, CodecError> {
+        self.open_with(codec, stored, &mut Untimed)
+    }
+
+    /// [`open`](Self::open), also saying how long the decompression and the codec took.
+    pub fn open_timed<T, C: Codec<T> + ?Sized>(
+        &self,
+        codec: &C,
+        stored: &[u8],
+    ) -> (Result<T, CodecError>, CodecTimings) {
+        let mut clock = Timed::default();
+        let opened = self.open_with(codec, stored, &mut clock);
+        (opened, clock.timings)
+    }
+
+    fn open_with<T, C: Codec<T> + ?Sized>(
+        &self,
+        codec: &C,
+        stored: &[u8],
+        clock: &mut impl Clock,
+    ) -> Result<T, CodecError> {
         let (&first, payload) = stored.split_first().ok_or(CodecError::Empty)?;
         if first & COMPRESSED == 0 {
-            return codec.decode(first, payload);
+            let started = clock.start();
+            let value = codec.decode(first, payload);
+            clock.codec(started);
+            return value;
         }
+        let started = clock.start();
         let plain = decompress(payload, self.max_value_size)?;
-        codec.decode(first & !COMPRESSED, &plain)
+        clock.compression(started);
+        let started = clock.start();
+        let value = codec.decode(first & !COMPRESSED, &plain);
+        clock.codec(started);
+        value
+    }
+}
+
+/// How long the parts of one [`Envelope::seal_timed`] or [`Envelope::open_timed`] took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CodecTimings {
+    /// Encoding or decoding with the codec.
+    pub codec: Duration,
+    /// Compressing or decompressing; `None` when the value was not (de)compressed.
+    pub compression: Option<Duration>,
+}
+
+/// Reads the clock for the timed forms only: the plain ones pay nothing.
+trait Clock {
+    fn start(&self) -> Option<Instant>;
+    fn codec(&mut self, started: Option<Instant>);
+    fn compression(&mut self, started: Option<Instant>);
+}
+
+struct Untimed;
+
+impl Clock for Untimed {
+    #[inline]
+    fn start(&self) -> Option<Instant> {
+        None
+    }
+    #[inline]
+    fn codec(&mut self, _: Option<Instant>) {}
+    #[inline]
+    fn compression(&mut self, _: Option<Instant>) {}
+}
+
+#[derive(Default)]
+struct Timed {
+    timings: CodecTimings,
+}
+
+impl Clock for Timed {
+    fn start(&self) -> Option<Instant> {
+        Some(Instant::now())
+    }
+    fn codec(&mut self, started: Option<Instant>) {
+        if let Some(started) = started {
+            self.timings.codec += started.elapsed();
+        }
+    }
+    fn compression(&mut self, started: Option<Instant>) {
+        if let Some(started) = started {
+            *self.timings.compression.get_or_insert(Duration::ZERO) += started.elapsed();
+        }
     }
 }
 
@@ -318,6 +425,23 @@ mod tests {
         // Small values stay plain even with compression on.
         let small = with.seal(&SerdeCodec::json(), &device(1)).expect("seal");
         assert_eq!(small[0], FORMAT_JSON);
+    }
+
+    #[cfg(feature = "compression")]
+    #[test]
+    fn timed_forms_give_the_same_bytes_and_say_what_ran() {
+        let env = Envelope::new(1 << 20, Some(64));
+        let (big, timings) = env.seal_timed(&SerdeCodec::json(), &device(1000));
+        let big = big.expect("seal");
+        assert_eq!(big, env.seal(&SerdeCodec::json(), &device(1000)).expect("seal"));
+        assert!(timings.compression.is_some(), "{timings:?}");
+        let (back, timings) = env.open_timed::<Device, _>(&SerdeCodec::json(), &big);
+        assert_eq!(back.expect("open"), device(1000));
+        assert!(timings.compression.is_some(), "{timings:?}");
+        // Below the threshold nothing is compressed, so no compression time is claimed.
+        let (small, timings) = env.seal_timed(&SerdeCodec::json(), &device(1));
+        assert_eq!(small.expect("seal")[0], FORMAT_JSON);
+        assert_eq!(timings.compression, None);
     }
 
     #[cfg(feature = "compression")]

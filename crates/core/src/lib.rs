@@ -29,12 +29,13 @@ mod keys;
 mod version;
 
 pub use crate::codec::{
-    BytesCodec, COMPRESSED, Codec, CodecError, Envelope, FORMAT_JSON, FORMAT_MSGPACK, FORMAT_RAW, SealError,
-    SerdeCodec, SerdeFormat,
+    BytesCodec, COMPRESSED, Codec, CodecError, CodecTimings, Envelope, FORMAT_JSON, FORMAT_MSGPACK, FORMAT_RAW,
+    SealError, SerdeCodec, SerdeFormat,
 };
 pub use crate::config::{
-    BatchConfig, ConfigError, ExecutorConfig, IdempotencyConfig, LeaseConfig, OtlpProtocol, OverloadPolicy, PoolConfig,
-    PresenceConfig, RedisConfig, RedisUrl, RetryConfig, Secret, StateConfig, TelemetryConfig, duration,
+    Aggregation, AlertRule, AlertmanagerConfig, AlertsConfig, BatchConfig, Comparison, ConfigError, ExecutorConfig,
+    IdempotencyConfig, LeaseConfig, OtlpProtocol, OverloadPolicy, PoolConfig, PresenceConfig, RedisConfig, RedisUrl,
+    RetryConfig, Secret, Severity, StateConfig, TelemetryConfig, WebhookConfig, duration,
 };
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::id::{

@@ -30,5 +30,6 @@ mod monitor;
 
 pub use crate::histogram::{LatencyHistogram, LatencySummary};
 pub use crate::monitor::{
-    ALERT_METRICS, GaugeSource, Gauges, MetricsSnapshot, Operation, OperationSnapshot, PerformanceMonitor,
+    ALERT_METRICS, GaugeSource, Gauges, MetricsSnapshot, Operation, OperationSnapshot, PerformanceMonitor, Stage,
+    StageSnapshot,
 };

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use stateful_redis_core::{Error, ErrorKind};
@@ -77,6 +77,45 @@ impl Operation {
     }
 }
 
+/// Parts of an operation's path timed apart from it, on a sample of operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Waiting in the batcher's queue before a pipeline took the operation.
+    QueueWait,
+    /// Encoding a value for Redis or decoding one read back (the codec).
+    Serialization,
+    /// Compressing a value above the threshold, or decompressing one read back.
+    Compression,
+    /// Waiting for an exclusive connection from the pool.
+    PoolWait,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 4] = [
+        Stage::QueueWait,
+        Stage::Serialization,
+        Stage::Compression,
+        Stage::PoolWait,
+    ];
+
+    /// Its name, as in snapshots.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::QueueWait => "queue_wait",
+            Stage::Serialization => "serialization",
+            Stage::Compression => "compression",
+            Stage::PoolWait => "pool_wait",
+        }
+    }
+
+    /// Its position in [`Stage::ALL`].
+    pub fn index(self) -> usize {
+        Stage::ALL.iter().position(|&s| s == self).unwrap_or(0)
+    }
+}
+
 /// Per-second counts over the last minute, for rates; one atomic add per record.
 #[derive(Debug)]
 struct RateWindow {
@@ -136,6 +175,7 @@ struct OperationStats {
     count: AtomicU64,
     failures: AtomicU64,
     rate: RateWindow,
+    failure_rate: RateWindow,
 }
 
 /// Gauges and counters owned by other layers (pool, batcher, leases), read when a
@@ -175,6 +215,12 @@ pub struct Gauges {
     pub pool_timeouts: u64,
     /// Most exclusive connections allowed.
     pub pool_max_size: u64,
+    /// Most operations the batcher's queues hold, all queues together.
+    pub queue_capacity: u64,
+    /// Bytes written to Redis on the pipeline links (cumulative).
+    pub bytes_sent: u64,
+    /// Bytes read from Redis on the pipeline links (cumulative).
+    pub bytes_received: u64,
 }
 
 /// Where a monitor reads [`Gauges`] from; the executor provides one.
@@ -194,8 +240,10 @@ pub struct OperationSnapshot {
     /// Calls that failed (timeouts, connection and server errors, …; not conflicts or
     /// other answers a caller expects, see [`ErrorKind::is_failure`]).
     pub failures: u64,
-    /// `failures / count`.
+    /// `failures / count`, since the start.
     pub failure_rate: f64,
+    /// Failures per call over the snapshot's window (0 when there were no calls in it).
+    pub window_failure_rate: f64,
     /// Calls per second over the snapshot's window.
     pub rate_per_sec: f64,
     /// Latency percentiles (bucket upper edges: at most 6.25 % high).
@@ -211,7 +259,8 @@ pub struct OperationSnapshot {
 }
 
 impl OperationSnapshot {
-    fn of(name: &str, count: u64, failures: u64, rate: f64, latency: &LatencySummary) -> Self {
+    fn of(name: &str, count: u64, failures: u64, rates: (f64, f64), latency: &LatencySummary) -> Self {
+        let (rate, failure_rate) = rates;
         Self {
             name: name.to_owned(),
             count,
@@ -220,6 +269,11 @@ impl OperationSnapshot {
                 0.0
             } else {
                 failures as f64 / count as f64
+            },
+            window_failure_rate: if rate > 0.0 {
+                (failure_rate / rate).min(1.0)
+            } else {
+                0.0
             },
             rate_per_sec: rate,
             p50: latency.quantile(0.5),
@@ -247,8 +301,35 @@ pub struct MetricsSnapshot {
     pub errors: BTreeMap<&'static str, u64>,
     /// Leases lost while guarded.
     pub leases_lost: u64,
+    /// Leases acquired.
+    pub leases_acquired: u64,
+    /// Active entities at the last presence count (`None` before the first).
+    pub active_entities: Option<u64>,
+    /// Timed stages (queue wait, serialization, compression, pool wait), each on its
+    /// sample of operations; only stages timed at least once.
+    pub stages: Vec<StageSnapshot>,
     /// Pool, queue and batch figures.
     pub gauges: Gauges,
+}
+
+/// The latency of one [`Stage`] over the operations it was timed on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StageSnapshot {
+    /// The stage's name ([`Stage::as_str`]).
+    pub name: &'static str,
+    /// Times it was timed.
+    pub count: u64,
+    /// Median.
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// The longest.
+    pub max: Duration,
+    /// The mean.
+    pub mean: Duration,
 }
 
 impl MetricsSnapshot {
@@ -257,17 +338,37 @@ impl MetricsSnapshot {
         self.operations.iter().find(|o| o.name == name)
     }
 
-    /// The value of a metric by the name [`PerformanceMonitor::set_alert_threshold`] takes.
+    /// The figures of one stage, by name, if it was timed.
+    pub fn stage(&self, stage: Stage) -> Option<&StageSnapshot> {
+        self.stages.iter().find(|s| s.name == stage.as_str())
+    }
+
+    /// The value of a metric by the name [`PerformanceMonitor::set_alert_threshold`] takes
+    /// (one of [`ALERT_METRICS`]).
     pub fn metric(&self, name: &str) -> Option<f64> {
         let t = &self.total;
         let g = &self.gauges;
+        let stage_p99 = |stage: Stage| self.stage(stage).map_or(0.0, |s| s.p99.as_secs_f64() * 1e3);
         Some(match name {
             "operations.rate" => t.rate_per_sec,
-            "operations.failure_rate" => t.failure_rate,
+            "operations.failure_rate" => t.window_failure_rate,
             "operations.p50_ms" => t.p50.as_secs_f64() * 1e3,
             "operations.p99_ms" => t.p99.as_secs_f64() * 1e3,
             "operations.max_ms" => t.max.as_secs_f64() * 1e3,
             "queue.depth" => g.queue_depth as f64,
+            "queue.saturation" => {
+                if g.queue_capacity == 0 {
+                    0.0
+                } else {
+                    g.queue_depth as f64 / g.queue_capacity as f64
+                }
+            }
+            "queue.wait_p99_ms" => stage_p99(Stage::QueueWait),
+            "pool.wait_p99_ms" => stage_p99(Stage::PoolWait),
+            "pool.waits" => g.pool_waits as f64,
+            "entities.active" => self.active_entities.unwrap_or(0) as f64,
+            "bytes.sent" => g.bytes_sent as f64,
+            "bytes.received" => g.bytes_received as f64,
             "operations.in_flight" => g.in_flight as f64,
             "operations.rejected" => g.rejected as f64,
             "operations.dropped" => g.dropped as f64,
@@ -283,8 +384,11 @@ impl MetricsSnapshot {
     }
 }
 
-/// The metric names thresholds can be set on.
-pub const ALERT_METRICS: [&str; 16] = [
+/// The metric names thresholds can be set on. Counters (`operations.rejected`,
+/// `operations.dropped`, `operations.retries`, `scripts.reloads`, `pool.waits`,
+/// `pool.timeouts`, `leases.lost`, `errors.*`, `bytes.*`) are totals since the start; alert
+/// rules take their rate. `operations.failure_rate` is failures per call over the window.
+pub const ALERT_METRICS: [&str; 23] = [
     "operations.rate",
     "operations.failure_rate",
     "operations.p50_ms",
@@ -295,13 +399,55 @@ pub const ALERT_METRICS: [&str; 16] = [
     "operations.dropped",
     "operations.retries",
     "queue.depth",
+    "queue.saturation",
+    "queue.wait_p99_ms",
     "scripts.reloads",
     "pool.waiters",
+    "pool.waits",
+    "pool.wait_p99_ms",
     "pool.timeouts",
     "leases.lost",
+    "entities.active",
     "errors.conflict",
     "errors.fenced",
+    "bytes.sent",
+    "bytes.received",
 ];
+
+/// How many entities [`PerformanceMonitor::hot_entities`] tracks.
+const HOT_ENTITIES: usize = 32;
+
+/// The entities whose writes conflicted most: a "space-saving" top-k counter (Metwally,
+/// Agrawal and El Abbadi, 2005). An entity not tracked takes over the smallest counter
+/// and adds one to its count, so memory stays at `HOT_ENTITIES` entries whatever the number
+/// of entities; a count over-estimates by at most the count it took over, and any entity
+/// with more than `1/HOT_ENTITIES` of all conflicts is always in the list. The counts add
+/// up to the number of conflicts recorded.
+#[derive(Debug, Default)]
+struct HotEntities {
+    counts: Vec<(String, u64)>,
+}
+
+impl HotEntities {
+    fn record(&mut self, entity: &str) {
+        if let Some((_, n)) = self.counts.iter_mut().find(|(e, _)| e == entity) {
+            *n += 1;
+        } else if self.counts.len() < HOT_ENTITIES {
+            self.counts.push((entity.to_owned(), 1));
+        } else if let Some((e, n)) = self.counts.iter_mut().min_by_key(|(_, n)| *n) {
+            e.clear();
+            e.push_str(entity);
+            *n += 1;
+        }
+    }
+
+    /// Most counted first; ties by name, so the order is stable.
+    fn top(&self) -> Vec<(String, u64)> {
+        let mut top = self.counts.clone();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top
+    }
+}
 
 /// Measures every operation with a few atomic adds, and answers snapshots.
 ///
@@ -319,8 +465,14 @@ struct Inner {
     custom: RwLock<BTreeMap<String, Arc<OperationStats>>>,
     errors: Box<[AtomicU64]>,
     leases_lost: AtomicU64,
+    leases_acquired: AtomicU64,
+    /// Active entities at the last count, plus one (0: never counted).
+    active_entities: AtomicU64,
+    stages: Box<[LatencyHistogram]>,
     gauges: RwLock<Option<Arc<dyn GaugeSource>>>,
     thresholds: RwLock<BTreeMap<String, f64>>,
+    /// Touched only on conflicts, which are not the hot path: a lock is fine.
+    hot: Mutex<HotEntities>,
 }
 
 impl std::fmt::Debug for PerformanceMonitor {
@@ -349,8 +501,12 @@ impl PerformanceMonitor {
                 custom: RwLock::default(),
                 errors: (0..ErrorKind::COUNT).map(|_| AtomicU64::new(0)).collect(),
                 leases_lost: AtomicU64::new(0),
+                leases_acquired: AtomicU64::new(0),
+                active_entities: AtomicU64::new(0),
+                stages: Stage::ALL.iter().map(|_| LatencyHistogram::default()).collect(),
                 gauges: RwLock::default(),
                 thresholds: RwLock::default(),
+                hot: Mutex::default(),
             }),
         }
     }
@@ -367,10 +523,12 @@ impl PerformanceMonitor {
     fn count(&self, stats: &OperationStats, duration: Duration, failed: bool, now: Instant) {
         stats.latency.record(duration);
         stats.count.fetch_add(1, Ordering::Relaxed);
+        let second = self.second(now);
         if failed {
             stats.failures.fetch_add(1, Ordering::Relaxed);
+            stats.failure_rate.add(second);
         }
-        stats.rate.add(self.second(now));
+        stats.rate.add(second);
     }
 
     /// Records one executor operation: its duration and its error, if any.
@@ -421,6 +579,37 @@ impl PerformanceMonitor {
         self.inner.leases_lost.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a lease acquired.
+    pub fn record_lease_acquired(&self) {
+        self.inner.leases_acquired.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the active entities a presence count found.
+    pub fn set_active_entities(&self, count: u64) {
+        self.inner
+            .active_entities
+            .store(count.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Counts a write to `entity` that conflicted (a compare-and-set, update attempt,
+    /// transition or conditional delete that found another version).
+    pub fn record_conflict(&self, entity: &str) {
+        self.inner.hot.lock().unwrap_or_else(|p| p.into_inner()).record(entity);
+    }
+
+    /// The entities whose writes conflicted most, most conflicted first, with their
+    /// counts: at most 32, tracked in bounded memory, so a count may over-estimate by the
+    /// count of an entity it displaced; an entity with more than 1/32 of all conflicts is
+    /// always listed. The counts add up to the conflicts recorded.
+    pub fn hot_entities(&self) -> Vec<(String, u64)> {
+        self.inner.hot.lock().unwrap_or_else(|p| p.into_inner()).top()
+    }
+
+    /// Records how long one sampled `stage` took.
+    pub fn record_stage(&self, stage: Stage, duration: Duration) {
+        self.inner.stages[stage.index()].record(duration);
+    }
+
     /// Sets the threshold of an alert on `metric` (one of [`ALERT_METRICS`]); the alerting
     /// layer evaluates it against snapshots. Unknown names and non-finite values are refused.
     pub fn set_alert_threshold(&self, metric: &str, threshold: f64) -> Result<(), Error> {
@@ -454,7 +643,7 @@ impl PerformanceMonitor {
         let now = self.second(Instant::now());
         let window = self.inner.window.as_secs();
         let mut total_latency = LatencySummary::default();
-        let (mut total_count, mut total_failures, mut total_rate) = (0, 0, 0.0);
+        let (mut total_count, mut total_failures, mut total_rate, mut total_failure_rate) = (0, 0, 0.0, 0.0);
         let mut operations = Vec::new();
         let custom = self.inner.custom.read().unwrap_or_else(|p| p.into_inner()).clone();
         let named = Operation::ALL
@@ -468,12 +657,20 @@ impl PerformanceMonitor {
             }
             let failures = stats.failures.load(Ordering::Relaxed);
             let rate = stats.rate.rate(now, window);
+            let failure_rate = stats.failure_rate.rate(now, window);
             let latency = stats.latency.summary();
             total_latency.merge(&latency);
             total_count += count;
             total_failures += failures;
             total_rate += rate;
-            operations.push(OperationSnapshot::of(&name, count, failures, rate, &latency));
+            total_failure_rate += failure_rate;
+            operations.push(OperationSnapshot::of(
+                &name,
+                count,
+                failures,
+                (rate, failure_rate),
+                &latency,
+            ));
         }
         let errors = ErrorKind::ALL
             .iter()
@@ -493,10 +690,33 @@ impl PerformanceMonitor {
         MetricsSnapshot {
             uptime: self.inner.started.elapsed(),
             window: self.inner.window,
-            total: OperationSnapshot::of("total", total_count, total_failures, total_rate, &total_latency),
+            total: OperationSnapshot::of(
+                "total",
+                total_count,
+                total_failures,
+                (total_rate, total_failure_rate),
+                &total_latency,
+            ),
             operations,
             errors,
             leases_lost: self.inner.leases_lost.load(Ordering::Relaxed),
+            leases_acquired: self.inner.leases_acquired.load(Ordering::Relaxed),
+            active_entities: self.inner.active_entities.load(Ordering::Relaxed).checked_sub(1),
+            stages: Stage::ALL
+                .iter()
+                .filter_map(|&stage| {
+                    let latency = self.inner.stages[stage.index()].summary();
+                    (latency.count() > 0).then(|| StageSnapshot {
+                        name: stage.as_str(),
+                        count: latency.count(),
+                        p50: latency.quantile(0.5),
+                        p90: latency.quantile(0.9),
+                        p99: latency.quantile(0.99),
+                        max: latency.max(),
+                        mean: latency.mean(),
+                    })
+                })
+                .collect(),
             gauges,
         }
     }
@@ -531,6 +751,34 @@ mod tests {
     }
 
     #[test]
+    fn stages_entities_and_leases_show_in_snapshots() {
+        let monitor = PerformanceMonitor::default();
+        let s = monitor.snapshot();
+        assert!(s.stages.is_empty());
+        assert_eq!((s.active_entities, s.metric("entities.active")), (None, Some(0.0)));
+        for ms in [1, 2, 3, 40] {
+            monitor.record_stage(Stage::PoolWait, Duration::from_millis(ms));
+        }
+        monitor.record_stage(Stage::Serialization, Duration::from_micros(3));
+        monitor.set_active_entities(0);
+        monitor.set_active_entities(17);
+        monitor.record_lease_acquired();
+        let s = monitor.snapshot();
+        let wait = s.stage(Stage::PoolWait).expect("pool wait timed");
+        assert_eq!(wait.count, 4);
+        assert!(
+            wait.max >= Duration::from_millis(40) && wait.p50 < Duration::from_millis(3),
+            "{wait:?}"
+        );
+        let p99 = s.metric("pool.wait_p99_ms").expect("named");
+        assert!((40.0..=43.0).contains(&p99), "{p99}");
+        assert_eq!(s.stage(Stage::Serialization).map(|s| s.count), Some(1));
+        assert!(s.stage(Stage::QueueWait).is_none());
+        assert_eq!((s.active_entities, s.metric("entities.active")), (Some(17), Some(17.0)));
+        assert_eq!(s.leases_acquired, 1);
+    }
+
+    #[test]
     fn thresholds_are_validated() {
         let monitor = PerformanceMonitor::default();
         monitor.set_alert_threshold("operations.p99_ms", 25.0).expect("known");
@@ -544,6 +792,31 @@ mod tests {
         for name in ALERT_METRICS {
             assert!(monitor.snapshot().metric(name).is_some(), "{name} has no value");
         }
+    }
+
+    #[test]
+    fn hot_entities_keep_the_most_conflicted_in_bounded_memory() {
+        let monitor = PerformanceMonitor::default();
+        assert!(monitor.hot_entities().is_empty());
+        for _ in 0..50 {
+            monitor.record_conflict("hot-1");
+        }
+        for _ in 0..20 {
+            monitor.record_conflict("hot-2");
+        }
+        // Many entities conflicting once each: more than the counter holds.
+        for i in 0..200 {
+            monitor.record_conflict(&format!("cold-{i}"));
+        }
+        let hot = monitor.hot_entities();
+        assert_eq!(hot.len(), HOT_ENTITIES);
+        assert_eq!(hot[0], ("hot-1".to_owned(), 50));
+        assert_eq!(hot[1], ("hot-2".to_owned(), 20));
+        assert!(hot.windows(2).all(|w| w[0].1 >= w[1].1), "{hot:?}");
+        // Space-saving keeps the sum of the counts equal to the number of records.
+        assert_eq!(hot.iter().map(|(_, n)| n).sum::<u64>(), 270);
+        // Conflicts stay out of the snapshot's shape; the error counts are separate.
+        assert!(monitor.snapshot().errors.is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundHistogram, Histogram, Meter};
 use opentelemetry_semantic_conventions::{attribute as semattr, metric as semmetric};
 use stateful_redis_core::ErrorKind;
-use stateful_redis_metrics::{MetricsSnapshot, Operation, PerformanceMonitor};
+use stateful_redis_metrics::{MetricsSnapshot, Operation, PerformanceMonitor, Stage};
 
 use crate::{ExportErrors, Sources};
 
@@ -83,6 +83,65 @@ impl BatchSizes {
     #[inline]
     pub(crate) fn record(&self, size: usize) {
         self.0.record(size as u64);
+    }
+}
+
+/// Boundaries for the sampled stages, in seconds: from a microsecond (a codec call) to ten
+/// seconds (a pool wait near its timeout).
+const STAGE_BOUNDARIES_S: [f64; 16] = [
+    0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    10.0,
+];
+
+/// The histograms of the sampled [`Stage`]s, one bound series each.
+pub(crate) struct StageDurations(Box<[BoundHistogram<f64>]>);
+
+impl StageDurations {
+    pub(crate) fn new(meter: &Meter, pool_name: &str) -> Self {
+        let series = Stage::ALL
+            .iter()
+            .map(|&stage| {
+                let (name, description) = match stage {
+                    Stage::QueueWait => (
+                        "stateful_redis.queue.wait",
+                        "Time a sampled operation (1 in 64) waited in the batcher's queue before a pipeline took it.",
+                    ),
+                    Stage::Serialization => (
+                        "stateful_redis.serialization.duration",
+                        "Time a sampled value (1 in 64) took to encode or decode with its codec.",
+                    ),
+                    Stage::Compression => (
+                        "stateful_redis.compression.duration",
+                        "Time a sampled value (1 in 64) took to compress or decompress.",
+                    ),
+                    Stage::PoolWait => (
+                        semmetric::DB_CLIENT_CONNECTION_WAIT_TIME,
+                        "Time it took to obtain a connection from the exclusive pool.",
+                    ),
+                    _ => ("stateful_redis.stage.duration", "Time of a sampled stage."),
+                };
+                let histogram = meter
+                    .f64_histogram(name)
+                    .with_unit("s")
+                    .with_description(description)
+                    .with_boundaries(STAGE_BOUNDARIES_S.to_vec())
+                    .build();
+                let attributes = match stage {
+                    Stage::PoolWait => vec![KeyValue::new(
+                        semattr::DB_CLIENT_CONNECTION_POOL_NAME,
+                        pool_name.to_owned(),
+                    )],
+                    _ => vec![KeyValue::new(semattr::DB_SYSTEM_NAME, "redis")],
+                };
+                histogram.bind(&attributes)
+            })
+            .collect();
+        Self(series)
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, stage: Stage, duration: Duration) {
+        self.0[stage.index()].record(duration.as_secs_f64());
     }
 }
 
@@ -171,7 +230,7 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<
 
     // Figures owned by the batcher, the pool and the leases, read through the monitor's gauges.
     type Read = fn(&MetricsSnapshot) -> u64;
-    let counters: [(&str, &str, &str, Read); 7] = [
+    let counters: [(&str, &str, &str, Read); 8] = [
         ("stateful_redis.batches", "{batch}", "Pipelines sent to Redis.", |s| {
             s.gauges.batches
         }),
@@ -211,6 +270,9 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<
             "Leases a guard lost (expired or taken before renewal).",
             |s| s.leases_lost,
         ),
+        ("stateful_redis.leases.acquired", "{lease}", "Leases acquired.", |s| {
+            s.leases_acquired
+        }),
     ];
     for (name, unit, description, read) in counters {
         let s = Arc::clone(&snapshots);
@@ -221,12 +283,18 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<
             .with_callback(move |obs| obs.observe(read(&s.get()), &[]))
             .build();
     }
-    let gauges: [(&str, &str, &str, Read); 4] = [
+    let gauges: [(&str, &str, &str, Read); 5] = [
         (
             "stateful_redis.queue.depth",
             "{operation}",
             "Operations waiting in the batcher's queues.",
             |s| s.gauges.queue_depth,
+        ),
+        (
+            "stateful_redis.queue.capacity",
+            "{operation}",
+            "The most operations the batcher's queues hold, all queues together.",
+            |s| s.gauges.queue_capacity,
         ),
         (
             "stateful_redis.in_flight",
@@ -256,6 +324,29 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<
             .with_callback(move |obs| obs.observe(read(&s.get()), &[]))
             .build();
     }
+
+    let s = Arc::clone(&snapshots);
+    let _ = meter
+        .u64_observable_gauge("stateful_redis.entities.active")
+        .with_unit("{entity}")
+        .with_description("Active entities at the last presence count (reported once one was counted).")
+        .with_callback(move |obs| {
+            if let Some(n) = s.get().active_entities {
+                obs.observe(n, &[]);
+            }
+        })
+        .build();
+    let s = Arc::clone(&snapshots);
+    let _ = meter
+        .u64_observable_counter("stateful_redis.bytes")
+        .with_unit("By")
+        .with_description("Bytes written to and read from Redis on the pipeline links, by direction.")
+        .with_callback(move |obs| {
+            let g = &s.get().gauges;
+            obs.observe(g.bytes_sent, &[KeyValue::new("direction", "sent")]);
+            obs.observe(g.bytes_received, &[KeyValue::new("direction", "received")]);
+        })
+        .build();
 
     // The exclusive pool, under the semantic conventions' connection metrics.
     let (s, p) = (Arc::clone(&snapshots), pool.clone());

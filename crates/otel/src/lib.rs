@@ -47,7 +47,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use stateful_redis_core::{Error, ErrorKind, TelemetryConfig};
-use stateful_redis_metrics::{Operation, PerformanceMonitor};
+use stateful_redis_metrics::{Operation, PerformanceMonitor, Stage};
 
 pub use crate::export::ExportErrors;
 pub use crate::trace::{OpTrace, PipelineSpans};
@@ -80,6 +80,7 @@ pub struct Telemetry {
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     durations: instruments::OpDurations,
     batch_sizes: instruments::BatchSizes,
+    stages: instruments::StageDurations,
     errors: Arc<ExportErrors>,
     server: trace::Server,
     shutdown_timeout: Duration,
@@ -126,6 +127,8 @@ impl Telemetry {
         let meter = meters.meter_with_scope(scope());
         let durations = instruments::OpDurations::new(&meter);
         let batch_sizes = instruments::BatchSizes::new(&meter);
+        let pool_name = format!("{}:{}", sources.server_address, sources.server_port);
+        let stages = instruments::StageDurations::new(&meter, &pool_name);
         instruments::register_observers(&meter, &sources, &errors);
         let tracer = tracers.as_ref().map(|p| {
             use opentelemetry::trace::TracerProvider as _;
@@ -137,6 +140,7 @@ impl Telemetry {
             tracer,
             durations,
             batch_sizes,
+            stages,
             errors,
             server: trace::Server {
                 address: sources.server_address,
@@ -158,6 +162,14 @@ impl Telemetry {
     #[inline]
     pub fn record_batch(&self, size: usize) {
         self.batch_sizes.record(size);
+    }
+
+    /// Records how long one sampled [`Stage`] took, in its histogram
+    /// (`stateful_redis.queue.wait`, `.serialization.duration`, `.compression.duration`,
+    /// `db.client.connection.wait_time`).
+    #[inline]
+    pub fn record_stage(&self, stage: Stage, duration: Duration) {
+        self.stages.record(stage, duration);
     }
 
     /// Whether spans are made at all (`telemetry.traces`).

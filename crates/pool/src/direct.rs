@@ -88,6 +88,7 @@ struct Conn {
     pending: Mutex<VecDeque<Pending>>,
     broken: AtomicBool,
     reader: tokio::task::JoinHandle<()>,
+    counters: Arc<LinkCounters>,
 }
 
 impl Conn {
@@ -139,6 +140,9 @@ impl Conn {
         match written {
             Ok(Ok(())) => {
                 guard.disarm();
+                self.counters
+                    .bytes_sent
+                    .fetch_add(packed.len() as u64, Ordering::Relaxed);
                 Ok(replies)
             }
             Ok(Err(e)) => Err(lost(&e.to_string())),
@@ -197,7 +201,9 @@ async fn read_loop(conn: std::sync::Weak<Conn>, mut reader: tokio::net::tcp::Own
                 conn.break_off();
                 return;
             }
-            Ok(_) => {}
+            Ok(n) => {
+                conn.counters.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
         loop {
             match parse(&buf) {
@@ -413,6 +419,7 @@ impl DirectLink {
             pending: Mutex::new(VecDeque::new()),
             broken: AtomicBool::new(false),
             reader: tokio::spawn(read_loop(weak.clone(), read)),
+            counters: Arc::clone(&self.counters),
         });
         // Handshake: AUTH and SELECT must succeed; the preload is best effort.
         let mut hello = Vec::new();

@@ -38,6 +38,6 @@ pub use crate::connect::{ConnectHook, HookFuture};
 pub use crate::direct::Reply;
 pub use crate::error::map_redis_error;
 pub use crate::exclusive::ExclusiveConnection;
-pub use crate::pool::{Pool, PoolStats};
+pub use crate::pool::{CheckoutObserver, Pool, PoolStats};
 pub use crate::shared::SharedConnection;
 pub use redis;

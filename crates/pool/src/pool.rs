@@ -46,7 +46,15 @@ pub struct PoolStats {
     pub direct_links: u32,
     /// Direct pipeline links connected now.
     pub direct_connected: u32,
+    /// Bytes written to Redis on the direct links (cumulative).
+    pub bytes_sent: u64,
+    /// Bytes read from Redis on the direct links (cumulative).
+    pub bytes_received: u64,
 }
+
+/// Called with how long each checkout of an exclusive connection took (see
+/// [`Pool::on_checkout`]).
+pub type CheckoutObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// Connections to one standalone Redis.
 ///
@@ -74,6 +82,16 @@ struct Inner {
     retired: Mutex<PoolStats>,
     config: Mutex<PoolConfig>,
     closed: AtomicBool,
+    on_checkout: OnCheckout,
+}
+
+#[derive(Default)]
+struct OnCheckout(RwLock<Option<CheckoutObserver>>);
+
+impl std::fmt::Debug for OnCheckout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnCheckout")
+    }
 }
 
 impl Pool {
@@ -107,6 +125,7 @@ impl Pool {
             retired: Mutex::new(PoolStats::default()),
             config: Mutex::new(config.pool.clone()),
             closed: AtomicBool::new(false),
+            on_checkout: OnCheckout::default(),
         });
         // Open the links the hot path uses now: a bad address or password fails here. With
         // direct links, the redis-rs shared links open on first use of `shared()`.
@@ -191,13 +210,32 @@ impl Pool {
             return Err(Error::Shutdown);
         }
         let pool = self.exclusive_pool().ok_or(Error::Shutdown)?;
-        match pool.get_owned().await {
+        let observer = self
+            .inner
+            .on_checkout
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let started = observer.is_some().then(std::time::Instant::now);
+        let got = pool.get_owned().await;
+        if let (Some(observe), Some(started)) = (observer, started) {
+            observe(started.elapsed());
+        }
+        match got {
             Ok(inner) => Ok(ExclusiveConnection { inner }),
             Err(bb8::RunError::User(e)) => Err(e),
             Err(bb8::RunError::TimedOut) => Err(Error::PoolExhausted {
                 waited: pool.config().connection_timeout,
             }),
         }
+    }
+
+    /// Calls `observe` with the time each checkout of an exclusive connection took (waits
+    /// that timed out included), replacing the observer set before: the executor feeds
+    /// its pool wait histogram with it.
+    pub fn on_checkout(&self, observe: CheckoutObserver) {
+        *self.inner.on_checkout.0.write().unwrap_or_else(|p| p.into_inner()) = Some(observe);
     }
 
     fn exclusive_pool(&self) -> Option<bb8::Pool<Manager>> {
@@ -258,6 +296,8 @@ impl Pool {
         stats.failed_connects = links.failed_connects.load(Ordering::Relaxed);
         stats.direct_links = self.inner.direct.len() as u32;
         stats.direct_connected = self.inner.direct.iter().filter(|l| l.is_connected()).count() as u32;
+        stats.bytes_sent = links.bytes_sent.load(Ordering::Relaxed);
+        stats.bytes_received = links.bytes_received.load(Ordering::Relaxed);
         stats
     }
 

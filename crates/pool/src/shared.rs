@@ -18,6 +18,9 @@ pub(crate) struct LinkCounters {
     pub(crate) opened: AtomicU64,
     pub(crate) closed: AtomicU64,
     pub(crate) failed_connects: AtomicU64,
+    /// Bytes written to and read from direct links.
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
     /// Woken when a request finds a connection broken: the health check then probes
     /// every link at once, since a server restart breaks them all.
     pub(crate) broken: tokio::sync::Notify,

@@ -7,7 +7,7 @@ use redis::Cmd;
 use serde::{Serialize, de::DeserializeOwned};
 use stateful_redis_batch::{BatchStats, Batcher, PipelineSink};
 use stateful_redis_core::{Codec, Envelope, Error, ExecutorConfig, Namespace, RedisConfig, SerdeCodec, hash_tag};
-use stateful_redis_metrics::{GaugeSource, Gauges, MetricsSnapshot, Operation, PerformanceMonitor};
+use stateful_redis_metrics::{GaugeSource, Gauges, MetricsSnapshot, Operation, PerformanceMonitor, Stage};
 use stateful_redis_pool::{ConnectHook, Pool, PoolStats};
 use stateful_redis_scripts::{Invocation, Script, ScriptStats, Scripts};
 use tokio::sync::Notify;
@@ -68,8 +68,14 @@ impl ExecutorBuilder {
         let sink = RedisSink {
             pool: pool.clone(),
             scripts: Arc::clone(&scripts),
+            monitor: monitor.clone(),
             telemetry: telemetry.clone(),
         };
+        let (m, t) = (monitor.clone(), telemetry.clone());
+        pool.on_checkout(Arc::new(move |waited| {
+            m.record_stage(Stage::PoolWait, waited);
+            crate::telemetry::record_stage(&t, Stage::PoolWait, waited);
+        }));
         let batcher = Batcher::new(sink, pool.shared_links(), &self.config.batch);
         let executor = StatefulExecutor {
             inner: Arc::new(Inner {
@@ -84,6 +90,7 @@ impl ExecutorBuilder {
                 drained: Notify::new(),
                 retries: AtomicU64::new(0),
                 telemetry,
+                advisor: crate::advisor::AdvisorState::default(),
             }),
         };
         // Weak: the monitor lives inside the executor it reads.
@@ -98,7 +105,7 @@ impl ExecutorBuilder {
 /// [`state`](Self::state); stop with [`shutdown`](Self::shutdown).
 #[derive(Debug, Clone)]
 pub struct StatefulExecutor {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
@@ -115,6 +122,8 @@ pub(crate) struct Inner {
     retries: AtomicU64,
     /// OpenTelemetry, when `telemetry.enabled` (and the `otel` feature) is on.
     pub(crate) telemetry: crate::telemetry::Handle,
+    /// What the optimizer saw at its last call.
+    pub(crate) advisor: crate::advisor::AdvisorState,
 }
 
 impl Drop for Inner {
@@ -142,6 +151,20 @@ impl Inner {
         let error = result.as_ref().err().map(Error::kind);
         let duration = self.monitor.record_since(operation, started, error);
         crate::telemetry::record(&self.telemetry, operation, duration, error);
+    }
+
+    /// Records how long a sampled stage of an operation took.
+    pub(crate) fn stage(&self, stage: Stage, duration: std::time::Duration) {
+        self.monitor.record_stage(stage, duration);
+        crate::telemetry::record_stage(&self.telemetry, stage, duration);
+    }
+
+    /// Records the timings of a sampled encode or decode.
+    pub(crate) fn codec_timings(&self, timings: stateful_redis_core::CodecTimings) {
+        self.stage(Stage::Serialization, timings.codec);
+        if let Some(compression) = timings.compression {
+            self.stage(Stage::Compression, compression);
+        }
     }
 
     /// Admits an operation, or refuses it once shutdown began.
@@ -224,6 +247,9 @@ impl GaugeSource for ExecutorGauges {
         g.pool_waits = pool.waits;
         g.pool_timeouts = pool.timeouts;
         g.pool_max_size = u64::from(pool.max_size);
+        g.queue_capacity = (inner.config.batch.queue_capacity * inner.pool.shared_links()) as u64;
+        g.bytes_sent = pool.bytes_sent;
+        g.bytes_received = pool.bytes_received;
         g
     }
 }
@@ -244,6 +270,7 @@ fn fnv1a(text: &str) -> u64 {
 struct RedisSink {
     pool: Pool,
     scripts: Arc<Scripts>,
+    monitor: PerformanceMonitor,
     telemetry: crate::telemetry::Handle,
 }
 
@@ -270,6 +297,11 @@ impl PipelineSink for RedisSink {
         let results = self.send_calls(shard, calls).await;
         crate::telemetry::finish(spans, &results);
         results
+    }
+
+    fn queue_wait(&self, waited: std::time::Duration) {
+        self.monitor.record_stage(Stage::QueueWait, waited);
+        crate::telemetry::record_stage(&self.telemetry, Stage::QueueWait, waited);
     }
 }
 

@@ -122,6 +122,9 @@ impl Leases {
         let started = Instant::now();
         let result = self.acquire_unobserved(entity, owner, ttl).await;
         self.exec.observe(Operation::Acquire, started, &result);
+        if result.is_ok() {
+            self.exec.monitor.record_lease_acquired();
+        }
         result
     }
 

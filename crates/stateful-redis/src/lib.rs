@@ -45,29 +45,50 @@
 //! - `otel`: OpenTelemetry metrics and traces exported over OTLP (gRPC or HTTP/protobuf), turned
 //!   on by `telemetry.enabled`; see `TelemetryConfig` and docs/metrics.md.
 
+mod advisor;
 mod executor;
 mod leases;
 mod presence;
+mod settings;
 mod state;
 mod telemetry;
 
+/// One value in this many has its serialization and compression timed (two clock reads
+/// per value would show on the hot path).
+const CODEC_SAMPLE: u32 = 64;
+
+thread_local! {
+    static CODEC_TICK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this encode or decode is one of the timed ones.
+fn sampled() -> bool {
+    CODEC_TICK.with(|tick| {
+        let n = tick.get().wrapping_add(1);
+        tick.set(n);
+        n % CODEC_SAMPLE == 1
+    })
+}
+
+pub use crate::advisor::{Area, PoolChange, ScriptsReport, Suggestion};
 pub use crate::executor::{ExecutorBuilder, StatefulExecutor};
 pub use crate::leases::{Lease, LeaseGuard, LeaseLoss, LeaseStatus, Leases};
 pub use crate::presence::Presence;
+pub use crate::settings::{ENV_PREFIX, load_config, parse_config, redacted_toml};
 pub use crate::state::{Applied, Change, Fence, Fenced, StateHandle, Updated};
 #[doc(inline)]
 pub use stateful_redis_batch::BatchStats;
 #[doc(inline)]
 pub use stateful_redis_core::{
-    BatchConfig, BytesCodec, Codec, CodecError, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig,
+    BatchConfig, BytesCodec, Codec, CodecError, CodecTimings, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig,
     IdempotencyConfig, InvalidId, KeyLayout, LeaseConfig, Namespace, OtlpProtocol, OverloadPolicy, PoolConfig,
-    PresenceConfig, RedisConfig, RedisUrl, Result, RetryConfig, Secret, SerdeCodec, StateConfig, TelemetryConfig,
-    Version, Versioned,
+    PresenceConfig, RedisConfig, RedisUrl, Result, RetryConfig, Secret, SerdeCodec, Severity, StateConfig,
+    TelemetryConfig, Version, Versioned,
 };
 #[doc(inline)]
 pub use stateful_redis_metrics::{
     ALERT_METRICS, GaugeSource, Gauges, LatencySummary, MetricsSnapshot, Operation, OperationSnapshot,
-    PerformanceMonitor,
+    PerformanceMonitor, Stage, StageSnapshot,
 };
 #[doc(inline)]
 pub use stateful_redis_pool::{ExclusiveConnection, Pool, PoolStats, SharedConnection};

@@ -96,7 +96,9 @@ impl Presence {
     /// How many entities had a heartbeat within the window.
     pub async fn active_count(&self) -> Result<u64, Error> {
         let op = PresenceOp::Count(self.window_ms());
-        self.on_every_shard(op).await
+        let count = self.on_every_shard(op).await?;
+        self.exec.monitor.set_active_entities(count);
+        Ok(count)
     }
 
     /// Removes entities whose last heartbeat is older than the window; returns how many.

@@ -194,7 +194,14 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     }
 
     fn seal(&self, entity: &str, value: &T) -> Result<Bytes, Error> {
-        self.exec.envelope.seal(&*self.codec, value).map_err(|e| match e {
+        let sealed = if crate::sampled() {
+            let (sealed, timings) = self.exec.envelope.seal_timed(&*self.codec, value);
+            self.exec.codec_timings(timings);
+            sealed
+        } else {
+            self.exec.envelope.seal(&*self.codec, value)
+        };
+        sealed.map_err(|e| match e {
             SealError::TooLarge { size, max } => Error::ValueTooLarge {
                 entity: entity.to_owned(),
                 size,
@@ -321,11 +328,15 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 version: Version(v),
                 replayed: reply.replayed,
             }),
-            WriteResult::Conflict(current) => Err(Error::Conflict {
-                entity: entity.to_owned(),
-                expected,
-                current: Version(current),
-            }),
+            WriteResult::Conflict(current) => {
+                // Every conflicting write (update attempts too) counts for the advisor's hot entities.
+                self.exec.monitor.record_conflict(entity);
+                Err(Error::Conflict {
+                    entity: entity.to_owned(),
+                    expected,
+                    current: Version(current),
+                })
+            }
             WriteResult::NotFound => Err(Error::NotFound {
                 entity: entity.to_owned(),
             }),
@@ -394,14 +405,17 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
             entity: entity.to_owned(),
             detail: m.0,
         })?;
-        let value = self
-            .exec
-            .envelope
-            .open(&*self.codec, &record.data)
-            .map_err(|source| Error::Decode {
-                entity: entity.to_owned(),
-                source,
-            })?;
+        let opened = if crate::sampled() {
+            let (opened, timings) = self.exec.envelope.open_timed(&*self.codec, &record.data);
+            self.exec.codec_timings(timings);
+            opened
+        } else {
+            self.exec.envelope.open(&*self.codec, &record.data)
+        };
+        let value = opened.map_err(|source| Error::Decode {
+            entity: entity.to_owned(),
+            source,
+        })?;
         Ok(Some(Versioned {
             version: Version(record.version),
             value,

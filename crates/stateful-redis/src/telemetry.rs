@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use stateful_redis_core::{Error, ErrorKind, ExecutorConfig};
-use stateful_redis_metrics::{Operation, PerformanceMonitor};
+use stateful_redis_metrics::{Operation, PerformanceMonitor, Stage};
 use stateful_redis_scripts::Script;
 
 #[cfg(feature = "otel")]
@@ -43,6 +43,13 @@ mod on {
     pub(crate) fn record(handle: &Handle, operation: Operation, duration: Duration, error: Option<ErrorKind>) {
         if let Some(t) = handle {
             t.record(operation, duration, error);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn record_stage(handle: &Handle, stage: Stage, duration: Duration) {
+        if let Some(t) = handle {
+            t.record_stage(stage, duration);
         }
     }
 
@@ -106,6 +113,9 @@ mod on {
 
     #[inline]
     pub(crate) fn record(_: &Handle, _: Operation, _: Duration, _: Option<ErrorKind>) {}
+
+    #[inline]
+    pub(crate) fn record_stage(_: &Handle, _: Stage, _: Duration) {}
 
     #[inline]
     pub(crate) fn capture(_: &Handle, _: &'static Script) -> Trace {

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue as PKeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
 use opentelemetry_proto::tonic::trace::v1::{Span as PSpan, span};
 use prost::Message as _;
-use stateful_redis::{Error, ExecutorConfig, OtlpProtocol, Secret, StatefulExecutor};
+use stateful_redis::{Error, ExecutorConfig, OtlpProtocol, Secret, Stage, StatefulExecutor};
 use stateful_redis_test_support::RedisServer;
 
 #[derive(Debug, Default)]
@@ -156,6 +156,9 @@ fn config(server: &RedisServer, protocol: OtlpProtocol, endpoint: String) -> Exe
     t.sample_ratio = Some(1.0);
     t.service_name = Some("otel-test".into());
     t.headers.insert("x-api-key".into(), Secret::new("k-123"));
+    // One presence shard, so the presence calls are known; large values compressed.
+    config.presence.shards = 1;
+    config.state.compress_above = Some(256);
     config
 }
 
@@ -200,10 +203,24 @@ fn spans(received: &Received) -> Vec<PSpan> {
         .collect()
 }
 
-/// Puts from 16 concurrent callers (so pipelines of several), reads, and one operation that
-/// fails on the server (a value of the wrong type under the entity's key). Returns
-/// (puts, gets) that succeeded.
-async fn workload(server: &RedisServer, exec: &StatefulExecutor) -> (u64, u64) {
+/// What [`workload`] did.
+struct Done {
+    /// Puts and gets that succeeded.
+    puts: u64,
+    gets: u64,
+    /// Other script calls: a lease acquire, a heartbeat and a presence count.
+    other_calls: u64,
+    /// Exclusive connections checked out.
+    checkouts: u64,
+    /// Entities the presence count found.
+    active: u64,
+}
+
+/// Puts from 16 concurrent callers (so pipelines of several), reads, 128 values large
+/// enough to be compressed (so that the 1-in-64 codec sample catches one on either runtime
+/// thread), a lease, presence, two exclusive checkouts, and one operation that fails on
+/// the server (a value of the wrong type under the entity's key).
+async fn workload(server: &RedisServer, exec: &StatefulExecutor) -> Done {
     let handle = exec.state::<u64>("otel").expect("namespace");
     let mut tasks = Vec::new();
     for caller in 0..16u64 {
@@ -228,17 +245,72 @@ async fn workload(server: &RedisServer, exec: &StatefulExecutor) -> (u64, u64) {
             i
         );
     }
+    let large = exec.state::<Vec<u64>>("otel").expect("namespace");
+    for i in 0..128u64 {
+        large
+            .put(&format!("large-{i}"), &vec![i; 300])
+            .await
+            .expect("large put");
+    }
+    exec.leases("otel")
+        .expect("leases")
+        .acquire("leased", "owner-1", Duration::from_secs(30))
+        .await
+        .expect("acquire");
+    let presence = exec.presence("otel").expect("presence");
+    presence.heartbeat_many(&["d1", "d2", "d3"]).await.expect("heartbeat");
+    assert_eq!(presence.active_count().await.expect("count"), 3);
+    for _ in 0..2 {
+        drop(exec.pool().exclusive().await.expect("checkout"));
+    }
     server.cli(&["SET", "otel:{broken}:s", "not a hash"]);
     let failed = handle.put("broken", &1).await;
     assert!(
         matches!(failed, Err(Error::Script { .. })),
         "a wrong-type key fails in the script: {failed:?}"
     );
-    (160, 10)
+    Done {
+        puts: 160 + 128,
+        gets: 10,
+        other_calls: 3,
+        checkouts: 2,
+        active: 3,
+    }
 }
 
-fn check_export(received: &Received, server: &RedisServer, exec_ops: (u64, u64)) {
-    let (puts, gets) = exec_ops;
+/// The count of a histogram metric's points, all series together.
+fn histogram_count(m: &BTreeMap<String, Metric>, name: &str) -> u64 {
+    let metric = m.get(name).unwrap_or_else(|| panic!("{name} missing"));
+    assert_eq!(metric.unit, "s", "{name}");
+    let Some(metric::Data::Histogram(h)) = &metric.data else {
+        panic!("{name} is not a histogram")
+    };
+    h.data_points.iter().map(|p| p.count).sum()
+}
+
+/// The integer value of a sum or gauge point with `attribute` = `value` (or the only point).
+fn int_point(m: &BTreeMap<String, Metric>, name: &str, attribute: Option<(&str, &str)>) -> i64 {
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+    let metric = m.get(name).unwrap_or_else(|| panic!("{name} missing"));
+    let points = match &metric.data {
+        Some(metric::Data::Sum(s)) => &s.data_points,
+        Some(metric::Data::Gauge(g)) => &g.data_points,
+        other => panic!("{name} is not a sum or gauge: {other:?}"),
+    };
+    let point = points
+        .iter()
+        .find(|p| attribute.is_none_or(|(k, v)| text(&p.attributes, k).as_deref() == Some(v)))
+        .unwrap_or_else(|| panic!("{name} has no point {attribute:?}"));
+    match point.value {
+        Some(Value::AsInt(n)) => n,
+        Some(Value::AsDouble(x)) => x as i64,
+        None => panic!("{name} has no value"),
+    }
+}
+
+fn check_export(received: &Received, server: &RedisServer, done: &Done) {
+    let (puts, gets) = (done.puts, done.gets);
+    let calls = puts + gets + 1 + done.other_calls;
     let m = metrics(received);
 
     // The operation histogram: seconds, semconv buckets, one series per operation and outcome.
@@ -264,10 +336,11 @@ fn check_export(received: &Received, server: &RedisServer, exec_ops: (u64, u64))
         Some(&1),
         "{series:?}"
     );
+    assert_eq!(series.get(&("acquire".into(), None)), Some(&1), "{series:?}");
     assert_eq!(
         series.len(),
-        3,
-        "only the series that recorded are exported: {series:?}"
+        5,
+        "only the series that recorded are exported (put, get, failed put, acquire, presence): {series:?}"
     );
 
     // Counters from the monitor agree with the histogram.
@@ -288,7 +361,28 @@ fn check_export(received: &Received, server: &RedisServer, exec_ops: (u64, u64))
         panic!("batch.size is not a histogram")
     };
     let sent: f64 = batches.data_points.iter().map(|p| p.sum.unwrap_or(0.0)).sum();
-    assert_eq!(sent as u64, puts + gets + 1, "every script call went out in a pipeline");
+    assert_eq!(sent as u64, calls, "every script call went out in a pipeline");
+
+    // Sampled stages: each runtime thread times its first operation and codec call.
+    assert!(histogram_count(&m, "stateful_redis.queue.wait") >= 1);
+    assert!(histogram_count(&m, "stateful_redis.serialization.duration") >= 1);
+    assert!(histogram_count(&m, "stateful_redis.compression.duration") >= 1);
+    assert_eq!(histogram_count(&m, "db.client.connection.wait_time"), done.checkouts);
+    // Bytes both ways, the queue's capacity, leases and the presence count.
+    assert_eq!(m["stateful_redis.bytes"].unit, "By");
+    let sent_bytes = int_point(&m, "stateful_redis.bytes", Some(("direction", "sent")));
+    let received_bytes = int_point(&m, "stateful_redis.bytes", Some(("direction", "received")));
+    // Each large value alone is over 600 bytes of JSON before compression.
+    assert!(
+        sent_bytes > 128 * 100 && received_bytes > 0,
+        "{sent_bytes} / {received_bytes}"
+    );
+    assert_eq!(int_point(&m, "stateful_redis.queue.capacity", None), 10_000);
+    assert_eq!(int_point(&m, "stateful_redis.leases.acquired", None), 1);
+    assert_eq!(
+        int_point(&m, "stateful_redis.entities.active", None),
+        done.active as i64
+    );
 
     // The pool under the semantic conventions, and the process.
     let Some(metric::Data::Sum(conns)) = &m["db.client.connection.count"].data else {
@@ -331,7 +425,7 @@ fn check_export(received: &Received, server: &RedisServer, exec_ops: (u64, u64))
         .map(|s| (s.span_id.clone(), s))
         .collect();
     let operations: Vec<&PSpan> = all.iter().filter(|s| !s.parent_span_id.is_empty()).collect();
-    assert_eq!(operations.len() as u64, puts + gets + 1, "one span per script call");
+    assert_eq!(operations.len() as u64, calls, "one span per script call");
     for op in &operations {
         let parent = pipelines
             .get(&op.parent_span_id)
@@ -343,7 +437,10 @@ fn check_export(received: &Received, server: &RedisServer, exec_ops: (u64, u64))
         assert_eq!(a["db.system.name"], "redis");
         assert_eq!(a["db.operation.name"], "EVALSHA");
         assert!(
-            matches!(a["db.stored_procedure.name"].as_str(), "write" | "get"),
+            matches!(
+                a["db.stored_procedure.name"].as_str(),
+                "write" | "get" | "acquire" | "presence"
+            ),
             "{a:?}"
         );
         assert_eq!(a["server.address"], "127.0.0.1");
@@ -378,14 +475,149 @@ async fn grpc_export_of_metrics_and_traces() {
         .build()
         .await
         .expect("executor");
-    let ops = workload(&server, &exec).await;
-    assert_eq!(
-        exec.monitor().snapshot().operation("put").expect("put").count,
-        ops.0 + 1
-    );
+    let done = workload(&server, &exec).await;
+    let snapshot = exec.monitor().snapshot();
+    assert_eq!(snapshot.operation("put").expect("put").count, done.puts + 1);
+    // The same sampled stages in the in-process snapshot.
+    for stage in [Stage::QueueWait, Stage::Serialization, Stage::Compression] {
+        assert!(
+            snapshot.stage(stage).is_some_and(|s| s.count >= 1),
+            "{stage:?} not timed"
+        );
+    }
+    assert_eq!(snapshot.stage(Stage::PoolWait).map(|s| s.count), Some(done.checkouts));
+    assert_eq!(snapshot.active_entities, Some(done.active));
+    assert_eq!(snapshot.leases_acquired, 1);
+    assert!(snapshot.gauges.bytes_sent > 0 && snapshot.gauges.bytes_received > 0);
     exec.shutdown().await;
     assert_eq!(exec.telemetry_export_errors(), Some((0, 0)));
-    check_export(&received, &server, ops);
+    check_export(&received, &server, &done);
+    check_dashboards(&metrics(&received));
+}
+
+/// The Prometheus name of an exported metric, as the OTLP translation makes it (the
+/// collector's and Prometheus' own): `.` → `_`, the unit's word unless already there,
+/// `_total` on monotonic sums. Also whether it is a histogram.
+fn prometheus_name(metric: &Metric) -> (String, bool) {
+    let mut parts: Vec<String> = metric
+        .name
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != ':')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let unit = match metric.unit.as_str() {
+        "s" => Some("seconds"),
+        "By" => Some("bytes"),
+        u if u.starts_with('{') || u.is_empty() || u == "1" => None,
+        other => panic!("no Prometheus word known for unit {other:?} of {}", metric.name),
+    };
+    if let Some(unit) = unit
+        && !parts.iter().any(|p| p == unit)
+    {
+        parts.push(unit.to_owned());
+    }
+    let (counter, histogram) = match &metric.data {
+        Some(metric::Data::Sum(s)) => (s.is_monotonic, false),
+        Some(metric::Data::Histogram(_)) => (false, true),
+        _ => (false, false),
+    };
+    if counter {
+        parts.retain(|p| p != "total");
+        parts.push("total".to_owned());
+    }
+    (parts.join("_"), histogram)
+}
+
+/// Every metric name of ours (by prefix) a PromQL text refers to.
+fn referenced(promql: &str) -> Vec<String> {
+    promql
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| {
+            ["stateful_redis_", "db_client_", "process_"]
+                .iter()
+                .any(|p| w.starts_with(p))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every `expr` and `query` string of a Grafana dashboard.
+fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "query", serde_json::Value::String(q)) => out.push(q.clone()),
+                    _ => queries(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| queries(i, out)),
+        _ => {}
+    }
+}
+
+/// `docs/dashboards`: every metric the Grafana dashboard's queries and the Prometheus rules
+/// name is one this export carries, under its Prometheus name.
+fn check_dashboards(m: &BTreeMap<String, Metric>) {
+    let mut names = std::collections::BTreeSet::new();
+    for metric in m.values() {
+        let (name, histogram) = prometheus_name(metric);
+        if histogram {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+        names.insert(name);
+    }
+    // Attribute names turn into label names (`db.client.connection.state` →
+    // `db_client_connection_state`), which share the metrics' prefixes.
+    let mut labels = std::collections::BTreeSet::new();
+    for metric in m.values() {
+        let attributes: Vec<&[PKeyValue]> = match &metric.data {
+            Some(metric::Data::Sum(s)) => s.data_points.iter().map(|p| &p.attributes[..]).collect(),
+            Some(metric::Data::Gauge(g)) => g.data_points.iter().map(|p| &p.attributes[..]).collect(),
+            Some(metric::Data::Histogram(h)) => h.data_points.iter().map(|p| &p.attributes[..]).collect(),
+            _ => Vec::new(),
+        };
+        for kv in attributes.into_iter().flatten() {
+            labels.insert(kv.key.replace('.', "_"));
+        }
+    }
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboards");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(docs.join("stateful-redis.json")).expect("dashboard"))
+            .expect("the dashboard is JSON");
+    let mut texts = Vec::new();
+    queries(&dashboard, &mut texts);
+    assert!(texts.len() >= 20, "the dashboard has {} queries", texts.len());
+    let rules = std::fs::read_to_string(docs.join("prometheus-rules.yml")).expect("rules");
+    texts.push(
+        rules
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let mut used = std::collections::BTreeSet::new();
+    for text in &texts {
+        for name in referenced(text).into_iter().filter(|n| !labels.contains(n)) {
+            assert!(
+                names.contains(&name),
+                "docs/dashboards names {name}, which is not exported; exported: {names:?}"
+            );
+            used.insert(name);
+        }
+    }
+    for core in [
+        "db_client_operation_duration_seconds_bucket",
+        "stateful_redis_operations_total",
+        "stateful_redis_queue_depth",
+        "db_client_connection_count",
+        "stateful_redis_bytes_total",
+    ] {
+        assert!(used.contains(core), "the dashboards never show {core}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,10 +629,10 @@ async fn http_protobuf_export_of_metrics_and_traces() {
         .build()
         .await
         .expect("executor");
-    let ops = workload(&server, &exec).await;
+    let done = workload(&server, &exec).await;
     exec.shutdown().await;
     assert_eq!(exec.telemetry_export_errors(), Some((0, 0)));
-    check_export(&received, &server, ops);
+    check_export(&received, &server, &done);
 }
 
 /// A port nothing listens on.

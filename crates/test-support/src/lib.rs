@@ -29,6 +29,9 @@
 //! assert_eq!(server.cli(&["PING"]), "PONG");
 //! ```
 //!
+//! [`Alertmanager`] starts a real Prometheus Alertmanager (`prometheus-alertmanager`) the same
+//! way, for the alerting tests.
+//!
 //! ## Panics
 //!
 //! This is test support: panicking is how it reports errors, unlike every other crate of the
@@ -40,6 +43,7 @@
 //!
 //! None.
 
+mod alertmanager;
 mod tls;
 
 use std::fmt::Write as _;
@@ -54,6 +58,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::tls::TlsFiles;
+
+pub use crate::alertmanager::Alertmanager;
 
 const NOT_FOUND: &str = "redis-server not found on PATH: install it with \
     `apt-get install redis-server redis-tools` (cargo xtask test does this when run as root)";

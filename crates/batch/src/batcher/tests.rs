@@ -17,6 +17,7 @@ type Log = Arc<Mutex<Vec<(usize, Vec<u64>)>>>;
 struct Sink {
     log: Log,
     gate: watch::Receiver<bool>,
+    waits: Arc<Mutex<Vec<Duration>>>,
 }
 
 impl PipelineSink for Sink {
@@ -30,6 +31,10 @@ impl PipelineSink for Sink {
         let _ = gate.wait_for(|open| *open).await;
         ops.into_iter().map(|op| Ok(op * 10)).collect()
     }
+
+    fn queue_wait(&self, waited: Duration) {
+        self.waits.lock().expect("waits").push(waited);
+    }
 }
 
 fn sink(open: bool) -> (Sink, watch::Sender<bool>) {
@@ -37,6 +42,7 @@ fn sink(open: bool) -> (Sink, watch::Sender<bool>) {
     let sink = Sink {
         log: Arc::default(),
         gate: rx,
+        waits: Arc::default(),
     };
     (sink, tx)
 }
@@ -422,4 +428,66 @@ async fn a_dropped_caller_is_withdrawn_and_harms_no_one() {
     settle().await;
     gate.send_replace(true);
     assert_eq!(next.await.expect("task").expect("reply"), 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sample_of_operations_reports_its_queue_wait() {
+    let (sink, gate) = sink(false);
+    let batcher = Batcher::new(sink.clone(), 1, &config(|c| c.pipelines_in_flight = 1));
+    let first = {
+        let batcher = batcher.clone();
+        tokio::spawn(async move { batcher.submit(0, 0).await })
+    };
+    settle().await;
+    // Queued behind a pipeline the server holds for a second.
+    let mut calls = Vec::new();
+    for i in 1..=640u64 {
+        let batcher = batcher.clone();
+        calls.push(tokio::spawn(async move { batcher.submit(0, i).await }));
+    }
+    settle().await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    gate.send(true).expect("gate");
+    assert_eq!(first.await.expect("task").expect("reply"), 0);
+    for call in calls {
+        call.await.expect("task").expect("reply");
+    }
+    let waits = sink.waits.lock().expect("waits").clone();
+    // One in 64 of the 641 submissions (the count runs per thread, across tests).
+    assert!((10..=11).contains(&waits.len()), "{} waits reported", waits.len());
+    // Those queued behind the held pipeline report the second they waited.
+    assert!(
+        waits.iter().filter(|w| **w >= Duration::from_secs(1)).count() >= 9,
+        "{waits:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconfigure_applies_to_the_next_batches_and_refuses_bad_settings() {
+    let (sink, gate) = sink(true);
+    let batcher = Batcher::new(sink.clone(), 1, &config(|c| c.pipelines_in_flight = 1));
+    let bad = config(|c| c.max_batch = 0);
+    assert!(matches!(batcher.reconfigure(&bad), Err(Error::Config(e)) if e.field == "batch.max_batch"));
+    assert_eq!(batcher.config().max_batch, 128, "the old settings stay");
+    batcher
+        .reconfigure(&config(|c| {
+            c.max_batch = 4;
+            c.pipelines_in_flight = 1;
+        }))
+        .expect("valid");
+    assert_eq!(batcher.config().max_batch, 4);
+    gate.send(false).expect("gate");
+    let mut calls = Vec::new();
+    for i in 0..40u64 {
+        let batcher = batcher.clone();
+        calls.push(tokio::spawn(async move { batcher.submit(0, i).await }));
+    }
+    settle().await;
+    gate.send(true).expect("gate");
+    for call in calls {
+        call.await.expect("task").expect("reply");
+    }
+    let sizes = batch_sizes(&sink);
+    assert_eq!(sizes.iter().sum::<usize>(), 40);
+    assert!(sizes.iter().all(|&n| n <= 4), "{sizes:?}");
 }

@@ -106,3 +106,60 @@ fn bad_arguments_and_unreachable_servers_are_clear_errors() {
     assert!(stderr.contains("connecting to redis://user:***@127.0.0.1"), "{stderr}");
     assert!(!stderr.contains("sup3r-secret"), "{stderr}");
 }
+
+#[test]
+fn config_layers_file_then_environment_and_hides_secrets() {
+    let dir = std::env::temp_dir().join(format!("sr-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("stateful-redis.toml");
+    std::fs::write(
+        &file,
+        "[redis]\nurl = \"redis://app:file-secret@127.0.0.1:6400\"\n[batch]\nmax_batch = 64\nlinger = \"2ms\"\n",
+    )
+    .expect("write");
+    let output = bin()
+        .args(["config", "--config"])
+        .arg(&file)
+        .env("STATEFUL_REDIS_BATCH__MAX_BATCH", "32")
+        .env("STATEFUL_REDIS_TELEMETRY__HEADERS__X-API-KEY", "env-secret")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown: toml::Table = toml::from_str(&stdout).expect("TOML on stdout");
+    // The environment wins over the file, the file over the defaults.
+    assert_eq!(shown["batch"]["max_batch"].as_integer(), Some(32), "{stdout}");
+    assert_eq!(shown["batch"]["linger"].as_str(), Some("2ms"), "{stdout}");
+    assert_eq!(shown["batch"]["queue_capacity"].as_integer(), Some(10_000), "{stdout}");
+    assert!(stdout.contains("127.0.0.1:6400"), "{stdout}");
+    for secret in ["file-secret", "env-secret", "url-secret"] {
+        assert!(!stdout.contains(secret), "{secret} shown: {stdout}");
+    }
+    // A URL on the command line wins, and its password does not show either.
+    let output = bin()
+        .args(["config", "--config"])
+        .arg(&file)
+        .args(["--redis", "redis://:url-secret@127.0.0.1:6500"])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("127.0.0.1:6500") && !stdout.contains("url-secret"),
+        "{stdout}"
+    );
+    // A bad value names the field and the value.
+    let output = bin()
+        .args(["config", "--config"])
+        .arg(&file)
+        .env("STATEFUL_REDIS_BATCH__MAX_BATCH", "0")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("batch.max_batch") && stderr.contains('0'), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,5 +1,6 @@
 //! Integration tests of the executor against real `redis-server` processes.
 
+mod advisor;
 mod batching;
 mod input;
 mod leases;

@@ -1,0 +1,31 @@
+//! `stateful-redis config`: the effective configuration (defaults ← file ← environment ←
+//! flags), every secret redacted.
+
+use std::path::PathBuf;
+
+use stateful_redis::{RedisUrl, load_config, redacted_toml};
+
+/// Options of `config`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfigArgs {
+    /// A TOML configuration file (see docs/configuration in the README).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Redis URL, over the file's and the environment's (a password in it never shows).
+    #[arg(long)]
+    redis: Option<String>,
+}
+
+/// Prints the effective configuration as TOML on stdout.
+pub(crate) fn run(args: ConfigArgs) -> anyhow::Result<()> {
+    let mut config = load_config(args.config.as_deref())?;
+    if let Some(url) = args.redis {
+        config.redis.url = RedisUrl::new(url);
+        config.validate().map_err(stateful_redis::Error::Config)?;
+    }
+    #[allow(clippy::print_stdout, reason = "the command's output")]
+    {
+        print!("{}", redacted_toml(&config));
+    }
+    Ok(())
+}
