@@ -247,16 +247,42 @@ impl Pool {
         self.inner.connector.response_timeout
     }
 
-    /// Changes the most exclusive connections allowed, live. Connections checked out
-    /// now finish their work and close when returned; new checkouts use the new size.
+    /// Changes the most exclusive connections allowed, live (at most
+    /// `max_size_limit`). Connections checked out now finish their work and close when
+    /// returned; new checkouts use the new size.
     pub fn resize(&self, max_size: u32) -> Result<(), Error> {
-        let mut config = self.inner.config.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = config.clone();
+        let mut next = self.config();
         next.max_size = max_size;
         next.min_idle = next.min_idle.min(max_size);
+        self.apply(&next).map(|_| ())
+    }
+
+    /// Takes the exclusive pool's settings of `next` live (`max_size`, `max_size_limit`,
+    /// `min_idle`, `checkout_timeout`), validated first: on error nothing changes. Returns
+    /// the fields that cannot change without reconnecting (`shared_connections`,
+    /// `health_check_interval`), which keep their old values.
+    pub fn apply(&self, next: &PoolConfig) -> Result<Vec<&'static str>, Error> {
+        let mut config = self.inner.config.lock().unwrap_or_else(|p| p.into_inner());
+        let mut restart = Vec::new();
+        let mut next = next.clone();
+        if next.shared_connections != config.shared_connections {
+            restart.push("redis.pool.shared_connections");
+            next.shared_connections = config.shared_connections;
+        }
+        if next.health_check_interval != config.health_check_interval {
+            restart.push("redis.pool.health_check_interval");
+            next.health_check_interval = config.health_check_interval;
+        }
+        let rebuild = next.max_size != config.max_size
+            || next.min_idle != config.min_idle
+            || next.checkout_timeout != config.checkout_timeout;
         let mut check = RedisConfig::default();
         check.pool = next.clone();
         check.validate()?;
+        if !rebuild {
+            *config = next;
+            return Ok(restart);
+        }
         let fresh = build_exclusive(&self.inner.connector, &next);
         let mut slot = self.inner.exclusive.write().unwrap_or_else(|p| p.into_inner());
         let Some(old) = slot.replace(fresh) else {
@@ -266,9 +292,9 @@ impl Pool {
         drop(slot);
         let mut retired = self.inner.retired.lock().unwrap_or_else(|p| p.into_inner());
         add_cumulative(&mut retired, &old.state().statistics);
-        tracing::info!(from = config.max_size, to = max_size, "exclusive pool resized");
+        tracing::info!(from = config.max_size, to = next.max_size, "exclusive pool resized");
         *config = next;
-        Ok(())
+        Ok(restart)
     }
 
     /// The current configuration of the pool.

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use redis::Cmd;
 use serde::{Serialize, de::DeserializeOwned};
+use stateful_redis_alert::AlertManager;
 use stateful_redis_batch::{BatchStats, Batcher, PipelineSink};
 use stateful_redis_core::{Codec, Envelope, Error, ExecutorConfig, Namespace, RedisConfig, SerdeCodec, hash_tag};
 use stateful_redis_metrics::{GaugeSource, Gauges, MetricsSnapshot, Operation, PerformanceMonitor, Stage};
@@ -15,6 +16,9 @@ use tokio::sync::Notify;
 use crate::leases::Leases;
 use crate::presence::Presence;
 use crate::state::StateHandle;
+
+/// How long `shutdown()` waits for queued alert notifications.
+const ALERT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Builds a [`StatefulExecutor`] from a configuration.
 #[derive(Debug, Default)]
@@ -52,6 +56,8 @@ impl ExecutorBuilder {
     /// password) and loads the scripts.
     pub async fn build(self) -> Result<StatefulExecutor, Error> {
         self.config.validate()?;
+        // Before connecting: it checks the rules' metric names.
+        let alerts = AlertManager::new(&self.config.alerts)?;
         let scripts = Arc::new(Scripts::new());
         let hook: Arc<dyn ConnectHook> = Arc::clone(&scripts) as Arc<dyn ConnectHook>;
         let pool = Pool::connect(&self.config.redis, vec![hook]).await?;
@@ -77,6 +83,7 @@ impl ExecutorBuilder {
             crate::telemetry::record_stage(&t, Stage::PoolWait, waited);
         }));
         let batcher = Batcher::new(sink, pool.shared_links(), &self.config.batch);
+        let live = self.config.clone();
         let executor = StatefulExecutor {
             inner: Arc::new(Inner {
                 monitor: monitor.clone(),
@@ -91,8 +98,11 @@ impl ExecutorBuilder {
                 retries: AtomicU64::new(0),
                 telemetry,
                 advisor: crate::advisor::AdvisorState::default(),
+                alerts,
+                live: std::sync::Mutex::new(live),
             }),
         };
+        executor.inner.alerts.spawn(monitor.clone());
         // Weak: the monitor lives inside the executor it reads.
         monitor.set_gauge_source(Arc::new(ExecutorGauges(Arc::downgrade(&executor.inner))));
         Ok(executor)
@@ -124,6 +134,10 @@ pub(crate) struct Inner {
     pub(crate) telemetry: crate::telemetry::Handle,
     /// What the optimizer saw at its last call.
     pub(crate) advisor: crate::advisor::AdvisorState,
+    /// Rules evaluated on the monitor's snapshots, and their notifiers.
+    pub(crate) alerts: AlertManager,
+    /// The configuration running now (`config` with what `apply_config` changed live).
+    pub(crate) live: std::sync::Mutex<ExecutorConfig>,
 }
 
 impl Drop for Inner {
@@ -146,6 +160,16 @@ impl Drop for InFlight<'_> {
 }
 
 impl Inner {
+    /// Takes new batch settings live (see `Batcher::reconfigure`).
+    pub(crate) fn reconfigure_batch(&self, config: &stateful_redis_core::BatchConfig) -> Result<(), Error> {
+        self.batcher.reconfigure(config)
+    }
+
+    /// Whether `shutdown()` began.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Records an operation that started at `started` in the monitor.
     pub(crate) fn observe<T>(&self, operation: Operation, started: std::time::Instant, result: &Result<T, Error>) {
         let error = result.as_ref().err().map(Error::kind);
@@ -369,6 +393,25 @@ impl StatefulExecutor {
         &self.inner.config
     }
 
+    /// The alerts: rules evaluated every `alerts.interval` on the monitor's snapshots (with
+    /// the thresholds of [`set_alert_threshold`](Self::set_alert_threshold)), their states,
+    /// and the notifiers' counts.
+    pub fn alerts(&self) -> &AlertManager {
+        &self.inner.alerts
+    }
+
+    /// Sets the threshold of the alerts on `metric` (one of [`ALERT_METRICS`](crate::ALERT_METRICS)),
+    /// from the next evaluation on; a metric no rule covers gets a rule of its own
+    /// (`threshold:<metric>`, firing while the value is above it).
+    pub fn set_alert_threshold(&self, metric: &str, threshold: f64) -> Result<(), Error> {
+        self.inner.monitor.set_alert_threshold(metric, threshold)
+    }
+
+    /// The batch settings in force now.
+    pub fn batch_config(&self) -> stateful_redis_core::BatchConfig {
+        self.inner.batcher.config()
+    }
+
     /// Calls re-sent after their outcome was unknown (only calls safe to repeat are).
     pub fn retries(&self) -> u64 {
         self.inner.retries.load(Ordering::Relaxed)
@@ -428,6 +471,8 @@ impl StatefulExecutor {
             drained.await;
         }
         self.inner.batcher.shutdown().await;
+        // Queued notifications get a short while to go out; firing alerts stay firing.
+        self.inner.alerts.shutdown(ALERT_FLUSH).await;
         // The last export, with every operation counted.
         crate::telemetry::shutdown(&self.inner.telemetry).await;
         self.inner.pool.close();

@@ -49,6 +49,7 @@ mod advisor;
 mod executor;
 mod leases;
 mod presence;
+mod reload;
 mod settings;
 mod state;
 mod telemetry;
@@ -74,16 +75,19 @@ pub use crate::advisor::{Area, PoolChange, ScriptsReport, Suggestion};
 pub use crate::executor::{ExecutorBuilder, StatefulExecutor};
 pub use crate::leases::{Lease, LeaseGuard, LeaseLoss, LeaseStatus, Leases};
 pub use crate::presence::Presence;
+pub use crate::reload::{ConfigChange, ConfigWatch};
 pub use crate::settings::{ENV_PREFIX, load_config, parse_config, redacted_toml};
 pub use crate::state::{Applied, Change, Fence, Fenced, StateHandle, Updated};
+#[doc(inline)]
+pub use stateful_redis_alert::{AlertManager, AlertState, AlertStats, AlertStatus, Transition};
 #[doc(inline)]
 pub use stateful_redis_batch::BatchStats;
 #[doc(inline)]
 pub use stateful_redis_core::{
-    BatchConfig, BytesCodec, Codec, CodecError, CodecTimings, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig,
-    IdempotencyConfig, InvalidId, KeyLayout, LeaseConfig, Namespace, OtlpProtocol, OverloadPolicy, PoolConfig,
-    PresenceConfig, RedisConfig, RedisUrl, Result, RetryConfig, Secret, SerdeCodec, Severity, StateConfig,
-    TelemetryConfig, Version, Versioned,
+    Aggregation, AlertRule, AlertmanagerConfig, AlertsConfig, BatchConfig, BytesCodec, Codec, CodecError, CodecTimings,
+    Comparison, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig, IdempotencyConfig, InvalidId, KeyLayout,
+    LeaseConfig, Namespace, OtlpProtocol, OverloadPolicy, PoolConfig, PresenceConfig, RedisConfig, RedisUrl, Result,
+    RetryConfig, Secret, SerdeCodec, Severity, StateConfig, TelemetryConfig, Version, Versioned, WebhookConfig,
 };
 #[doc(inline)]
 pub use stateful_redis_metrics::{

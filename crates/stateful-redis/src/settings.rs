@@ -88,7 +88,18 @@ fn extract(figment: Figment) -> Result<ExecutorConfig, Error> {
 /// The first error of figment's chain, as a [`ConfigError`] naming the field.
 fn from_figment(error: figment::Error) -> ConfigError {
     use figment::error::Kind;
-    let mut field = error.path.join(".");
+    // `alerts.rules[0].threshold`, as the TOML reads.
+    let mut field = String::new();
+    for part in &error.path {
+        if part.parse::<usize>().is_ok() {
+            field.push_str(&format!("[{part}]"));
+        } else {
+            if !field.is_empty() {
+                field.push('.');
+            }
+            field.push_str(part);
+        }
+    }
     let (value, reason) = match &error.kind {
         Kind::UnknownField(name, expected) => {
             if error.path.last() != Some(name) {

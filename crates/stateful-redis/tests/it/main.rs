@@ -1,6 +1,7 @@
 //! Integration tests of the executor against real `redis-server` processes.
 
 mod advisor;
+mod alerts;
 mod batching;
 mod input;
 mod leases;
