@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use stateful_redis::bytes::Bytes;
-use stateful_redis::{BytesCodec, Error, ExecutorConfig, RedisUrl, StateHandle, StatefulExecutor, Version};
+use stateful_redis::{BytesCodec, Error, RedisUrl, StateHandle, StatefulExecutor, Version};
 
 use crate::embedded::EmbeddedRedis;
 
@@ -26,9 +26,14 @@ pub(crate) enum Workload {
 /// Options of `load`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LoadArgs {
-    /// Redis URL; without it a throw-away redis-server is started on a free port.
+    /// Redis URL; without it (and without one in --config or STATEFUL_REDIS_REDIS__URL) a
+    /// throw-away redis-server is started on a free port.
     #[arg(long)]
     redis: Option<String>,
+    /// A TOML configuration file; the environment (`STATEFUL_REDIS_…`) and the flags
+    /// here go over it.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// Distinct entities the operations spread over.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     entities: u64,
@@ -50,15 +55,16 @@ pub(crate) struct LoadArgs {
     /// Print one JSON object on stdout instead of the text summary.
     #[arg(long)]
     json: bool,
-    /// Shared connections (and batch queues) to Redis.
-    #[arg(long, default_value_t = stateful_redis::PoolConfig::default().shared_connections, value_parser = clap::value_parser!(u32).range(1..=64))]
-    links: u32,
-    /// Pipelines in flight per connection.
-    #[arg(long, default_value_t = stateful_redis::BatchConfig::default().pipelines_in_flight)]
-    pipelines_in_flight: usize,
-    /// Most operations per pipeline.
-    #[arg(long, default_value_t = stateful_redis::BatchConfig::default().max_batch)]
-    max_batch: usize,
+    /// Shared connections (and batch queues) to Redis (default: the configuration's,
+    /// redis.pool.shared_connections, 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    links: Option<u32>,
+    /// Pipelines in flight per connection (default: batch.pipelines_in_flight, 2).
+    #[arg(long)]
+    pipelines_in_flight: Option<usize>,
+    /// Most operations per pipeline (default: batch.max_batch, 128).
+    #[arg(long)]
+    max_batch: Option<usize>,
 }
 
 /// The summary of a run.
@@ -87,6 +93,10 @@ struct Summary {
     telemetry: bool,
     /// OTLP exports that failed, metrics and traces (none counted when telemetry is off).
     export_errors: u64,
+    /// Alerts firing at the end of the run.
+    alerts_firing: Vec<String>,
+    /// The analyzer's findings on the run.
+    suggestions: Vec<stateful_redis::Suggestion>,
 }
 
 #[derive(Default)]
@@ -110,8 +120,11 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--duration must be a positive number of seconds, not {d}");
     }
+    let mut config = stateful_redis::load_config(args.config.as_deref())?;
+    let configured = args.config.is_some() || std::env::var_os("STATEFUL_REDIS_REDIS__URL").is_some();
     let (_embedded, url) = match &args.redis {
         Some(url) => (None, url.clone()),
+        None if configured => (None, config.redis.url.expose().to_owned()),
         None => {
             let server = EmbeddedRedis::start()?;
             let url = server.url();
@@ -119,15 +132,21 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             (Some(server), url)
         }
     };
-    let mut config = ExecutorConfig::default();
     config.redis.url = RedisUrl::new(url.clone());
     config.state.update_max_attempts = 1000;
     // Exports metrics and traces when the environment names an OTLP endpoint; every other
     // OTEL_* variable (protocol, headers, interval, sampler) is read too.
-    config.telemetry.enabled = stateful_redis::TelemetryConfig::enabled_by_env();
-    config.redis.pool.shared_connections = args.links;
-    config.batch.pipelines_in_flight = args.pipelines_in_flight;
-    config.batch.max_batch = args.max_batch;
+    config.telemetry.enabled |= stateful_redis::TelemetryConfig::enabled_by_env();
+    if let Some(links) = args.links {
+        config.redis.pool.shared_connections = links;
+    }
+    if let Some(n) = args.pipelines_in_flight {
+        config.batch.pipelines_in_flight = n;
+    }
+    if let Some(n) = args.max_batch {
+        config.batch.max_batch = n;
+    }
+    config.validate().map_err(Error::Config)?;
     let shown = config.redis.url.redacted();
     let exec = StatefulExecutor::builder()
         .config(config)
@@ -170,6 +189,14 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     // Do not wait for its next tick: that would stretch the run by up to a second.
     progress.abort();
     let batch = exec.batch_stats();
+    let suggestions = exec.optimization_suggestions();
+    let alerts_firing = exec
+        .alerts()
+        .alerts()
+        .into_iter()
+        .filter(|a| a.state == "firing")
+        .map(|a| a.rule)
+        .collect();
     exec.shutdown().await;
     let export_errors = exec.telemetry_export_errors();
     let c = &counters;
@@ -196,6 +223,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         max_batch: batch.max_batch,
         telemetry: export_errors.is_some(),
         export_errors: export_errors.map_or(0, |(m, t)| m + t),
+        alerts_firing,
+        suggestions,
     };
     print_summary(&summary, args.json)?;
     if summary.errors > 0 {
@@ -217,6 +246,15 @@ fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
             "workload {:?}, {} callers, {} entities, {}-byte values, on {}",
             s.workload, s.concurrency, s.entities, s.value_size, s.redis
         );
+        if !s.alerts_firing.is_empty() {
+            println!("alerts firing: {}", s.alerts_firing.join(", "));
+        }
+        for suggestion in &s.suggestions {
+            println!(
+                "suggestion ({:?}): {} -> {}",
+                suggestion.area, suggestion.finding, suggestion.change
+            );
+        }
     }
     Ok(())
 }

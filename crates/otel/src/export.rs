@@ -232,7 +232,7 @@ pub(crate) fn tracer_provider(
     config: &TelemetryConfig,
     errors: Arc<ExportErrors>,
     resource: Resource,
-) -> Result<SdkTracerProvider, Error> {
+) -> Result<(SdkTracerProvider, Option<LiveRatio>), Error> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = if grpc(config, "TRACES") {
         tonic_settings(builder.with_tonic(), config)?.build()
@@ -261,10 +261,37 @@ pub(crate) fn tracer_provider(
         None if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() => Some(DEFAULT_RATIO),
         None => None,
     };
-    if let Some(ratio) = ratio {
-        provider = provider.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
+    let live = ratio.map(|ratio| LiveRatio(Arc::new(AtomicU64::new(ratio.to_bits()))));
+    if let Some(live) = &live {
+        provider = provider.with_sampler(Sampler::ParentBased(Box::new(live.clone())));
     }
-    Ok(provider.build())
+    Ok((provider.build(), live))
+}
+
+/// `TraceIdRatioBased` with a ratio that can change while running
+/// ([`Telemetry::set_sample_ratio`](crate::Telemetry::set_sample_ratio)).
+#[derive(Debug, Clone)]
+pub(crate) struct LiveRatio(Arc<AtomicU64>);
+
+impl LiveRatio {
+    pub(crate) fn set(&self, ratio: f64) {
+        self.0.store(ratio.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+}
+
+impl opentelemetry_sdk::trace::ShouldSample for LiveRatio {
+    fn should_sample(
+        &self,
+        parent_context: Option<&opentelemetry::Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        span_kind: &opentelemetry::trace::SpanKind,
+        attributes: &[opentelemetry::KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        let ratio = f64::from_bits(self.0.load(Ordering::Relaxed));
+        Sampler::TraceIdRatioBased(ratio).should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
 }
 
 /// Whether a signal goes over gRPC: the config's protocol, else

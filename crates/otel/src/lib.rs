@@ -81,6 +81,8 @@ pub struct Telemetry {
     durations: instruments::OpDurations,
     batch_sizes: instruments::BatchSizes,
     stages: instruments::StageDurations,
+    /// The sampler's ratio, when ours (not one `OTEL_TRACES_SAMPLER` chose).
+    ratio: Option<export::LiveRatio>,
     errors: Arc<ExportErrors>,
     server: trace::Server,
     shutdown_timeout: Duration,
@@ -119,10 +121,11 @@ impl Telemetry {
         }
         let resource = resource.build();
         let meters = export::meter_provider(config, Arc::clone(&errors), resource.clone())?;
-        let tracers = if config.traces {
-            Some(export::tracer_provider(config, Arc::clone(&errors), resource)?)
+        let (tracers, ratio) = if config.traces {
+            let (provider, ratio) = export::tracer_provider(config, Arc::clone(&errors), resource)?;
+            (Some(provider), ratio)
         } else {
-            None
+            (None, None)
         };
         let meter = meters.meter_with_scope(scope());
         let durations = instruments::OpDurations::new(&meter);
@@ -141,6 +144,7 @@ impl Telemetry {
             durations,
             batch_sizes,
             stages,
+            ratio,
             errors,
             server: trace::Server {
                 address: sources.server_address,
@@ -170,6 +174,19 @@ impl Telemetry {
     #[inline]
     pub fn record_stage(&self, stage: Stage, duration: Duration) {
         self.stages.record(stage, duration);
+    }
+
+    /// Changes the share of pipelines traced, from the next pipeline on. Returns false (and
+    /// changes nothing) when spans are off or the sampler came from `OTEL_TRACES_SAMPLER`
+    /// rather than `telemetry.sample_ratio` (then only a restart changes it).
+    pub fn set_sample_ratio(&self, ratio: f64) -> bool {
+        match &self.ratio {
+            Some(live) if (0.0..=1.0).contains(&ratio) => {
+                live.set(ratio);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether spans are made at all (`telemetry.traces`).

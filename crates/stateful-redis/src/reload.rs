@@ -68,12 +68,30 @@ impl StatefulExecutor {
             ("leases", a.leases != b.leases),
             ("presence", a.presence != b.presence),
             ("retry", a.retry != b.retry),
-            ("telemetry", a.telemetry != b.telemetry),
         ] {
             if differs {
                 fixed_parts.push(name);
             }
         }
+        if a.telemetry != b.telemetry {
+            // The sampling ratio changes live; anything else about telemetry needs a restart.
+            let mut rest = b.telemetry.clone();
+            rest.sample_ratio = a.telemetry.sample_ratio;
+            let ratio_changed = a.telemetry.sample_ratio != b.telemetry.sample_ratio;
+            let ratio_applied = ratio_changed
+                && b.telemetry
+                    .sample_ratio
+                    .is_some_and(|r| crate::telemetry::set_sample_ratio(&inner.telemetry, r));
+            if ratio_applied {
+                change.applied.push("telemetry.sample_ratio");
+            } else if ratio_changed {
+                fixed_parts.push("telemetry.sample_ratio");
+            }
+            if rest != a.telemetry {
+                fixed_parts.push("telemetry");
+            }
+        }
+        let ratio_applied = change.applied.contains(&"telemetry.sample_ratio");
         change.restart_needed.extend(fixed_parts.into_iter().map(str::to_owned));
         if !change.restart_needed.is_empty() {
             tracing::warn!(
@@ -85,6 +103,9 @@ impl StatefulExecutor {
         current.alerts = next.alerts.clone();
         current.batch = next.batch.clone();
         current.redis.pool = inner.pool.config();
+        if ratio_applied {
+            current.telemetry.sample_ratio = next.telemetry.sample_ratio;
+        }
         if !change.applied.is_empty() {
             tracing::info!(sections = %change.applied.join(", "), "configuration applied live");
         }

@@ -73,6 +73,11 @@ mod on {
         }
     }
 
+    /// Whether the sampling ratio could be changed live.
+    pub(crate) fn set_sample_ratio(handle: &Handle, ratio: f64) -> bool {
+        handle.as_ref().is_some_and(|t| t.set_sample_ratio(ratio))
+    }
+
     pub(crate) async fn shutdown(handle: &Handle) {
         if let Some(t) = handle {
             t.shutdown().await;
@@ -129,6 +134,10 @@ mod on {
 
     #[inline]
     pub(crate) fn finish(_: Spans, _: &[Result<redis::Value, Error>]) {}
+
+    pub(crate) fn set_sample_ratio(_: &Handle, _: f64) -> bool {
+        false
+    }
 
     pub(crate) async fn shutdown(_: &Handle) {}
 

@@ -714,3 +714,38 @@ fn header_values_never_show() {
     assert!(!shown.contains("k-123"), "{shown}");
     assert!(shown.contains("x-api-key"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sampling_ratio_changes_live() {
+    let server = RedisServer::start();
+    let (addr, received) = http_receiver().await;
+    let mut config = config(&server, OtlpProtocol::HttpProtobuf, format!("http://{addr}"));
+    config.telemetry.sample_ratio = Some(0.0);
+    let exec = StatefulExecutor::builder()
+        .config(config.clone())
+        .build()
+        .await
+        .expect("executor");
+    let handle = exec.state::<u64>("sampling").expect("namespace");
+    for i in 0..20u64 {
+        handle.put(&format!("unsampled-{i}"), &i).await.expect("put");
+    }
+    config.telemetry.sample_ratio = Some(1.0);
+    let change = exec.apply_config(&config).expect("valid");
+    assert_eq!(change.applied, vec!["telemetry.sample_ratio"], "{change:?}");
+    assert!(change.restart_needed.is_empty(), "{change:?}");
+    assert_eq!(exec.live_config().telemetry.sample_ratio, Some(1.0));
+    for i in 0..20u64 {
+        handle.put(&format!("sampled-{i}"), &i).await.expect("put");
+    }
+    // Another telemetry setting needs a restart, and says so.
+    config.telemetry.service_name = Some("renamed".into());
+    let change = exec.apply_config(&config).expect("valid");
+    assert_eq!(change.restart_needed, vec!["telemetry".to_owned()], "{change:?}");
+    exec.shutdown().await;
+    let operations = spans(&received)
+        .into_iter()
+        .filter(|s| !s.parent_span_id.is_empty())
+        .count();
+    assert_eq!(operations, 20, "only the puts after the change were traced");
+}

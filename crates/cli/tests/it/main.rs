@@ -47,6 +47,8 @@ fn load_json_against_a_given_server() {
             "p50_us",
             "p99_us",
             "redis",
+            "suggestions",
+            "alerts_firing",
         ] {
             assert!(summary.get(key).is_some(), "{workload}: missing {key} in {summary}");
         }
@@ -161,5 +163,34 @@ fn config_layers_file_then_environment_and_hides_secrets() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("batch.max_batch") && stderr.contains('0'), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn load_takes_its_server_and_batch_settings_from_a_config_file() {
+    let server = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("sr-cli-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("load.toml");
+    std::fs::write(
+        &file,
+        format!("[redis]\nurl = \"{}\"\n[batch]\nmax_batch = 4\n", server.url()),
+    )
+    .expect("write");
+    let output = bin()
+        .args(["load", "--config"])
+        .arg(&file)
+        .args(["--ops", "2000", "--concurrency", "16", "--json"])
+        .output()
+        .expect("run");
+    let summary = json_of(&output);
+    assert_eq!(summary["ops"], 2000, "{summary}");
+    assert_eq!(
+        summary["redis"],
+        server.url(),
+        "the file's server, no throw-away one: {summary}"
+    );
+    assert!(summary["max_batch"].as_u64().expect("max_batch") <= 4, "{summary}");
+    assert!(summary["suggestions"].is_array(), "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }
