@@ -113,8 +113,16 @@ fn stored_bytes() -> Vec<u8> {
     data
 }
 
+/// One read of the monotonic clock: `monitor_record` includes one (for the rate's second);
+/// in the executor that read also gives the operation's duration, which it needs anyway.
+#[divan::bench]
+fn clock_read() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 /// Recording one operation in the PerformanceMonitor (latency histogram, count, rate), from
-/// one thread and from two at once on the same operation (contention).
+/// one thread and from two at once on the same operation (contention). Includes one clock
+/// read (see `clock_read`).
 #[divan::bench(threads = [1, 2])]
 fn monitor_record(bencher: Bencher<'_, '_>) {
     static MONITOR: std::sync::LazyLock<stateful_redis_metrics::PerformanceMonitor> =

@@ -71,9 +71,9 @@ impl Operation {
         }
     }
 
-    /// Its position in [`Operation::ALL`].
+    /// Its position in [`Operation::ALL`] (which lists them in declaration order).
     pub fn index(self) -> usize {
-        Operation::ALL.iter().position(|&o| o == self).unwrap_or(0)
+        self as usize
     }
 }
 
@@ -110,9 +110,9 @@ impl Stage {
         }
     }
 
-    /// Its position in [`Stage::ALL`].
+    /// Its position in [`Stage::ALL`] (which lists them in declaration order).
     pub fn index(self) -> usize {
-        Stage::ALL.iter().position(|&s| s == self).unwrap_or(0)
+        self as usize
     }
 }
 
@@ -172,7 +172,6 @@ impl RateWindow {
 #[derive(Debug, Default)]
 struct OperationStats {
     latency: LatencyHistogram,
-    count: AtomicU64,
     failures: AtomicU64,
     rate: RateWindow,
     failure_rate: RateWindow,
@@ -522,7 +521,6 @@ impl PerformanceMonitor {
 
     fn count(&self, stats: &OperationStats, duration: Duration, failed: bool, now: Instant) {
         stats.latency.record(duration);
-        stats.count.fetch_add(1, Ordering::Relaxed);
         let second = self.second(now);
         if failed {
             stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -651,14 +649,15 @@ impl PerformanceMonitor {
             .map(|o| (o.as_str().to_owned(), &self.inner.operations[o.index()]))
             .chain(custom.iter().map(|(name, stats)| (name.clone(), &**stats)));
         for (name, stats) in named {
-            let count = stats.count.load(Ordering::Relaxed);
+            // The count is the histogram's: one atomic add fewer per record.
+            let latency = stats.latency.summary();
+            let count = latency.count();
             if count == 0 {
                 continue;
             }
             let failures = stats.failures.load(Ordering::Relaxed);
             let rate = stats.rate.rate(now, window);
             let failure_rate = stats.failure_rate.rate(now, window);
-            let latency = stats.latency.summary();
             total_latency.merge(&latency);
             total_count += count;
             total_failures += failures;
@@ -817,6 +816,16 @@ mod tests {
         assert_eq!(hot.iter().map(|(_, n)| n).sum::<u64>(), 270);
         // Conflicts stay out of the snapshot's shape; the error counts are separate.
         assert!(monitor.snapshot().errors.is_empty());
+    }
+
+    #[test]
+    fn indexes_follow_the_lists() {
+        for (i, op) in Operation::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i, "{op:?}");
+        }
+        for (i, stage) in Stage::ALL.iter().enumerate() {
+            assert_eq!(stage.index(), i, "{stage:?}");
+        }
     }
 
     #[test]
