@@ -29,6 +29,8 @@
 //! assert_eq!(server.cli(&["PING"]), "PONG");
 //! ```
 //!
+//! [`RedisCluster`] starts a local Redis Cluster (3 masters and 3 replicas by default) from such
+//! servers with `redis-cli --cluster create`, and drives slot migrations and failovers.
 //! [`Alertmanager`] starts a real Prometheus Alertmanager (`prometheus-alertmanager`) the same
 //! way, for the alerting tests.
 //!
@@ -44,6 +46,7 @@
 //! None.
 
 mod alertmanager;
+mod cluster;
 mod tls;
 
 use std::fmt::Write as _;
@@ -60,6 +63,7 @@ use std::time::{Duration, Instant};
 use crate::tls::TlsFiles;
 
 pub use crate::alertmanager::Alertmanager;
+pub use crate::cluster::{ClusterNode, RedisCluster};
 
 const NOT_FOUND: &str = "redis-server not found on PATH: install it with \
     `apt-get install redis-server redis-tools` (cargo xtask test does this when run as root)";

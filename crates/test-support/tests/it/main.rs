@@ -1,6 +1,7 @@
 //! Integration tests: real `redis-server` processes, checked through `redis-cli` and raw TCP.
 
 mod acl;
+mod cluster;
 mod lifecycle;
 mod tls;
 
