@@ -268,8 +268,15 @@ impl Default for PoolConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://[user[:password]@]host:port[/db]`, or `rediss://` for TLS.
+    /// `redis://[user[:password]@]host:port[/db]`, or `rediss://` for TLS. With `cluster`,
+    /// the first seed node.
     pub url: RedisUrl,
+    /// Run on a Redis Cluster: `url` and `seeds` are nodes to learn the topology from;
+    /// operations go to the master of their entity's slot (default false).
+    pub cluster: bool,
+    /// More cluster nodes to learn the topology from when `url`'s does not answer
+    /// (`redis://host:port`; their credentials are `url`'s).
+    pub seeds: Vec<RedisUrl>,
     /// PEM file of the CA to trust for `rediss://` instead of the system roots.
     pub tls_ca_file: Option<PathBuf>,
     /// Longest wait to open a connection (default 1 s).
@@ -286,6 +293,8 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: RedisUrl::new("redis://127.0.0.1:6379"),
+            cluster: false,
+            seeds: Vec::new(),
             tls_ca_file: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
@@ -306,6 +315,23 @@ impl RedisConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.url.validate("redis.url")?;
+        for (i, seed) in self.seeds.iter().enumerate() {
+            seed.validate(&format!("redis.seeds[{i}]"))?;
+        }
+        if !self.seeds.is_empty() && !self.cluster {
+            return Err(ConfigError::new(
+                "redis.seeds",
+                self.seeds.len(),
+                "seed nodes are for a cluster: set redis.cluster = true",
+            ));
+        }
+        if self.cluster && self.url.is_tls() {
+            return Err(ConfigError::new(
+                "redis.cluster",
+                true,
+                "a cluster over TLS (rediss://) is not supported yet: use redis:// nodes",
+            ));
+        }
         positive("redis.connect_timeout", self.connect_timeout)?;
         positive("redis.response_timeout", self.response_timeout)?;
         let p = &self.pool;

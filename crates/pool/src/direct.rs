@@ -52,6 +52,22 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The same credentials, timeouts and hooks, at another address (a cluster node).
+    pub(crate) fn at(&self, host: &str, port: u16) -> Self {
+        let mut target = self.clone();
+        target.host = host.to_owned();
+        target.port = port;
+        target
+    }
+
     /// The target of a plain `redis://` URL; `None` for TLS and unix sockets.
     pub(crate) fn of(config: &RedisConfig, hooks: Arc<[Arc<dyn ConnectHook>]>) -> Result<Option<Self>, Error> {
         let info = config

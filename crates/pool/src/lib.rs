@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod connect;
 mod direct;
 mod error;
@@ -34,6 +35,7 @@ mod exclusive;
 mod pool;
 mod shared;
 
+pub use crate::cluster::{ClusterStats, NodeStats, SLOTS, key_slot};
 pub use crate::connect::{ConnectHook, HookFuture};
 pub use crate::direct::Reply;
 pub use crate::error::map_redis_error;

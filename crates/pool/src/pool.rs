@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use stateful_redis_core::{Error, PoolConfig, RedisConfig};
 
+use crate::cluster::{ClusterRouter, ClusterStats};
 use crate::connect::{ConnectHook, Connector};
 use crate::direct::{DirectLink, Reply, Target};
 use crate::exclusive::{ExclusiveConnection, Manager, ping};
@@ -83,6 +84,8 @@ struct Inner {
     config: Mutex<PoolConfig>,
     closed: AtomicBool,
     on_checkout: OnCheckout,
+    /// With `redis.cluster`: the slot map and a link per master.
+    cluster: Option<ClusterRouter>,
 }
 
 #[derive(Default)]
@@ -109,7 +112,14 @@ impl Pool {
             .map(|_| Arc::new(Link::new(Arc::clone(&link_counters))))
             .collect::<Box<[_]>>();
         let exclusive = build_exclusive(&connector, &config.pool);
+        let cluster = if config.cluster {
+            Some(ClusterRouter::connect(config, Arc::clone(&connector.hooks), Arc::clone(&link_counters)).await?)
+        } else {
+            None
+        };
         let direct: Box<[DirectLink]> = match Target::of(config, Arc::clone(&connector.hooks))? {
+            // A cluster's traffic goes over its masters' links.
+            Some(_) if cluster.is_some() => Box::new([]),
             Some(target) => (0..config.pool.shared_connections)
                 .map(|_| DirectLink::new(target.clone(), Arc::clone(&link_counters)))
                 .collect(),
@@ -126,10 +136,11 @@ impl Pool {
             config: Mutex::new(config.pool.clone()),
             closed: AtomicBool::new(false),
             on_checkout: OnCheckout::default(),
+            cluster,
         });
         // Open the links the hot path uses now: a bad address or password fails here. With
         // direct links, the redis-rs shared links open on first use of `shared()`.
-        if inner.direct.is_empty() {
+        if inner.direct.is_empty() && inner.cluster.is_none() {
             for link in inner.links.iter() {
                 link.get(&inner.connector).await?;
             }
@@ -202,6 +213,58 @@ impl Pool {
             });
         };
         link.pipeline(&packed, count).await
+    }
+
+    /// Whether this pool talks to a Redis Cluster (`redis.cluster`).
+    pub fn is_cluster(&self) -> bool {
+        self.inner.cluster.is_some()
+    }
+
+    /// Cluster only: sends each command to the master of its slot (one pipeline per
+    /// master, all at once) and returns each command's reply in order, or the error of
+    /// the connection it went on. `MOVED` and `ASK` redirects are followed and `TRYAGAIN`
+    /// retried, so a reply is never a redirect; the topology is read again after a
+    /// redirect or a lost node. Commands with exactly one reply only (as for
+    /// [`pipeline`](Self::pipeline)).
+    pub async fn cluster_pipeline(&self, commands: &[(u16, &redis::Cmd)]) -> Vec<Result<Reply, Error>> {
+        let Some(router) = &self.inner.cluster else {
+            let e = Error::Connection {
+                message: "not a cluster pool (redis.cluster is false)".into(),
+                source: None,
+            };
+            return commands.iter().map(|_| Err(e.duplicate())).collect();
+        };
+        if self.inner.closed.load(Ordering::Acquire) {
+            return commands.iter().map(|_| Err(Error::Shutdown)).collect();
+        }
+        router.pipeline(commands).await
+    }
+
+    /// Cluster only: sends `commands` to every master (one pipeline each); each master's
+    /// `host:port` with its replies or its error. Empty for a standalone pool.
+    pub async fn to_every_master(&self, commands: &[redis::Cmd]) -> Vec<(String, Result<Vec<Reply>, Error>)> {
+        match &self.inner.cluster {
+            Some(router) => router.to_every_master(commands).await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Cluster only: the `host:port` of the master serving `slot` in the pool's map.
+    pub fn master_of_slot(&self, slot: u16) -> Option<String> {
+        self.inner.cluster.as_ref()?.address_of(slot)
+    }
+
+    /// Cluster only: reads the topology again now.
+    pub async fn refresh_topology(&self) -> Result<(), Error> {
+        match &self.inner.cluster {
+            Some(router) => router.refresh(true).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Cluster only: the routing's counts and each master's figures.
+    pub fn cluster_stats(&self) -> Option<ClusterStats> {
+        self.inner.cluster.as_ref().map(ClusterRouter::stats)
     }
 
     /// A connection of its own, waiting up to the checkout timeout.
@@ -343,6 +406,9 @@ impl Pool {
         for link in self.inner.direct.iter() {
             link.close_now();
         }
+        if let Some(router) = &self.inner.cluster {
+            router.close();
+        }
     }
 }
 
@@ -406,6 +472,13 @@ async fn health_check(inner: Weak<Inner>, every: Duration) {
         }
         for link in inner.direct.iter() {
             link.probe().await;
+        }
+        if let Some(router) = &inner.cluster {
+            // Failovers show here even when no command met a redirect.
+            if let Err(e) = router.refresh(false).await {
+                tracing::warn!(error = %e, "health check: cannot read the cluster's topology");
+            }
+            router.probe().await;
         }
         let Some(pool) = inner.exclusive.read().unwrap_or_else(|p| p.into_inner()).clone() else {
             return;

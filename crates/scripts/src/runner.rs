@@ -301,6 +301,87 @@ impl Scripts {
             .collect()
     }
 
+    /// Cluster only: sends each call to the master of its slot (`(script, command, slot)`),
+    /// and returns each call's own result. Redirects are the pool's business
+    /// ([`Pool::cluster_pipeline`]); a `NOSCRIPT` (a master that lost its script cache: a
+    /// restart, a promoted replica, `SCRIPT FLUSH`) loads the script on that master and
+    /// resends the calls that met it, in their order.
+    pub async fn invoke_cluster(
+        &self,
+        pool: &Pool,
+        calls: Vec<(&'static Script, Cmd, u16)>,
+    ) -> Vec<Result<Value, Error>> {
+        let n = calls.len();
+        let mut results: Vec<Option<Result<Value, Error>>> = (0..n).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..n).collect();
+        for round in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            let commands: Vec<(u16, &Cmd)> = pending.iter().map(|&i| (calls[i].2, &calls[i].1)).collect();
+            let replies = pool.cluster_pipeline(&commands).await;
+            let mut missing = Vec::new();
+            for (&i, reply) in pending.iter().zip(replies) {
+                match reply {
+                    Ok(Err(message)) if message.starts_with("NOSCRIPT") && round < 2 => missing.push(i),
+                    Ok(reply) => results[i] = Some(reply_result(calls[i].0, reply)),
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+            // One load per script and master, routed by the slot of a call that needs it.
+            let mut loads: Vec<(u16, &'static Script, Cmd)> = Vec::new();
+            let mut seen: Vec<(&'static str, Option<String>)> = Vec::new();
+            for &i in &missing {
+                let (script, _, slot) = &calls[i];
+                let key = (script.name(), pool.master_of_slot(*slot));
+                if seen.contains(&key) {
+                    continue;
+                }
+                seen.push(key);
+                let mut cmd = redis::cmd("SCRIPT");
+                cmd.arg("LOAD").arg(script.source());
+                loads.push((*slot, script, cmd));
+            }
+            if !loads.is_empty() {
+                let commands: Vec<(u16, &Cmd)> = loads.iter().map(|(slot, _, cmd)| (*slot, cmd)).collect();
+                for ((_, script, _), reply) in loads.iter().zip(pool.cluster_pipeline(&commands).await) {
+                    match reply {
+                        Ok(Ok(_)) => {
+                            self.reloads.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // A refused load fails its calls now, with the server's reason.
+                        Ok(Err(message)) => missing.retain(|&i| {
+                            if calls[i].0.name() != script.name() {
+                                return true;
+                            }
+                            results[i] = Some(reply_result(script, Err(message.clone())));
+                            false
+                        }),
+                        Err(e) => missing.retain(|&i| {
+                            if calls[i].0.name() != script.name() {
+                                return true;
+                            }
+                            results[i] = Some(Err(e.duplicate()));
+                            false
+                        }),
+                    }
+                }
+            }
+            pending = missing;
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::UnexpectedReply {
+                        what: "pipeline",
+                        detail: "no reply".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
     /// Preload and reload counts so far.
     pub fn stats(&self) -> ScriptStats {
         ScriptStats {

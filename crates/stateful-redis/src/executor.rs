@@ -204,10 +204,16 @@ impl Inner {
     /// Runs one script call: queued with the calls of other tasks and sent in a pipeline
     /// on the link of the call's hash tag.
     pub(crate) async fn run<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
-        let hint = fnv1a(hash_tag(call.routing_key()));
+        let key = call.routing_key();
+        let hint = fnv1a(hash_tag(key));
         let op = Call {
             script: call.script(),
             cmd: call.command(),
+            slot: if self.pool.is_cluster() {
+                stateful_redis_pool::key_slot(key.as_bytes())
+            } else {
+                0
+            },
             trace: crate::telemetry::capture(&self.telemetry, call.script()),
         };
         let value = self.batcher.submit(hint, op).await?;
@@ -302,6 +308,8 @@ struct RedisSink {
 struct Call {
     script: &'static Script,
     cmd: Cmd,
+    /// The cluster slot of its keys (0 on a standalone server).
+    slot: u16,
     /// The caller's trace, when spans are on.
     trace: crate::telemetry::Trace,
 }
@@ -317,8 +325,13 @@ impl PipelineSink for RedisSink {
 
     async fn send(&self, shard: usize, ops: Vec<Call>) -> Vec<Result<redis::Value, Error>> {
         let spans = crate::telemetry::pipeline(&self.telemetry, ops.iter().map(|c| &c.trace));
-        let calls: Vec<(&'static Script, Cmd)> = ops.into_iter().map(|c| (c.script, c.cmd)).collect();
-        let results = self.send_calls(shard, calls).await;
+        let results = if self.pool.is_cluster() {
+            let calls = ops.into_iter().map(|c| (c.script, c.cmd, c.slot)).collect();
+            self.scripts.invoke_cluster(&self.pool, calls).await
+        } else {
+            let calls: Vec<(&'static Script, Cmd)> = ops.into_iter().map(|c| (c.script, c.cmd)).collect();
+            self.send_calls(shard, calls).await
+        };
         crate::telemetry::finish(spans, &results);
         results
     }

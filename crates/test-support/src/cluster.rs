@@ -12,9 +12,10 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running Redis Cluster. Dropping it stops every node.
 ///
-/// Nodes run with `cluster-node-timeout 1000` (a failed master is noticed in about a
-/// second) and `cluster-require-full-coverage no` (slots that lost their master fail alone;
-/// the others go on serving).
+/// Nodes run with `cluster-node-timeout 3000` (a failed master is noticed in a few
+/// seconds, and a busy test machine does not look failed) and
+/// `cluster-require-full-coverage no` (slots that lost their master fail alone; the others
+/// go on serving).
 ///
 /// ```no_run
 /// use stateful_redis_test_support::RedisCluster;
@@ -61,7 +62,7 @@ impl RedisCluster {
                 RedisServer::builder()
                     .arg("cluster-enabled", "yes")
                     .arg("cluster-config-file", "nodes.conf")
-                    .arg("cluster-node-timeout", "1000")
+                    .arg("cluster-node-timeout", "3000")
                     .arg("cluster-require-full-coverage", "no")
                     .arg("cluster-allow-replica-migration", "no")
                     .start()
@@ -167,7 +168,7 @@ impl RedisCluster {
             let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
             (close > 0).then(|| &bytes[open + 1..open + 1 + close])
         });
-        (crc16(tagged.unwrap_or(bytes)) % 16384) as u16
+        crc16(tagged.unwrap_or(bytes)) % 16384
     }
 
     /// Starts moving `slot` from its master to master `to`: `IMPORTING` on `to`,
@@ -177,15 +178,24 @@ impl RedisCluster {
         assert_ne!(from, to, "slot {slot} is already on node {to}");
         let (from_id, to_id) = (self.node_id(from), self.node_id(to));
         let slot = slot.to_string();
-        assert_eq!(self.cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]), "OK");
-        assert_eq!(self.cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]), "OK");
+        assert_eq!(
+            self.cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+            "OK"
+        );
+        assert_eq!(
+            self.cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+            "OK"
+        );
         from
     }
 
     /// Moves up to `count` keys of `slot` from node `from` to node `to` with `MIGRATE`;
     /// returns how many it moved.
     pub fn migrate_keys(&self, slot: u16, from: usize, to: usize, count: usize) -> usize {
-        let keys = self.cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), &count.to_string()]);
+        let keys = self.cli(
+            from,
+            &["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), &count.to_string()],
+        );
         let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
         if keys.is_empty() {
             return 0;
@@ -212,9 +222,7 @@ impl RedisCluster {
                 assert_eq!(reply, "OK", "SETSLOT NODE on node {i}");
             }
         }
-        self.wait_until("every node sees the slot's new owner", |c| {
-            c.master_of_slot(slot) == to
-        });
+        self.wait_until("every node sees the slot's new owner", |c| c.master_of_slot(slot) == to);
     }
 
     /// `CLUSTER FAILOVER` on replica `replica`; waits until it is a master that every running
@@ -223,7 +231,9 @@ impl RedisCluster {
         assert_eq!(self.cli(replica, &["CLUSTER", "FAILOVER"]), "OK");
         self.wait_until("the replica took over", |c| {
             c.cli(replica, &["ROLE"]).starts_with("master")
-                && c.topology().iter().any(|n| n.port == c.nodes[replica].port() && n.master && !n.slots.is_empty())
+                && c.topology()
+                    .iter()
+                    .any(|n| n.port == c.nodes[replica].port() && n.master && !n.slots.is_empty())
         });
     }
 
@@ -275,7 +285,11 @@ fn crc16(bytes: &[u8]) -> u16 {
     for &byte in bytes {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -290,7 +304,10 @@ mod tests {
         // From the Redis Cluster specification.
         assert_eq!(crc16(b"123456789"), 0x31C3);
         assert_eq!(RedisCluster::slot_of("foo"), 12182);
-        assert_eq!(RedisCluster::slot_of("{user1000}.following"), RedisCluster::slot_of("user1000"));
+        assert_eq!(
+            RedisCluster::slot_of("{user1000}.following"),
+            RedisCluster::slot_of("user1000")
+        );
         assert_eq!(RedisCluster::slot_of("a{}b"), RedisCluster::slot_of("a{}b"));
     }
 }

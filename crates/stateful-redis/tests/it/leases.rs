@@ -45,75 +45,75 @@ impl Rng {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn contending_executors_never_overlap_and_paused_holders_are_fenced() {
-    const ENTITIES: u64 = 200;
-    const TTL: Duration = Duration::from_secs(1);
-    const RUN: Duration = Duration::from_secs(20);
-    let server = RedisServer::start();
-    let log = Arc::new(Mutex::new(Log::default()));
-    let deadline = Instant::now() + RUN;
-    // Separate executors: separate connections, as separate instances would have.
-    let mut tasks = Vec::new();
-    for e in 0..8u64 {
-        let exec = executor(&server).await;
-        for w in 0..4u64 {
-            let (exec, log) = (exec.clone(), Arc::clone(&log));
-            tasks.push(tokio::spawn(async move {
-                worker(
-                    exec,
-                    log,
-                    format!("exec{e}/worker{w}"),
-                    deadline,
-                    Rng(0x2545_F491 + e * 31 + w * 7),
-                    ENTITIES,
-                    TTL,
-                )
-                .await
-            }));
+crate::on_both! {
+    async fn contending_executors_never_overlap_and_paused_holders_are_fenced(topology: &Topology) {
+        const ENTITIES: u64 = 200;
+        const TTL: Duration = Duration::from_secs(1);
+        const RUN: Duration = Duration::from_secs(20);
+        let log = Arc::new(Mutex::new(Log::default()));
+        let deadline = Instant::now() + RUN;
+        // Separate executors: separate connections, as separate instances would have.
+        let mut tasks = Vec::new();
+        for e in 0..8u64 {
+            let exec = topology.executor().await;
+            for w in 0..4u64 {
+                let (exec, log) = (exec.clone(), Arc::clone(&log));
+                tasks.push(tokio::spawn(async move {
+                    worker(
+                        exec,
+                        log,
+                        format!("exec{e}/worker{w}"),
+                        deadline,
+                        Rng(0x2545_F491 + e * 31 + w * 7),
+                        ENTITIES,
+                        TTL,
+                    )
+                    .await
+                }));
+            }
         }
-    }
-    for task in tasks {
-        task.await.expect("worker");
-    }
-    let log = log.lock().expect("log");
-    let grants: usize = log.grants.values().map(Vec::len).sum();
-    let writes: usize = log.writes.values().map(Vec::len).sum();
-    // Enough happened for the checks below to mean something (far below what a run does).
-    assert!(
-        grants > 100 && writes > 200,
-        "too little happened: {grants} grants, {writes} writes"
-    );
-    assert!(log.paused_writes > 3, "too few paused holders: {}", log.paused_writes);
-    for (entity, grants) in &log.grants {
-        let mut grants = grants.clone();
-        grants.sort_by_key(|g| g.token);
-        for pair in grants.windows(2) {
-            assert!(pair[0].token < pair[1].token, "{entity}: token reused");
-            assert!(
-                pair[0].end <= pair[1].start,
-                "{entity}: validity of token {} overlaps token {}",
-                pair[0].token,
-                pair[1].token
-            );
+        for task in tasks {
+            task.await.expect("worker");
         }
-        let mut writes = log.writes.get(entity).cloned().unwrap_or_default();
-        writes.sort_by_key(|w| w.version);
-        for pair in writes.windows(2) {
-            assert!(
-                pair[0].token <= pair[1].token,
-                "{entity}: an older token wrote after a newer one"
-            );
-        }
-        for write in &writes {
-            // No grant with a newer token was known before this write was sent.
-            for g in &grants {
+        let log = log.lock().expect("log");
+        let grants: usize = log.grants.values().map(Vec::len).sum();
+        let writes: usize = log.writes.values().map(Vec::len).sum();
+        // Enough happened for the checks below to mean something (far below what a run does).
+        assert!(
+            grants > 100 && writes > 200,
+            "too little happened: {grants} grants, {writes} writes"
+        );
+        assert!(log.paused_writes > 3, "too few paused holders: {}", log.paused_writes);
+        for (entity, grants) in &log.grants {
+            let mut grants = grants.clone();
+            grants.sort_by_key(|g| g.token);
+            for pair in grants.windows(2) {
+                assert!(pair[0].token < pair[1].token, "{entity}: token reused");
                 assert!(
-                    !(g.token > write.token && g.start < write.sent),
-                    "{entity}: write with token {} accepted after token {} was granted",
-                    write.token,
-                    g.token
+                    pair[0].end <= pair[1].start,
+                    "{entity}: validity of token {} overlaps token {}",
+                    pair[0].token,
+                    pair[1].token
                 );
+            }
+            let mut writes = log.writes.get(entity).cloned().unwrap_or_default();
+            writes.sort_by_key(|w| w.version);
+            for pair in writes.windows(2) {
+                assert!(
+                    pair[0].token <= pair[1].token,
+                    "{entity}: an older token wrote after a newer one"
+                );
+            }
+            for write in &writes {
+                // No grant with a newer token was known before this write was sent.
+                for g in &grants {
+                    assert!(
+                        !(g.token > write.token && g.start < write.sent),
+                        "{entity}: write with token {} accepted after token {} was granted",
+                        write.token,
+                        g.token
+                    );
+                }
             }
         }
     }
@@ -236,79 +236,79 @@ async fn guard_keeps_a_short_lease_alive_and_reports_its_loss() {
     ));
 }
 
-#[tokio::test]
-async fn only_the_holder_releases_and_tokens_grow_across_expiry() {
-    let server = RedisServer::start();
-    let exec = executor(&server).await;
-    let leases = exec.leases("it").expect("namespace");
-    let ttl = Duration::from_millis(200);
-    let old = leases.acquire("x", "A", ttl).await.expect("A");
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
-    assert!(!old.is_valid());
-    let mut current = leases
-        .acquire("x", "B", Duration::from_secs(10))
-        .await
-        .expect("B after A expired");
-    assert!(current.token() > old.token());
-    // A's stale lease cannot release B's.
-    match leases.release(&old).await {
-        Err(Error::LeaseLost { holder, token, .. }) => {
-            assert_eq!(holder.as_deref(), Some("B"));
-            assert_eq!(token, old.token());
+crate::on_both! {
+    async fn only_the_holder_releases_and_tokens_grow_across_expiry(topology: &Topology) {
+        let exec = topology.executor().await;
+        let leases = exec.leases("it").expect("namespace");
+        let ttl = Duration::from_millis(200);
+        let old = leases.acquire("x", "A", ttl).await.expect("A");
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        assert!(!old.is_valid());
+        let mut current = leases
+            .acquire("x", "B", Duration::from_secs(10))
+            .await
+            .expect("B after A expired");
+        assert!(current.token() > old.token());
+        // A's stale lease cannot release B's.
+        match leases.release(&old).await {
+            Err(Error::LeaseLost { holder, token, .. }) => {
+                assert_eq!(holder.as_deref(), Some("B"));
+                assert_eq!(token, old.token());
+            }
+            other => panic!("expected lease lost, got {other:?}"),
         }
-        other => panic!("expected lease lost, got {other:?}"),
+        leases.renew(&mut current).await.expect("B still holds it");
+        let pttl: i64 = topology.cli_for("it:{x}:l", &["PTTL", "it:{x}:l"]).parse().expect("PTTL");
+        assert!(pttl > 0);
+        assert!(matches!(leases.acquire("x", "C", ttl).await, Err(Error::LeaseHeld { holder, .. }) if holder == "B"));
+        // Expired, even the fence counter's key gone from view, tokens still grow.
+        topology.cli_for("it:{x}:l", &["DEL", "it:{x}:l"]);
+        let next = leases.acquire("x", "C", ttl).await.expect("C");
+        assert!(next.token() > current.token());
+        assert!(matches!(leases.renew(&mut current).await, Err(Error::LeaseLost { .. })));
+        // Bad arguments are refused before anything is sent.
+        assert!(matches!(
+            leases.acquire("x", "C", Duration::ZERO).await,
+            Err(Error::InvalidArgument { name: "ttl", .. })
+        ));
+        assert!(matches!(leases.acquire("x{", "C", ttl).await, Err(Error::InvalidId(_))));
+        assert!(matches!(leases.acquire("x", "", ttl).await, Err(Error::InvalidId(_))));
     }
-    leases.renew(&mut current).await.expect("B still holds it");
-    let pttl: i64 = server.cli(&["PTTL", "it:{x}:l"]).parse().expect("PTTL");
-    assert!(pttl > 0);
-    assert!(matches!(leases.acquire("x", "C", ttl).await, Err(Error::LeaseHeld { holder, .. }) if holder == "B"));
-    // Expired, even the fence counter's key gone from view, tokens still grow.
-    server.cli(&["DEL", "it:{x}:l"]);
-    let next = leases.acquire("x", "C", ttl).await.expect("C");
-    assert!(next.token() > current.token());
-    assert!(matches!(leases.renew(&mut current).await, Err(Error::LeaseLost { .. })));
-    // Bad arguments are refused before anything is sent.
-    assert!(matches!(
-        leases.acquire("x", "C", Duration::ZERO).await,
-        Err(Error::InvalidArgument { name: "ttl", .. })
-    ));
-    assert!(matches!(leases.acquire("x{", "C", ttl).await, Err(Error::InvalidId(_))));
-    assert!(matches!(leases.acquire("x", "", ttl).await, Err(Error::InvalidId(_))));
 }
 
-#[tokio::test]
-async fn a_released_guard_says_so_and_frees_the_entity() {
-    let server = RedisServer::start();
-    let exec = executor(&server).await;
-    let leases = exec.leases("it").expect("namespace");
-    let guard = leases
-        .acquire_guarded("r", "holder", Duration::from_secs(5))
-        .await
-        .expect("acquire");
-    let mut status = guard.subscribe();
-    guard.release().await.expect("release");
-    assert_eq!(*status.borrow_and_update(), LeaseStatus::Released);
-    let next = leases
-        .acquire("r", "next", Duration::from_secs(5))
-        .await
-        .expect("free at once");
-    assert!(next.token() > 1);
-    // A zero token is never issued: a hand-made fence with it is refused before any I/O.
-    let state = exec.state::<Counter>("it").expect("namespace");
-    let forged = stateful_redis::Fence::new("r", 0, "next");
-    assert!(matches!(
-        state.under(forged).put(&Counter { n: 1 }).await,
-        Err(Error::InvalidArgument { .. })
-    ));
-    // The right token under another owner's name is refused.
-    let impostor = stateful_redis::Fence::new("r", next.token(), "impostor");
-    assert!(matches!(
-        state.under(impostor).put(&Counter { n: 1 }).await,
-        Err(Error::Fenced { .. })
-    ));
-    state
-        .under(&next)
-        .put(&Counter { n: 1 })
-        .await
-        .expect("the holder writes");
+crate::on_both! {
+    async fn a_released_guard_says_so_and_frees_the_entity(topology: &Topology) {
+        let exec = topology.executor().await;
+        let leases = exec.leases("it").expect("namespace");
+        let guard = leases
+            .acquire_guarded("r", "holder", Duration::from_secs(5))
+            .await
+            .expect("acquire");
+        let mut status = guard.subscribe();
+        guard.release().await.expect("release");
+        assert_eq!(*status.borrow_and_update(), LeaseStatus::Released);
+        let next = leases
+            .acquire("r", "next", Duration::from_secs(5))
+            .await
+            .expect("free at once");
+        assert!(next.token() > 1);
+        // A zero token is never issued: a hand-made fence with it is refused before any I/O.
+        let state = exec.state::<Counter>("it").expect("namespace");
+        let forged = stateful_redis::Fence::new("r", 0, "next");
+        assert!(matches!(
+            state.under(forged).put(&Counter { n: 1 }).await,
+            Err(Error::InvalidArgument { .. })
+        ));
+        // The right token under another owner's name is refused.
+        let impostor = stateful_redis::Fence::new("r", next.token(), "impostor");
+        assert!(matches!(
+            state.under(impostor).put(&Counter { n: 1 }).await,
+            Err(Error::Fenced { .. })
+        ));
+        state
+            .under(&next)
+            .put(&Counter { n: 1 })
+            .await
+            .expect("the holder writes");
+    }
 }

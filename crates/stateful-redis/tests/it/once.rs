@@ -8,60 +8,60 @@ use stateful_redis_test_support::RedisServer;
 
 use crate::{Counter, config_for, executor};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_message_from_many_tasks_applies_once() {
-    let server = RedisServer::start();
-    let exec = executor(&server).await;
-    let counters = Arc::new(exec.state::<Counter>("it").expect("namespace"));
-    counters.put("e", &Counter { n: 0 }).await.expect("seed");
-    let mut tasks = Vec::new();
-    for t in 0..16u32 {
-        let counters = Arc::clone(&counters);
-        tasks.push(tokio::spawn(async move {
-            let calls = if t < 8 { 63 } else { 62 }; // 1,000 in all
-            let mut seen = Vec::new();
-            for _ in 0..calls {
-                // A change that would show every extra application: cas from version 1.
-                let change = Change::Cas(Version(1), &Counter { n: 1 });
-                seen.push(counters.apply_once("e", "msg-1", change).await.expect("apply_once"));
-            }
-            seen
-        }));
+crate::on_both! {
+    async fn the_same_message_from_many_tasks_applies_once(topology: &Topology) {
+        let exec = topology.executor().await;
+        let counters = Arc::new(exec.state::<Counter>("it").expect("namespace"));
+        counters.put("e", &Counter { n: 0 }).await.expect("seed");
+        let mut tasks = Vec::new();
+        for t in 0..16u32 {
+            let counters = Arc::clone(&counters);
+            tasks.push(tokio::spawn(async move {
+                let calls = if t < 8 { 63 } else { 62 }; // 1,000 in all
+                let mut seen = Vec::new();
+                for _ in 0..calls {
+                    // A change that would show every extra application: cas from version 1.
+                    let change = Change::Cas(Version(1), &Counter { n: 1 });
+                    seen.push(counters.apply_once("e", "msg-1", change).await.expect("apply_once"));
+                }
+                seen
+            }));
+        }
+        let mut outcomes: Vec<Applied> = Vec::new();
+        for task in tasks {
+            outcomes.extend(task.await.expect("task"));
+        }
+        assert_eq!(outcomes.len(), 1000);
+        assert!(
+            outcomes.iter().all(|a| a.version == Version(2)),
+            "every caller sees the same version"
+        );
+        assert_eq!(
+            outcomes.iter().filter(|a| !a.replayed).count(),
+            1,
+            "applied exactly once"
+        );
+        let now = counters.get("e").await.expect("get").expect("exists");
+        assert_eq!((now.version, now.value), (Version(2), Counter { n: 1 }));
+        // A first outcome that was a refusal is replayed as that refusal.
+        let stale = Change::Cas(Version(7), &Counter { n: 9 });
+        assert!(
+            matches!(counters.apply_once("e", "msg-2", stale).await, Err(Error::Conflict { current, .. }) if current == Version(2))
+        );
+        counters.put("e", &Counter { n: 5 }).await.expect("put");
+        let retry = Change::Cas(Version(3), &Counter { n: 9 });
+        assert!(
+            matches!(counters.apply_once("e", "msg-2", retry).await, Err(Error::Conflict { current, .. }) if current == Version(2))
+        );
+        assert_eq!(
+            counters.get("e").await.expect("get").expect("exists").value,
+            Counter { n: 5 }
+        );
+        assert!(matches!(
+            counters.apply_once("e", "", Change::Put(&Counter::default())).await,
+            Err(Error::InvalidId(_))
+        ));
     }
-    let mut outcomes: Vec<Applied> = Vec::new();
-    for task in tasks {
-        outcomes.extend(task.await.expect("task"));
-    }
-    assert_eq!(outcomes.len(), 1000);
-    assert!(
-        outcomes.iter().all(|a| a.version == Version(2)),
-        "every caller sees the same version"
-    );
-    assert_eq!(
-        outcomes.iter().filter(|a| !a.replayed).count(),
-        1,
-        "applied exactly once"
-    );
-    let now = counters.get("e").await.expect("get").expect("exists");
-    assert_eq!((now.version, now.value), (Version(2), Counter { n: 1 }));
-    // A first outcome that was a refusal is replayed as that refusal.
-    let stale = Change::Cas(Version(7), &Counter { n: 9 });
-    assert!(
-        matches!(counters.apply_once("e", "msg-2", stale).await, Err(Error::Conflict { current, .. }) if current == Version(2))
-    );
-    counters.put("e", &Counter { n: 5 }).await.expect("put");
-    let retry = Change::Cas(Version(3), &Counter { n: 9 });
-    assert!(
-        matches!(counters.apply_once("e", "msg-2", retry).await, Err(Error::Conflict { current, .. }) if current == Version(2))
-    );
-    assert_eq!(
-        counters.get("e").await.expect("get").expect("exists").value,
-        Counter { n: 5 }
-    );
-    assert!(matches!(
-        counters.apply_once("e", "", Change::Put(&Counter::default())).await,
-        Err(Error::InvalidId(_))
-    ));
 }
 
 fn paused_config(server: &RedisServer) -> stateful_redis::ExecutorConfig {

@@ -1,0 +1,565 @@
+//! Redis Cluster routing: the slot map learned from `CLUSTER SLOTS`, one direct link per
+//! master, per-node pipelines, and the redirects (`MOVED`, `ASK`, `TRYAGAIN`) handled so
+//! that callers see only their command's own reply.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use stateful_redis_core::{ConfigError, Error, RedisConfig};
+
+use crate::connect::ConnectHook;
+use crate::direct::{DirectLink, Reply, Target};
+use crate::shared::LinkCounters;
+
+/// Slots in a Redis Cluster.
+pub const SLOTS: u16 = 16384;
+
+/// How often one command may be redirected before it fails (a slot moving twice while
+/// a command is in flight is already rare).
+const MAX_REDIRECTS: usize = 5;
+
+/// The pause before a command that met `TRYAGAIN` (a slot in migration, its keys split) or
+/// `CLUSTERDOWN` is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The shortest time between two topology refreshes that a redirect or a failure asked for.
+const REFRESH_SPACING: Duration = Duration::from_millis(100);
+
+/// The cluster hash slot of `key`: CRC16/XMODEM of its hash tag (the text between the
+/// first `{` and the next `}`, when not empty), modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = key[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &key[open + 1..open + 1 + close])
+    });
+    crc16(tagged.unwrap_or(key)) % SLOTS
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// One master of the cluster, as the executor talks to it.
+#[derive(Debug)]
+pub(crate) struct Node {
+    address: String,
+    link: DirectLink,
+    /// Commands sent to it.
+    commands: AtomicU64,
+    /// Pipelines sent to it.
+    pipelines: AtomicU64,
+}
+
+/// Which node serves each slot.
+#[derive(Debug)]
+struct SlotMap {
+    /// Index into `nodes`, or `u16::MAX` for a slot no master serves.
+    owners: Box<[u16]>,
+    nodes: Vec<Arc<Node>>,
+}
+
+impl SlotMap {
+    fn empty() -> Self {
+        Self {
+            owners: vec![u16::MAX; usize::from(SLOTS)].into_boxed_slice(),
+            nodes: Vec::new(),
+        }
+    }
+
+    fn owner(&self, slot: u16) -> Option<&Arc<Node>> {
+        let i = *self.owners.get(usize::from(slot))?;
+        self.nodes.get(usize::from(i))
+    }
+}
+
+/// Figures of one master.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// `host:port`.
+    pub address: String,
+    /// Slots it serves in the executor's map.
+    pub slots: u32,
+    /// Whether its link is connected now.
+    pub connected: bool,
+    /// Commands sent to it.
+    pub commands: u64,
+    /// Pipelines sent to it.
+    pub pipelines: u64,
+}
+
+/// Counts of the cluster routing, cumulative.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterStats {
+    /// Every master in the executor's map.
+    pub nodes: Vec<NodeStats>,
+    /// Slots no master serves in the executor's map.
+    pub uncovered_slots: u32,
+    /// Commands redirected by `MOVED` (their slot had moved for good).
+    pub moved: u64,
+    /// Commands redirected by `ASK` (their slot was migrating).
+    pub ask: u64,
+    /// Commands sent again after `TRYAGAIN` or `CLUSTERDOWN`.
+    pub retried: u64,
+    /// Times the slot map was read again from the cluster.
+    pub refreshes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    moved: AtomicU64,
+    ask: AtomicU64,
+    retried: AtomicU64,
+    refreshes: AtomicU64,
+}
+
+/// The cluster's topology as the executor knows it, and the links to its masters.
+#[derive(Debug)]
+pub(crate) struct ClusterRouter {
+    /// Credentials, timeouts and hooks of every node's link.
+    template: Target,
+    /// Where to learn the topology when no known node answers.
+    seeds: Vec<(String, u16)>,
+    map: RwLock<Arc<SlotMap>>,
+    /// Links by address, kept across refreshes so a node's connection is reused.
+    links: Mutex<HashMap<String, Arc<Node>>>,
+    /// One refresh at a time; the time of the last.
+    refreshing: tokio::sync::Mutex<Option<Instant>>,
+    counters: Counters,
+    link_counters: Arc<LinkCounters>,
+}
+
+/// The commands going to one node: their positions, and whether each is sent after
+/// `ASKING`.
+type Group = (Arc<Node>, Vec<(usize, bool)>);
+
+/// Where one command goes.
+#[derive(Debug, Clone)]
+enum Route {
+    /// The master of the slot.
+    Slot(u16),
+    /// A node that asked for it (`ASK`): sent after `ASKING`.
+    Ask(String),
+}
+
+impl ClusterRouter {
+    /// Learns the topology from the seeds; fails if none answers `CLUSTER SLOTS`.
+    pub(crate) async fn connect(
+        config: &RedisConfig,
+        hooks: Arc<[Arc<dyn ConnectHook>]>,
+        link_counters: Arc<LinkCounters>,
+    ) -> Result<Self, Error> {
+        let Some(template) = Target::of(config, hooks)? else {
+            return Err(ConfigError::new(
+                "redis.url",
+                config.url.redacted(),
+                "a cluster needs redis://host:port nodes (no TLS or unix sockets yet)",
+            )
+            .into());
+        };
+        let mut seeds = vec![(template.host().to_owned(), template.port())];
+        for (i, seed) in config.seeds.iter().enumerate() {
+            let parsed = url::Url::parse(seed.expose())
+                .map_err(|e| ConfigError::new(format!("redis.seeds[{i}]"), seed.redacted(), e.to_string()))?;
+            let host = parsed.host_str().unwrap_or_default().to_owned();
+            seeds.push((host, parsed.port().unwrap_or(6379)));
+        }
+        let router = Self {
+            template,
+            seeds,
+            map: RwLock::new(Arc::new(SlotMap::empty())),
+            links: Mutex::new(HashMap::new()),
+            refreshing: tokio::sync::Mutex::new(None),
+            counters: Counters::default(),
+            link_counters,
+        };
+        router.refresh(true).await?;
+        // Open the masters' links now: a wrong password shows at once.
+        let map = router.current();
+        for node in &map.nodes {
+            node.link.pipeline(&[], 0).await?;
+        }
+        Ok(router)
+    }
+
+    fn current(&self) -> Arc<SlotMap> {
+        Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn node(&self, address: &str) -> Option<Arc<Node>> {
+        let (host, port) = address.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let node = links.entry(address.to_owned()).or_insert_with(|| {
+            Arc::new(Node {
+                address: address.to_owned(),
+                link: DirectLink::new(self.template.at(host, port), Arc::clone(&self.link_counters)),
+                commands: AtomicU64::new(0),
+                pipelines: AtomicU64::new(0),
+            })
+        });
+        Some(Arc::clone(node))
+    }
+
+    /// Reads the slot map again, from the known masters then the seeds. With `force`
+    /// false, a refresh within [`REFRESH_SPACING`] of the last is skipped (many redirects
+    /// at once ask for one).
+    pub(crate) async fn refresh(&self, force: bool) -> Result<(), Error> {
+        let mut last = self.refreshing.lock().await;
+        if !force && last.is_some_and(|at| at.elapsed() < REFRESH_SPACING) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let mut candidates: Vec<String> = self.current().nodes.iter().map(|n| n.address.clone()).collect();
+        candidates.extend(self.seeds.iter().map(|(h, p)| format!("{h}:{p}")));
+        let mut last_error = None;
+        for address in candidates {
+            let Some(node) = self.node(&address) else { continue };
+            let mut cmd = Vec::new();
+            redis::cmd("CLUSTER").arg("SLOTS").write_packed_command(&mut cmd);
+            match node.link.pipeline(&cmd, 1).await {
+                Ok(mut replies) => match replies.pop() {
+                    Some(Ok(value)) => match self.parse_slots(&value, &address) {
+                        Ok(map) => {
+                            self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                            *self.map.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+                            return Ok(());
+                        }
+                        Err(e) => last_error = Some(e),
+                    },
+                    Some(Err(message)) => {
+                        last_error = Some(Error::Server {
+                            message: format!("{address} does not serve as a cluster node: {message}"),
+                        })
+                    }
+                    None => {}
+                },
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::Connection {
+            message: "no cluster node to learn the topology from".into(),
+            source: None,
+        }))
+    }
+
+    /// A `CLUSTER SLOTS` reply as a slot map. A master announced with an empty host is at
+    /// the address that answered.
+    fn parse_slots(&self, value: &Value, answered: &str) -> Result<SlotMap, Error> {
+        let bad = |why: &str| Error::UnexpectedReply {
+            what: "CLUSTER SLOTS",
+            detail: why.to_owned(),
+        };
+        let Value::Array(ranges) = value else {
+            return Err(bad("not an array"));
+        };
+        let answered_host = answered.rsplit_once(':').map_or(answered, |(h, _)| h);
+        let mut map = SlotMap::empty();
+        let mut index: HashMap<String, u16> = HashMap::new();
+        for range in ranges {
+            let Value::Array(fields) = range else {
+                return Err(bad("a range is not an array"));
+            };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                return Err(bad("a range lacks its bounds or master"));
+            };
+            let host = match master.first() {
+                Some(Value::BulkString(h)) if !h.is_empty() => String::from_utf8_lossy(h).into_owned(),
+                _ => answered_host.to_owned(),
+            };
+            let Some(Value::Int(port)) = master.get(1) else {
+                return Err(bad("a master lacks its port"));
+            };
+            let address = format!("{host}:{port}");
+            let i = match index.get(&address) {
+                Some(&i) => i,
+                None => {
+                    let node = self
+                        .node(&address)
+                        .ok_or_else(|| bad("a master's address is unusable"))?;
+                    map.nodes.push(node);
+                    let i = (map.nodes.len() - 1) as u16;
+                    index.insert(address, i);
+                    i
+                }
+            };
+            let (start, end) = (*start, *end);
+            if !(0..i64::from(SLOTS)).contains(&start) || !(start..i64::from(SLOTS)).contains(&end) {
+                return Err(bad("a slot range is out of bounds"));
+            }
+            for slot in start..=end {
+                map.owners[slot as usize] = i;
+            }
+        }
+        if map.nodes.is_empty() {
+            return Err(bad("no master serves any slot"));
+        }
+        Ok(map)
+    }
+
+    /// Sends `commands`, each to the master of its slot, one pipeline per node, all nodes
+    /// at once, and returns each command's reply in order: redirects are followed
+    /// (`MOVED` also updates the map, and asks for a refresh), `TRYAGAIN` and
+    /// `CLUSTERDOWN` are retried after a pause, a few times. A node that cannot be reached
+    /// fails its commands with the connection's error (their outcome unknown) and asks
+    /// for a refresh, since a failover may have moved its slots.
+    pub(crate) async fn pipeline(&self, commands: &[(u16, &redis::Cmd)]) -> Vec<Result<Reply, Error>> {
+        let n = commands.len();
+        let mut results: Vec<Option<Result<Reply, Error>>> = (0..n).map(|_| None).collect();
+        let mut pending: Vec<(usize, Route)> = commands
+            .iter()
+            .enumerate()
+            .map(|(i, (slot, _))| (i, Route::Slot(*slot)))
+            .collect();
+        let mut refresh_wanted = false;
+        for round in 0..=MAX_REDIRECTS {
+            if pending.is_empty() {
+                break;
+            }
+            if refresh_wanted {
+                // A failed refresh keeps the old map; the commands then fail as before.
+                let _ = self.refresh(false).await;
+                refresh_wanted = false;
+            }
+            let map = self.current();
+            // Group by node, keeping each node's commands in their order.
+            let mut groups: Vec<Group> = Vec::new();
+            for (i, route) in pending.drain(..) {
+                let (node, asking) = match &route {
+                    Route::Slot(slot) => match map.owner(*slot) {
+                        Some(node) => (Arc::clone(node), false),
+                        None => {
+                            results[i] = Some(Err(Error::Connection {
+                                message: format!("no master serves slot {slot} (the cluster lost it)"),
+                                source: None,
+                            }));
+                            continue;
+                        }
+                    },
+                    Route::Ask(address) => match self.node(address) {
+                        Some(node) => (node, true),
+                        None => {
+                            results[i] = Some(Ok(Err(format!("ASK to an unusable address {address}"))));
+                            continue;
+                        }
+                    },
+                };
+                match groups.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &node)) {
+                    Some((_, members)) => members.push((i, asking)),
+                    None => groups.push((node, vec![(i, asking)])),
+                }
+            }
+            let sends = groups.iter().map(|(node, members)| {
+                let mut packed = Vec::with_capacity(members.len() * 128);
+                let mut count = 0;
+                for &(i, asking) in members {
+                    if asking {
+                        redis::cmd("ASKING").write_packed_command(&mut packed);
+                        count += 1;
+                    }
+                    commands[i].1.write_packed_command(&mut packed);
+                    count += 1;
+                }
+                node.commands.fetch_add(members.len() as u64, Ordering::Relaxed);
+                node.pipelines.fetch_add(1, Ordering::Relaxed);
+                async move { node.link.pipeline(&packed, count).await }
+            });
+            let replies = futures_util::future::join_all(sends).await;
+            let mut pause = false;
+            for ((_, members), outcome) in groups.iter().zip(replies) {
+                let replies = match outcome {
+                    Ok(replies) => replies,
+                    Err(e) => {
+                        refresh_wanted = true;
+                        for &(i, _) in members {
+                            results[i] = Some(Err(e.duplicate()));
+                        }
+                        continue;
+                    }
+                };
+                let mut replies = replies.into_iter();
+                for &(i, asking) in members {
+                    if asking {
+                        let _ = replies.next();
+                    }
+                    let reply = replies.next().unwrap_or_else(|| Err("no reply".to_owned()));
+                    let last = round == MAX_REDIRECTS;
+                    match &reply {
+                        Err(message) if !last && message.starts_with("MOVED ") => {
+                            self.counters.moved.fetch_add(1, Ordering::Relaxed);
+                            if let Some((slot, address)) = redirect(message) {
+                                self.note_moved(slot, address);
+                            }
+                            refresh_wanted = true;
+                            pending.push((i, Route::Slot(commands[i].0)));
+                        }
+                        Err(message) if !last && message.starts_with("ASK ") => {
+                            self.counters.ask.fetch_add(1, Ordering::Relaxed);
+                            match redirect(message) {
+                                Some((_, address)) => pending.push((i, Route::Ask(address.to_owned()))),
+                                None => results[i] = Some(Ok(reply.clone())),
+                            }
+                        }
+                        Err(message)
+                            if !last && (message.starts_with("TRYAGAIN") || message.starts_with("CLUSTERDOWN")) =>
+                        {
+                            self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                            if message.starts_with("CLUSTERDOWN") {
+                                refresh_wanted = true;
+                            }
+                            pause = true;
+                            pending.push((i, Route::Slot(commands[i].0)));
+                        }
+                        _ => results[i] = Some(Ok(reply)),
+                    }
+                }
+            }
+            // Redirected commands go again in their original order.
+            pending.sort_by_key(|(i, _)| *i);
+            if pause && !pending.is_empty() {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+        if refresh_wanted {
+            let _ = self.refresh(false).await;
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Ok(Err(format!(
+                        "redirected more than {MAX_REDIRECTS} times; the cluster's topology keeps changing"
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    /// A `MOVED` says for certain who serves a slot now: take it before the refresh.
+    fn note_moved(&self, slot: u16, address: &str) {
+        let Some(node) = self.node(address) else { return };
+        let mut guard = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let map = &**guard;
+        let mut nodes = map.nodes.clone();
+        let i = match nodes.iter().position(|n| Arc::ptr_eq(n, &node)) {
+            Some(i) => i,
+            None => {
+                nodes.push(node);
+                nodes.len() - 1
+            }
+        };
+        let mut owners = map.owners.clone();
+        if let Some(owner) = owners.get_mut(usize::from(slot)) {
+            *owner = i as u16;
+        }
+        *guard = Arc::new(SlotMap { owners, nodes });
+    }
+
+    /// The master of `slot` now, as `host:port`.
+    pub(crate) fn address_of(&self, slot: u16) -> Option<String> {
+        self.current().owner(slot).map(|n| n.address.clone())
+    }
+
+    /// Sends `commands` to every master as one pipeline each (script loads, say); returns
+    /// each master's address with its replies, or its error.
+    pub(crate) async fn to_every_master(&self, commands: &[redis::Cmd]) -> Vec<(String, Result<Vec<Reply>, Error>)> {
+        let map = self.current();
+        let mut packed = Vec::new();
+        for cmd in commands {
+            cmd.write_packed_command(&mut packed);
+        }
+        let sends = map.nodes.iter().map(|node| {
+            let packed = &packed;
+            async move { (node.address.clone(), node.link.pipeline(packed, commands.len()).await) }
+        });
+        futures_util::future::join_all(sends).await
+    }
+
+    /// PINGs every master's link; one silent past the response timeout reconnects.
+    pub(crate) async fn probe(&self) {
+        let map = self.current();
+        for node in &map.nodes {
+            node.link.probe().await;
+        }
+    }
+
+    /// The routing's counts and every master's figures.
+    pub(crate) fn stats(&self) -> ClusterStats {
+        let map = self.current();
+        let mut nodes: Vec<NodeStats> = map
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| NodeStats {
+                address: node.address.clone(),
+                slots: map.owners.iter().filter(|&&o| usize::from(o) == i).count() as u32,
+                connected: node.link.is_connected(),
+                commands: node.commands.load(Ordering::Relaxed),
+                pipelines: node.pipelines.load(Ordering::Relaxed),
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.address.cmp(&b.address));
+        ClusterStats {
+            nodes,
+            uncovered_slots: map.owners.iter().filter(|&&o| o == u16::MAX).count() as u32,
+            moved: self.counters.moved.load(Ordering::Relaxed),
+            ask: self.counters.ask.load(Ordering::Relaxed),
+            retried: self.counters.retried.load(Ordering::Relaxed),
+            refreshes: self.counters.refreshes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes every link.
+    pub(crate) fn close(&self) {
+        for node in self.links.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            node.link.close_now();
+        }
+    }
+}
+
+/// `MOVED 3999 127.0.0.1:6381` or `ASK 3999 127.0.0.1:6381`: the slot and the address.
+fn redirect(message: &str) -> Option<(u16, &str)> {
+    let mut parts = message.split_whitespace().skip(1);
+    let slot = parts.next()?.parse().ok()?;
+    let address = parts.next()?;
+    Some((slot, address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_hash_tag() {
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"ns:{device-1}:s"), key_slot(b"ns:{device-1}:l"));
+        assert_eq!(key_slot(b"ns:{device-1}:s"), key_slot(b"device-1"));
+        // An empty tag does not count: the whole key is hashed.
+        assert_ne!(key_slot(b"a{}b"), key_slot(b""));
+    }
+
+    #[test]
+    fn redirects_parse() {
+        assert_eq!(redirect("MOVED 3999 127.0.0.1:6381"), Some((3999, "127.0.0.1:6381")));
+        assert_eq!(redirect("ASK 1 h:1"), Some((1, "h:1")));
+        assert_eq!(redirect("MOVED x"), None);
+    }
+}

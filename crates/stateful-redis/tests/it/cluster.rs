@@ -1,0 +1,277 @@
+//! A real local Redis Cluster under the executor: routing by slot, scripts that heal on
+//! every master, a slot migrating under load, a failover under load, and a master lost
+//! with nobody to replace it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use stateful_redis::{Error, StatefulExecutor};
+use stateful_redis_test_support::RedisCluster;
+
+use crate::{Counter, Topology};
+
+fn cluster_config(cluster: &RedisCluster) -> stateful_redis::ExecutorConfig {
+    let urls = cluster.urls();
+    let mut config = crate::config_for(&urls[0]);
+    config.redis.cluster = true;
+    config.redis.seeds = urls[1..].iter().map(stateful_redis::RedisUrl::new).collect();
+    config.state.update_max_attempts = 100_000;
+    config
+}
+
+async fn cluster_executor(cluster: &RedisCluster) -> StatefulExecutor {
+    StatefulExecutor::builder()
+        .config(cluster_config(cluster))
+        .build()
+        .await
+        .expect("executor on the cluster")
+}
+
+/// `count` entity ids whose state keys (`it:{id}:s`) share one slot, and that slot.
+fn entities_in_one_slot(count: usize) -> (Vec<String>, u16) {
+    let slot = RedisCluster::slot_of("it:{busy-0}:s");
+    let mut ids = vec!["busy-0".to_owned()];
+    let mut n = 1u64;
+    while ids.len() < count {
+        let id = format!("busy-{n}");
+        if RedisCluster::slot_of(&format!("it:{{{id}}}:s")) == slot {
+            ids.push(id);
+        }
+        n += 1;
+    }
+    (ids, slot)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_go_to_the_master_of_their_slot_and_scripts_heal_on_every_master() {
+    let topology = Topology::cluster();
+    let Topology::Cluster(cluster) = &topology else {
+        unreachable!("a cluster")
+    };
+    let exec = topology.executor().await;
+    let state = exec.state::<Counter>("it").expect("namespace");
+    for i in 0..300u64 {
+        state.put(&format!("e{i}"), &Counter { n: i }).await.expect("put");
+    }
+    // Each value lives on the master of its slot, and every master got its share.
+    for i in [0u64, 17, 123, 299] {
+        let key = format!("it:{{e{i}}}:s");
+        let owner = cluster.master_of_slot(RedisCluster::slot_of(&key));
+        assert_eq!(cluster.cli(owner, &["EXISTS", &key]), "1", "{key}");
+    }
+    let stats = exec.pool().cluster_stats().expect("a cluster pool");
+    assert_eq!(stats.nodes.len(), 3, "{stats:?}");
+    assert!(stats.nodes.iter().all(|n| n.commands > 0 && n.connected), "{stats:?}");
+    assert_eq!(stats.nodes.iter().map(|n| n.slots).sum::<u32>(), 16_384);
+    assert_eq!(stats.uncovered_slots, 0);
+    // Every master forgets its scripts: the next calls load them again, on each master.
+    let reloads = exec.script_stats().reloads;
+    for i in 0..3 {
+        assert_eq!(cluster.cli(i, &["SCRIPT", "FLUSH"]), "OK");
+    }
+    for i in 0..300u64 {
+        let now = state.get(&format!("e{i}")).await.expect("get").expect("stored");
+        assert_eq!(now.value.n, i);
+    }
+    assert!(exec.script_stats().reloads >= reloads + 3, "{:?}", exec.script_stats());
+    // optimize_lua_scripts loads on every master.
+    let report = exec.optimize_lua_scripts().await.expect("preload");
+    assert_eq!(report.nodes, 3, "{report:?}");
+    exec.shutdown().await;
+}
+
+/// Increments acknowledged per entity, and the failures (`entity: error`).
+type Outcome = (BTreeMap<String, u64>, Vec<String>);
+
+/// Increments `entities` with `update` from `tasks` callers until `stop`; returns the
+/// increments acknowledged per entity and the operations that failed.
+fn spawn_load(
+    exec: &StatefulExecutor,
+    entities: &[String],
+    tasks: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Outcome>> {
+    let state = Arc::new(exec.state::<Counter>("it").expect("namespace"));
+    (0..tasks)
+        .map(|t| {
+            let (state, stop, entities) = (Arc::clone(&state), Arc::clone(stop), entities.to_vec());
+            tokio::spawn(async move {
+                let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+                let mut failed = Vec::new();
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let entity = &entities[i % entities.len()];
+                    i += 1;
+                    match state
+                        .update(entity, |c| Counter {
+                            n: c.unwrap_or_default().n + 1,
+                        })
+                        .await
+                    {
+                        Ok(_) => *acked.entry(entity.clone()).or_default() += 1,
+                        Err(e) => failed.push(format!("{entity}: {e}")),
+                    }
+                }
+                (acked, failed)
+            })
+        })
+        .collect()
+}
+
+async fn collect(load: Vec<tokio::task::JoinHandle<Outcome>>) -> Outcome {
+    let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failed = Vec::new();
+    for task in load {
+        let (a, f) = task.await.expect("load task");
+        for (entity, n) in a {
+            *acked.entry(entity).or_default() += n;
+        }
+        failed.extend(f);
+    }
+    (acked, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migrating_under_load_fails_nothing_and_loses_nothing() {
+    let cluster = Arc::new(RedisCluster::start_with(3, 0));
+    let exec = cluster_executor(&cluster).await;
+    let (entities, slot) = entities_in_one_slot(5);
+    let from = cluster.master_of_slot(slot);
+    let to = (0..3).find(|&i| i != from).expect("another master");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(&exec, &entities, 8, &stop);
+    let progress = Arc::new(AtomicU64::new(0));
+    // The migration, step by step as `redis-cli --cluster reshard` does it, while the load runs.
+    let migration = {
+        let (cluster, progress) = (Arc::clone(&cluster), Arc::clone(&progress));
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            cluster.begin_migration(slot, to);
+            // A few keys at a time: the entities' keys are split between the nodes for a while.
+            loop {
+                std::thread::sleep(Duration::from_millis(30));
+                if cluster.migrate_keys(slot, from, to, 2) == 0 {
+                    break;
+                }
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            cluster.finish_migration(slot, to);
+        })
+    };
+    migration.await.expect("migration");
+    // Some more load on the new owner, then stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = collect(load).await;
+    assert!(failed.is_empty(), "operations failed during the migration: {failed:?}");
+    assert!(progress.load(Ordering::Relaxed) > 0, "no key was migrated");
+    assert_eq!(cluster.master_of_slot(slot), to);
+    let state = exec.state::<Counter>("it").expect("namespace");
+    for entity in &entities {
+        let stored = state.get(entity).await.expect("get").map_or(0, |v| v.value.n);
+        assert_eq!(
+            stored,
+            acked.get(entity).copied().unwrap_or(0),
+            "{entity}: lost or doubled updates"
+        );
+    }
+    let stats = exec.pool().cluster_stats().expect("cluster");
+    assert!(
+        stats.ask + stats.moved > 0,
+        "the load never met the migration: {stats:?}"
+    );
+    exec.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_under_load_loses_no_acknowledged_write() {
+    let cluster = Arc::new(RedisCluster::start());
+    let exec = cluster_executor(&cluster).await;
+    let entities: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(&exec, &entities, 8, &stop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slot = RedisCluster::slot_of("it:{f0}:s");
+    let master = cluster.master_of_slot(slot);
+    let replica = cluster.replica_of(master);
+    {
+        let cluster = Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || cluster.failover(replica))
+            .await
+            .expect("failover");
+    }
+    // Operations go on, on the new master.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = collect(load).await;
+    let state = exec.state::<Counter>("it").expect("namespace");
+    state
+        .update("f0", |c| Counter {
+            n: c.unwrap_or_default().n,
+        })
+        .await
+        .expect("the failed-over slot serves again");
+    assert_eq!(
+        exec.pool().master_of_slot(slot),
+        Some(format!("127.0.0.1:{}", cluster.nodes()[replica].port()))
+    );
+    for entity in &entities {
+        let stored = state.get(entity).await.expect("get").map_or(0, |v| v.value.n);
+        let acknowledged = acked.get(entity).copied().unwrap_or(0);
+        // An update whose reply was lost may have applied; an acknowledged one always did.
+        let unknown = failed.iter().filter(|f| f.starts_with(&format!("{entity}:"))).count() as u64;
+        assert!(
+            (acknowledged..=acknowledged + unknown).contains(&stored),
+            "{entity}: stored {stored}, acknowledged {acknowledged}, unknown {unknown}"
+        );
+    }
+    exec.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_master_without_replica_fails_its_slots_only_and_in_time() {
+    let mut cluster = RedisCluster::start_with(3, 0);
+    let mut config = cluster_config(&cluster);
+    config.redis.connect_timeout = Duration::from_millis(300);
+    config.redis.response_timeout = Duration::from_millis(500);
+    config.retry.attempts = 2;
+    let exec = StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .expect("executor");
+    let state = exec.state::<Counter>("it").expect("namespace");
+    // One entity on each master.
+    let mut on: BTreeMap<usize, String> = BTreeMap::new();
+    let mut n = 0;
+    while on.len() < 3 {
+        let id = format!("k{n}");
+        on.entry(cluster.master_of_slot(RedisCluster::slot_of(&format!("it:{{{id}}}:s"))))
+            .or_insert(id);
+        n += 1;
+    }
+    for id in on.values() {
+        state.put(id, &Counter { n: 1 }).await.expect("put");
+    }
+    let (&lost, lost_entity) = on.iter().next().expect("three masters");
+    cluster.stop_node(lost);
+    for _ in 0..5 {
+        // Bounded: a hang fails here, not at the CI's timeout.
+        let result = tokio::time::timeout(Duration::from_secs(10), state.get(lost_entity))
+            .await
+            .expect("an operation on a lost master comes back within its timeouts");
+        assert!(
+            matches!(result, Err(Error::Connection { .. } | Error::Timeout { .. })),
+            "{result:?}"
+        );
+        for (&node, id) in &on {
+            if node != lost {
+                let got = state.get(id).await.expect("the other masters serve on");
+                assert_eq!(got.expect("stored").value.n, 1);
+            }
+        }
+    }
+    exec.shutdown().await;
+}
