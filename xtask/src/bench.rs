@@ -150,11 +150,22 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
         results,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
-    let json = report.to_json();
+    let cluster = crate::bench_cluster::run(
+        &bins.load,
+        plan.rounds,
+        plan.ops,
+        CONCURRENCY,
+        ENTITIES,
+        VALUE_SIZE,
+        report.median("executor-put", "ops_per_sec"),
+    )?;
+    let mut json = report.to_json();
+    json["cluster"] = cluster.json;
     let comparison = previous
         .as_ref()
         .map(|(path, _, prev)| compare(&report, &json, path, prev));
-    let markdown = report.markdown(&sha, comparison.as_deref());
+    let mut markdown = report.markdown(&sha, comparison.as_deref());
+    markdown.push_str(&cluster.markdown);
 
     if let Some((_, text, _)) = &previous {
         write(&out_dir.join("report.prev.json"), text)?;
@@ -818,7 +829,7 @@ fn otlp_sink() -> anyhow::Result<std::net::SocketAddr> {
 }
 
 /// User + system CPU seconds of the waited-for children of this process so far.
-fn children_cpu() -> anyhow::Result<f64> {
+pub(crate) fn children_cpu() -> anyhow::Result<f64> {
     use nix::sys::resource::{UsageWho, getrusage};
     let usage = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN)")?;
     let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;

@@ -27,9 +27,13 @@ pub(crate) enum Workload {
 #[derive(Debug, clap::Args)]
 pub(crate) struct LoadArgs {
     /// Redis URL; without it (and without one in --config or STATEFUL_REDIS_REDIS__URL) a
-    /// throw-away redis-server is started on a free port.
+    /// throw-away redis-server is started on a free port. With --cluster, one or more
+    /// seed nodes separated by commas.
     #[arg(long)]
     redis: Option<String>,
+    /// Run on a Redis Cluster (the nodes of --redis are seeds to learn it from).
+    #[arg(long)]
+    cluster: bool,
     /// A TOML configuration file; the environment (`STATEFUL_REDIS_…`) and the flags
     /// here go over it.
     #[arg(long)]
@@ -97,6 +101,11 @@ struct Summary {
     alerts_firing: Vec<String>,
     /// The analyzer's findings on the run.
     suggestions: Vec<stateful_redis::Suggestion>,
+    /// `standalone` or `cluster`.
+    topology: &'static str,
+    /// On a cluster: the commands each master received (`host:port` → commands).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Default)]
@@ -121,8 +130,18 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         anyhow::bail!("--duration must be a positive number of seconds, not {d}");
     }
     let mut config = stateful_redis::load_config(args.config.as_deref())?;
+    config.redis.cluster |= args.cluster;
+    if config.redis.cluster && args.redis.is_none() && args.config.is_none() {
+        anyhow::bail!("--cluster needs the seed nodes: --redis redis://host:port[,redis://host:port...]");
+    }
     let configured = args.config.is_some() || std::env::var_os("STATEFUL_REDIS_REDIS__URL").is_some();
     let (_embedded, url) = match &args.redis {
+        Some(urls) if config.redis.cluster => {
+            let mut urls = urls.split(',').map(str::trim).filter(|u| !u.is_empty());
+            let first = urls.next().unwrap_or_default().to_owned();
+            config.redis.seeds = urls.map(RedisUrl::new).collect();
+            (None, first)
+        }
         Some(url) => (None, url.clone()),
         None if configured => (None, config.redis.url.expose().to_owned()),
         None => {
@@ -189,6 +208,13 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     // Do not wait for its next tick: that would stretch the run by up to a second.
     progress.abort();
     let batch = exec.batch_stats();
+    let nodes = exec.pool().cluster_stats().map(|stats| {
+        stats
+            .nodes
+            .into_iter()
+            .map(|n| (n.address, n.commands))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    });
     let suggestions = exec.optimization_suggestions();
     let alerts_firing = exec
         .alerts()
@@ -225,6 +251,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         export_errors: export_errors.map_or(0, |(m, t)| m + t),
         alerts_firing,
         suggestions,
+        topology: if nodes.is_some() { "cluster" } else { "standalone" },
+        nodes,
     };
     print_summary(&summary, args.json)?;
     if summary.errors > 0 {

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use stateful_redis_test_support::RedisServer;
+use stateful_redis_test_support::{RedisCluster, RedisServer};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stateful-redis"))
@@ -49,6 +49,7 @@ fn load_json_against_a_given_server() {
             "redis",
             "suggestions",
             "alerts_firing",
+            "topology",
         ] {
             assert!(summary.get(key).is_some(), "{workload}: missing {key} in {summary}");
         }
@@ -193,4 +194,36 @@ fn load_takes_its_server_and_batch_settings_from_a_config_file() {
     assert!(summary["max_batch"].as_u64().expect("max_batch") <= 4, "{summary}");
     assert!(summary["suggestions"].is_array(), "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn load_runs_on_a_cluster_from_seed_urls_and_says_so() {
+    let cluster = RedisCluster::start_with(3, 0);
+    let urls = cluster.urls();
+    let output = bin()
+        .args(["load", "--cluster", "--redis", &format!("{},{}", urls[0], urls[1])])
+        .args(["--ops", "3000", "--concurrency", "16", "--entities", "300", "--json"])
+        .output()
+        .expect("run");
+    let summary = json_of(&output);
+    assert_eq!(summary["topology"], "cluster", "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["ops"], 3000, "{summary}");
+    let nodes = summary["nodes"].as_object().expect("per-node counts");
+    assert_eq!(nodes.len(), 3, "{summary}");
+    assert!(
+        nodes.values().all(|n| n.as_u64().unwrap_or(0) > 0),
+        "every master served: {summary}"
+    );
+    // Standalone runs say so too.
+    let server = RedisServer::start();
+    let output = bin()
+        .args(["load", "--redis", &server.url(), "--ops", "100", "--json"])
+        .output()
+        .expect("run");
+    assert_eq!(json_of(&output)["topology"], "standalone");
+    // --cluster without seeds is a clear error.
+    let output = bin().args(["load", "--cluster", "--ops", "10"]).output().expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--redis"));
 }
