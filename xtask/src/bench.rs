@@ -84,7 +84,7 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
     }
     let plan = Plan::new(quick);
     let started = Instant::now();
-    tools::ensure()?;
+    tools::ensure_redis()?;
     let root = cmd::project_root()?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let out_dir = target.join("bench");

@@ -7,7 +7,7 @@ use crate::{cmd, tools};
 /// Runs `stateful-redis load` from a release build; `args` are appended to the load options, so
 /// `cargo xtask demo --duration 30` replaces the default duration.
 pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
-    tools::ensure()?;
+    tools::ensure_redis()?;
     let mut cargo = cmd::cargo();
     cargo
         .args([

@@ -56,7 +56,17 @@ const REQUIRED: &[Tool] = &[
 /// Missing ones are installed with apt-get when running as root on a machine that has it (a fresh
 /// CI box); otherwise this fails with the command to run.
 pub(crate) fn ensure() -> anyhow::Result<()> {
-    let missing: Vec<&Tool> = REQUIRED
+    ensure_these(REQUIRED)
+}
+
+/// Makes sure the Redis programs are on PATH: what `demo` and `bench` run (the alerting
+/// tools are for the tests only).
+pub(crate) fn ensure_redis() -> anyhow::Result<()> {
+    ensure_these(&REQUIRED[..3])
+}
+
+fn ensure_these(required: &[Tool]) -> anyhow::Result<()> {
+    let missing: Vec<&Tool> = required
         .iter()
         .filter(|tool| find_on_path(tool.binary).is_none())
         .collect();

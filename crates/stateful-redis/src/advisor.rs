@@ -206,12 +206,13 @@ impl StatefulExecutor {
     /// the waits that made it grow.
     pub fn optimization_suggestions(&self) -> Vec<Suggestion> {
         let baseline = self.inner.advisor.lock().baseline;
+        let live = self.live_config();
         analyze(&Inputs {
             snapshot: self.snapshot(),
             pool: self.pool_stats(),
             batch: self.batch_stats(),
             scripts: self.script_stats(),
-            config: self.config(),
+            config: &live,
             hot_entities: self.monitor().hot_entities(),
             baseline,
         })
@@ -228,7 +229,8 @@ impl StatefulExecutor {
     /// Only callers of [`Pool::exclusive`](stateful_redis_pool::Pool::exclusive) use this
     /// pool: the executor's operations go over the pipeline links.
     pub fn optimize_connection_pool(&self) -> Result<PoolChange, Error> {
-        let configured = &self.config().redis.pool;
+        // The pool's own settings: live changes (apply_config) included.
+        let configured = &self.pool().config();
         let limit = configured.max_size_limit;
         let lower = configured.min_idle.max(1);
         let pool = self.pool();

@@ -277,7 +277,7 @@ impl GaugeSource for ExecutorGauges {
         g.pool_waits = pool.waits;
         g.pool_timeouts = pool.timeouts;
         g.pool_max_size = u64::from(pool.max_size);
-        g.queue_capacity = (inner.config.batch.queue_capacity * inner.pool.shared_links()) as u64;
+        g.queue_capacity = (inner.batcher.config().queue_capacity * inner.pool.shared_links()) as u64;
         g.bytes_sent = pool.bytes_sent;
         g.bytes_received = pool.bytes_received;
         g

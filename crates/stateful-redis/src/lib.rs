@@ -39,6 +39,63 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Watching and tuning a running executor
+//!
+//! Every operation is recorded in the executor's [`PerformanceMonitor`]
+//! ([`StatefulExecutor::snapshot`]). The executor also evaluates alert rules on those figures,
+//! turns them into advice, and takes new settings while it runs:
+//!
+//! - **Alerts.** [`build`](ExecutorBuilder::build) makes an [`AlertManager`] from
+//!   `config.alerts` (a rule on a metric that is not in [`ALERT_METRICS`] is an
+//!   [`Error::Config`] naming the field) and evaluates the built-in and configured rules every
+//!   `alerts.interval`, notifying the log, a webhook or a Prometheus Alertmanager.
+//!   [`StatefulExecutor::set_alert_threshold`] changes a metric's threshold from the next
+//!   evaluation on, [`StatefulExecutor::alerts`] shows the states and counters, and
+//!   [`shutdown`](StatefulExecutor::shutdown) gives queued notifications at most 2 s.
+//! - **Configuration and live changes.** [`load_config`] reads the defaults, a TOML file and the
+//!   `STATEFUL_REDIS_*` variables ([`ENV_PREFIX`], `__` between levels), validated, with errors
+//!   that name the field and never show a secret; [`parse_config`] reads TOML text, and
+//!   [`redacted_toml`] prints a configuration with its secrets hidden.
+//!   [`StatefulExecutor::apply_config`] takes the alert rules, the batch settings, the exclusive
+//!   pool's settings and `telemetry.sample_ratio` live, and lists every other change in
+//!   [`ConfigChange::restart_needed`]. [`StatefulExecutor::watch_config`] re-reads a file when its
+//!   contents change, and rejects a bad edit with an error log, keeping the running settings
+//!   ([`ConfigWatch`]). [`StatefulExecutor::live_config`] is the configuration in force.
+//! - **Advice.** [`StatefulExecutor::optimization_suggestions`] turns the measured figures into
+//!   [`Suggestion`]s (what was seen, the evidence, the setting to change), without I/O.
+//!   [`StatefulExecutor::optimize_connection_pool`] resizes the exclusive pool from its measured
+//!   waits, within `redis.pool.max_size_limit`, and [`StatefulExecutor::optimize_lua_scripts`]
+//!   loads the scripts the server lacks, ahead of traffic.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use stateful_redis::{Error, StatefulExecutor, load_config};
+//!
+//! # async fn run() -> Result<(), Error> {
+//! // The defaults, then the file, then the STATEFUL_REDIS_* variables.
+//! let config = load_config(Some("stateful-redis.toml".as_ref()))?;
+//! let executor = StatefulExecutor::builder().config(config).build().await?;
+//! // Edits of the file apply where they can while the executor runs.
+//! let watch = executor.watch_config("stateful-redis.toml", Duration::from_secs(5));
+//!
+//! executor.set_alert_threshold("operations.p99_ms", 50.0)?;
+//! for alert in executor.alerts().alerts() {
+//!     println!("{}: {}", alert.rule, alert.state);
+//! }
+//! for suggestion in executor.optimization_suggestions() {
+//!     println!("{:?}: {} -> {}", suggestion.area, suggestion.finding, suggestion.change);
+//! }
+//! let pool = executor.optimize_connection_pool()?;
+//! println!("exclusive pool {} -> {}: {}", pool.from, pool.to, pool.reason);
+//! let scripts = executor.optimize_lua_scripts().await?;
+//! println!("{} scripts loaded, {} already cached", scripts.loaded, scripts.already_cached);
+//!
+//! watch.stop();
+//! executor.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
 //! ## Feature flags
 //! - `compression` (default): LZ4 compression of values above `state.compress_above`.
 //! - `msgpack`: the MessagePack codec (`SerdeCodec::msgpack()`).

@@ -53,6 +53,17 @@ impl StatefulExecutor {
         if a.redis.url.expose() != b.redis.url.expose() {
             fixed_parts.push("redis.url");
         }
+        if a.redis.cluster != b.redis.cluster {
+            fixed_parts.push("redis.cluster");
+        }
+        if a.redis
+            .seeds
+            .iter()
+            .map(|s| s.expose())
+            .ne(b.redis.seeds.iter().map(|s| s.expose()))
+        {
+            fixed_parts.push("redis.seeds");
+        }
         if a.redis.tls_ca_file != b.redis.tls_ca_file {
             fixed_parts.push("redis.tls_ca_file");
         }
