@@ -2,7 +2,7 @@
 //! master, per-node pipelines, and the redirects (`MOVED`, `ASK`, `TRYAGAIN`) handled so
 //! that callers see only their command's own reply.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -142,6 +142,64 @@ pub(crate) struct ClusterRouter {
     refreshing: tokio::sync::Mutex<Option<Instant>>,
     counters: Counters,
     link_counters: Arc<LinkCounters>,
+    /// Pipelines in progress, by the order they started: a redirected command waits for
+    /// every earlier pipeline to finish before it goes again, so that commands on one
+    /// entity keep their order across a redirect.
+    order: Turnstile,
+}
+
+#[derive(Debug, Default)]
+struct Turnstile {
+    next: AtomicU64,
+    active: Mutex<BTreeSet<u64>>,
+    finished: tokio::sync::Notify,
+}
+
+impl Turnstile {
+    fn enter(&self) -> Ticket<'_> {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        self.active.lock().unwrap_or_else(|p| p.into_inner()).insert(number);
+        Ticket {
+            turnstile: self,
+            number,
+        }
+    }
+}
+
+/// A pipeline's place in the order; leaving it (drop) lets later redirects go.
+struct Ticket<'a> {
+    turnstile: &'a Turnstile,
+    number: u64,
+}
+
+impl Ticket<'_> {
+    /// Waits until every pipeline that started before this one has finished.
+    async fn wait_for_earlier(&self) {
+        loop {
+            let finished = self.turnstile.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            let earlier = {
+                let active = self.turnstile.active.lock().unwrap_or_else(|p| p.into_inner());
+                active.range(..self.number).next().is_some()
+            };
+            if !earlier {
+                return;
+            }
+            finished.await;
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.turnstile
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.number);
+        self.turnstile.finished.notify_waiters();
+    }
 }
 
 /// The commands going to one node: their positions, and whether each is sent after
@@ -187,6 +245,7 @@ impl ClusterRouter {
             refreshing: tokio::sync::Mutex::new(None),
             counters: Counters::default(),
             link_counters,
+            order: Turnstile::default(),
         };
         router.refresh(true).await?;
         // Open the masters' links now: a wrong password shows at once.
@@ -329,9 +388,15 @@ impl ClusterRouter {
             .map(|(i, (slot, _))| (i, Route::Slot(*slot)))
             .collect();
         let mut refresh_wanted = false;
+        let ticket = self.order.enter();
         for round in 0..=MAX_REDIRECTS {
             if pending.is_empty() {
                 break;
+            }
+            if round > 0 {
+                // Commands sent earlier on the same entities (in pipelines still retrying
+                // their own redirects) go first.
+                ticket.wait_for_earlier().await;
             }
             if refresh_wanted {
                 // A failed refresh keeps the old map; the commands then fail as before.

@@ -43,7 +43,8 @@ pub struct PoolStats {
     pub closed: u64,
     /// Attempts to open a shared connection that failed.
     pub failed_connects: u64,
-    /// Direct pipeline links (the executor's hot path; 0 for TLS and unix sockets).
+    /// Direct pipeline links (the executor's hot path; 0 for TLS and unix sockets; on a
+    /// cluster, one per master).
     pub direct_links: u32,
     /// Direct pipeline links connected now.
     pub direct_connected: u32,
@@ -385,6 +386,12 @@ impl Pool {
         stats.failed_connects = links.failed_connects.load(Ordering::Relaxed);
         stats.direct_links = self.inner.direct.len() as u32;
         stats.direct_connected = self.inner.direct.iter().filter(|l| l.is_connected()).count() as u32;
+        if let Some(router) = &self.inner.cluster {
+            // A cluster's pipeline links are its masters'.
+            let cluster = router.stats();
+            stats.direct_links = cluster.nodes.len() as u32;
+            stats.direct_connected = cluster.nodes.iter().filter(|n| n.connected).count() as u32;
+        }
         stats.bytes_sent = links.bytes_sent.load(Ordering::Relaxed);
         stats.bytes_received = links.bytes_received.load(Ordering::Relaxed);
         stats
@@ -458,8 +465,8 @@ async fn health_check(inner: Weak<Inner>, every: Duration) {
         }
         let timeout = inner.connector.response_timeout;
         for link in inner.links.iter() {
-            // With direct links, a shared link no one has used stays closed.
-            if !inner.direct.is_empty() && !link.is_connected() {
+            // With direct links (or a cluster's), a shared link no one has used stays closed.
+            if (!inner.direct.is_empty() || inner.cluster.is_some()) && !link.is_connected() {
                 continue;
             }
             // A failed PING retires the connection (SharedConnection does that), and a
