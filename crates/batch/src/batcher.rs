@@ -339,6 +339,8 @@ impl<S: PipelineSink> Batcher<S> {
             let room = shard.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
+            // Read again each time: `reconfigure` may have raised it (and woke us).
+            let capacity = self.shared.config.queue_capacity.load(Ordering::Relaxed);
             let Some(back) = push_if_room(&mut shard.queue(), entry, capacity)? else {
                 return Ok(());
             };
@@ -348,7 +350,9 @@ impl<S: PipelineSink> Batcher<S> {
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::Overloaded { capacity });
+                return Err(Error::Overloaded {
+                    capacity: self.shared.config.queue_capacity.load(Ordering::Relaxed),
+                });
             }
         }
     }
@@ -543,6 +547,7 @@ fn take_batch<O, R>(
     queue_wait: impl Fn(Duration),
 ) -> Batch<O, R> {
     let mut now = None;
+    let mut waits: Vec<Duration> = Vec::new();
     let mut queue = shard.queue();
     let n = queue.len().min(max_batch);
     let mut ops = Vec::with_capacity(n);
@@ -558,10 +563,15 @@ fn take_batch<O, R>(
             && let Some(at) = entry.at
         {
             let now = *now.get_or_insert_with(Instant::now);
-            queue_wait(now.saturating_duration_since(at));
+            waits.push(now.saturating_duration_since(at));
         }
         ops.push(entry.op);
         replies.push(entry.reply);
+    }
+    drop(queue);
+    // Reported outside the queue's lock: the sink records metrics.
+    for waited in waits {
+        queue_wait(waited);
     }
     (ops, replies)
 }

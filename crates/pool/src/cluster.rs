@@ -140,6 +140,9 @@ pub(crate) struct ClusterRouter {
     links: Mutex<HashMap<String, Arc<Node>>>,
     /// One refresh at a time; the time of the last.
     refreshing: tokio::sync::Mutex<Option<Instant>>,
+    /// Refreshes finished: a caller that waited for the lock while one ran does not run
+    /// another.
+    refreshed: AtomicU64,
     counters: Counters,
     link_counters: Arc<LinkCounters>,
     /// Pipelines in progress, by the order they started: a redirected command waits for
@@ -243,15 +246,21 @@ impl ClusterRouter {
             map: RwLock::new(Arc::new(SlotMap::empty())),
             links: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(None),
+            refreshed: AtomicU64::new(0),
             counters: Counters::default(),
             link_counters,
             order: Turnstile::default(),
         };
         router.refresh(true).await?;
-        // Open the masters' links now: a wrong password shows at once.
+        // Open the masters' links now: a wrong password shows at once. A master that is
+        // down is not a reason to refuse the others' slots: its commands fail when sent.
         let map = router.current();
         for node in &map.nodes {
-            node.link.pipeline(&[], 0).await?;
+            match node.link.pipeline(&[], 0).await {
+                Err(e @ Error::Auth { .. }) => return Err(e),
+                Err(e) => tracing::warn!(node = %node.address, error = %e, "a cluster master cannot be reached"),
+                Ok(_) => {}
+            }
         }
         Ok(router)
     }
@@ -279,13 +288,39 @@ impl ClusterRouter {
     /// false, a refresh within [`REFRESH_SPACING`] of the last is skipped (many redirects
     /// at once ask for one).
     pub(crate) async fn refresh(&self, force: bool) -> Result<(), Error> {
+        let seen = self.refreshed.load(Ordering::Acquire);
         let mut last = self.refreshing.lock().await;
+        // One ran while this caller waited for the lock: its map is as fresh as any.
+        if !force && self.refreshed.load(Ordering::Acquire) != seen {
+            return Ok(());
+        }
         if !force && last.is_some_and(|at| at.elapsed() < REFRESH_SPACING) {
             return Ok(());
         }
+        let result = self.read_topology().await;
+        // Spaced from its end: a refresh that waited out a dead node's timeout counts.
         *last = Some(Instant::now());
-        let mut candidates: Vec<String> = self.current().nodes.iter().map(|n| n.address.clone()).collect();
-        candidates.extend(self.seeds.iter().map(|(h, p)| format!("{h}:{p}")));
+        self.refreshed.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    async fn read_topology(&self) -> Result<(), Error> {
+        // Connected masters first, then the others and the seeds: a dead master costs a
+        // connect timeout only when nothing better answers.
+        let (mut candidates, others): (Vec<Arc<Node>>, Vec<Arc<Node>>) = self
+            .current()
+            .nodes
+            .iter()
+            .cloned()
+            .partition(|n| n.link.is_connected());
+        candidates.extend(others);
+        let mut candidates: Vec<String> = candidates.iter().map(|n| n.address.clone()).collect();
+        for (h, p) in &self.seeds {
+            let seed = format!("{h}:{p}");
+            if !candidates.contains(&seed) {
+                candidates.push(seed);
+            }
+        }
         let mut last_error = None;
         for address in candidates {
             let Some(node) = self.node(&address) else { continue };
@@ -296,6 +331,7 @@ impl ClusterRouter {
                     Some(Ok(value)) => match self.parse_slots(&value, &address) {
                         Ok(map) => {
                             self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                            self.forget_links_outside(&map);
                             *self.map.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
                             return Ok(());
                         }
@@ -315,6 +351,23 @@ impl ClusterRouter {
             message: "no cluster node to learn the topology from".into(),
             source: None,
         }))
+    }
+
+    /// Closes and forgets the links of nodes neither in `map` nor among the seeds (nodes
+    /// removed from the cluster, or an address that changed).
+    fn forget_links_outside(&self, map: &SlotMap) {
+        let keep = |address: &str| {
+            map.nodes.iter().any(|n| n.address == address)
+                || self.seeds.iter().any(|(h, p)| format!("{h}:{p}") == address)
+        };
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links.retain(|address, node| {
+            let kept = keep(address);
+            if !kept {
+                node.link.close_now();
+            }
+            kept
+        });
     }
 
     /// A `CLUSTER SLOTS` reply as a slot map. A master announced with an empty host is at
@@ -395,8 +448,9 @@ impl ClusterRouter {
             }
             if round > 0 {
                 // Commands sent earlier on the same entities (in pipelines still retrying
-                // their own redirects) go first.
-                ticket.wait_for_earlier().await;
+                // their own redirects) go first; bounded, so that a pipeline stuck on a dead
+                // node delays others' redirects by at most a reply timeout.
+                let _ = tokio::time::timeout(self.template.response_timeout(), ticket.wait_for_earlier()).await;
             }
             if refresh_wanted {
                 // A failed refresh keeps the old map; the commands then fail as before.
@@ -404,12 +458,19 @@ impl ClusterRouter {
                 refresh_wanted = false;
             }
             let map = self.current();
+            let mut pending_unowned: Vec<(usize, Route)> = Vec::new();
             // Group by node, keeping each node's commands in their order.
             let mut groups: Vec<Group> = Vec::new();
             for (i, route) in pending.drain(..) {
                 let (node, asking) = match &route {
                     Route::Slot(slot) => match map.owner(*slot) {
                         Some(node) => (Arc::clone(node), false),
+                        // Read the map again once: a new master may serve it by now.
+                        None if round == 0 => {
+                            refresh_wanted = true;
+                            pending_unowned.push((i, route.clone()));
+                            continue;
+                        }
                         None => {
                             results[i] = Some(Err(Error::Connection {
                                 message: format!("no master serves slot {slot} (the cluster lost it)"),
@@ -496,12 +557,14 @@ impl ClusterRouter {
                     }
                 }
             }
+            pending.extend(pending_unowned);
             // Redirected commands go again in their original order.
             pending.sort_by_key(|(i, _)| *i);
             if pause && !pending.is_empty() {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
+        drop(ticket);
         if refresh_wanted {
             let _ = self.refresh(false).await;
         }
@@ -619,6 +682,27 @@ mod tests {
         assert_eq!(key_slot(b"ns:{device-1}:s"), key_slot(b"device-1"));
         // An empty tag does not count: the whole key is hashed.
         assert_ne!(key_slot(b"a{}b"), key_slot(b""));
+    }
+
+    #[tokio::test]
+    async fn a_redirect_waits_for_earlier_pipelines_only() {
+        let turnstile = Turnstile::default();
+        let first = turnstile.enter();
+        let second = turnstile.enter();
+        // The first has nobody before it.
+        first.wait_for_earlier().await;
+        {
+            let waiting = second.wait_for_earlier();
+            tokio::pin!(waiting);
+            assert!(
+                futures_util::FutureExt::now_or_never(waiting.as_mut()).is_none(),
+                "the first is still running"
+            );
+            drop(first);
+            waiting.await;
+        }
+        drop(second);
+        assert!(turnstile.active.lock().expect("lock").is_empty());
     }
 
     #[test]

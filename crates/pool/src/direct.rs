@@ -60,6 +60,10 @@ impl Target {
         self.port
     }
 
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// The same credentials, timeouts and hooks, at another address (a cluster node).
     pub(crate) fn at(&self, host: &str, port: u16) -> Self {
         let mut target = self.clone();

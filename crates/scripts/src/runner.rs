@@ -344,26 +344,25 @@ impl Scripts {
             }
             if !loads.is_empty() {
                 let commands: Vec<(u16, &Cmd)> = loads.iter().map(|(slot, _, cmd)| (*slot, cmd)).collect();
-                for ((_, script, _), reply) in loads.iter().zip(pool.cluster_pipeline(&commands).await) {
+                let replies = pool.cluster_pipeline(&commands).await;
+                for (((_, script, _), reply), (_, master)) in loads.iter().zip(replies).zip(&seen) {
+                    // A failed load fails the calls of that script on that master only.
+                    let mut fail = |result: &dyn Fn() -> Result<Value, Error>| {
+                        missing.retain(|&i| {
+                            if calls[i].0.name() != script.name() || pool.master_of_slot(calls[i].2) != *master {
+                                return true;
+                            }
+                            results[i] = Some(result());
+                            false
+                        });
+                    };
                     match reply {
                         Ok(Ok(_)) => {
                             self.reloads.fetch_add(1, Ordering::Relaxed);
                         }
                         // A refused load fails its calls now, with the server's reason.
-                        Ok(Err(message)) => missing.retain(|&i| {
-                            if calls[i].0.name() != script.name() {
-                                return true;
-                            }
-                            results[i] = Some(reply_result(script, Err(message.clone())));
-                            false
-                        }),
-                        Err(e) => missing.retain(|&i| {
-                            if calls[i].0.name() != script.name() {
-                                return true;
-                            }
-                            results[i] = Some(Err(e.duplicate()));
-                            false
-                        }),
+                        Ok(Err(message)) => fail(&|| reply_result(script, Err(message.clone()))),
+                        Err(e) => fail(&|| Err(e.duplicate())),
                     }
                 }
             }

@@ -32,6 +32,10 @@ impl StatefulExecutor {
     pub fn apply_config(&self, next: &ExecutorConfig) -> Result<ConfigChange, Error> {
         next.validate()?;
         let inner = &self.inner;
+        // After shutdown the pool refuses changes: refuse them all, before any applies.
+        if inner.is_closed() {
+            return Err(Error::Shutdown);
+        }
         let mut current = inner.live.lock().unwrap_or_else(|p| p.into_inner());
         let mut change = ConfigChange::default();
         // Alerts first: they validate metric names, which `validate` cannot.

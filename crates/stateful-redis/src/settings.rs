@@ -13,7 +13,7 @@ pub const ENV_PREFIX: &str = "STATEFUL_REDIS_";
 /// Fields whose values are secrets, or may hold one (a password in a URL): an error about
 /// them never repeats the value.
 fn is_secret_path(path: &str) -> bool {
-    ["url", "password", "headers", "token", "secret"]
+    ["url", "seeds", "password", "headers", "token", "secret"]
         .iter()
         .any(|s| path.split('.').any(|part| part.contains(s)))
 }
@@ -188,6 +188,11 @@ mod tests {
         let (field, text) = field_of(parse_config("[redis]\nurl = 17\n").expect_err("bad url type"));
         assert_eq!(field, "redis.url");
         assert!(!text.contains("17"), "{text}");
+        let (field, text) = field_of(
+            parse_config("[redis]\ncluster = true\nseeds = \"redis://:hunter2@h:7000\"\n").expect_err("a string"),
+        );
+        assert_eq!(field, "redis.seeds");
+        assert!(!text.contains("hunter2"), "{text}");
         let (field, text) = field_of(parse_config("[redis]\nurl = \"redis://:hunter2@host\n").expect_err("syntax"));
         assert_eq!(field, "config file");
         assert!(text.contains("line 2") && !text.contains("hunter2"), "{text}");
