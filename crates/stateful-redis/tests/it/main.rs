@@ -56,6 +56,18 @@ impl Topology {
             .expect("executor connects")
     }
 
+    /// Keys stored, on every master together.
+    pub(crate) fn keys(&self) -> u64 {
+        let count = |text: String| text.parse::<u64>().expect("DBSIZE");
+        match self {
+            Topology::Standalone(server) => count(server.cli(&["DBSIZE"])),
+            Topology::Cluster(cluster) => (0..cluster.nodes().len())
+                .filter(|&i| cluster.cli(i, &["ROLE"]).starts_with("master"))
+                .map(|i| count(cluster.cli(i, &["DBSIZE"])))
+                .sum(),
+        }
+    }
+
     /// `redis-cli` on the node that holds `key` (its slot's master on a cluster).
     pub(crate) fn cli_for(&self, key: &str, args: &[&str]) -> String {
         match self {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use stateful_redis::{Applied, Change, Error, StatefulExecutor, Version};
 use stateful_redis_test_support::RedisServer;
 
-use crate::{Counter, config_for, executor};
+use crate::{Counter, config_for};
 
 crate::on_both! {
     async fn the_same_message_from_many_tasks_applies_once(topology: &Topology) {
@@ -172,29 +172,29 @@ async fn lost_replies_retry_idempotent_writes_but_never_plain_ones() {
     assert_eq!(server.cli(&["HGET", "it:{plain}:s", "v"]), "1");
 }
 
-#[tokio::test]
-async fn presence_counts_exactly_and_forgets_the_stale() {
-    let server = RedisServer::start();
-    let exec = executor(&server).await;
-    let window = Duration::from_secs(2);
-    let presence = exec.presence("it").expect("namespace").with_window(window);
-    let ids: Vec<String> = (0..100_000).map(|i| format!("device-{i}")).collect();
-    for chunk in ids.chunks(10_000) {
-        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        presence.heartbeat_many(&chunk).await.expect("heartbeats");
+crate::on_both! {
+    async fn presence_counts_exactly_and_forgets_the_stale(topology: &Topology) {
+        let exec = topology.executor().await;
+        let window = Duration::from_secs(2);
+        let presence = exec.presence("it").expect("namespace").with_window(window);
+        let ids: Vec<String> = (0..100_000).map(|i| format!("device-{i}")).collect();
+        for chunk in ids.chunks(10_000) {
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            presence.heartbeat_many(&chunk).await.expect("heartbeats");
+        }
+        assert_eq!(presence.active_count().await.expect("count"), 100_000);
+        // Heartbeats of active devices again do not double count.
+        presence.heartbeat("device-7").await.expect("heartbeat");
+        assert_eq!(presence.active_count().await.expect("count"), 100_000);
+        tokio::time::sleep(window + Duration::from_millis(300)).await;
+        let alive: Vec<&str> = ids[..30_000].iter().map(String::as_str).collect();
+        presence.heartbeat_many(&alive).await.expect("heartbeats");
+        assert_eq!(presence.active_count().await.expect("count"), 30_000);
+        assert_eq!(presence.expire_stale().await.expect("expire"), 70_000);
+        assert_eq!(presence.active_count().await.expect("count"), 30_000);
+        // Each shard is its own key under its own hash tag; nothing else was created.
+        let shards: u64 = topology.keys();
+        assert_eq!(shards, u64::from(exec.config().presence.shards));
+        assert!(matches!(presence.heartbeat("bad{id}").await, Err(Error::InvalidId(_))));
     }
-    assert_eq!(presence.active_count().await.expect("count"), 100_000);
-    // Heartbeats of active devices again do not double count.
-    presence.heartbeat("device-7").await.expect("heartbeat");
-    assert_eq!(presence.active_count().await.expect("count"), 100_000);
-    tokio::time::sleep(window + Duration::from_millis(300)).await;
-    let alive: Vec<&str> = ids[..30_000].iter().map(String::as_str).collect();
-    presence.heartbeat_many(&alive).await.expect("heartbeats");
-    assert_eq!(presence.active_count().await.expect("count"), 30_000);
-    assert_eq!(presence.expire_stale().await.expect("expire"), 70_000);
-    assert_eq!(presence.active_count().await.expect("count"), 30_000);
-    // Each shard is its own key under its own hash tag; nothing else was created.
-    let shards: u64 = server.cli(&["DBSIZE"]).parse().expect("DBSIZE");
-    assert_eq!(shards, u64::from(exec.config().presence.shards));
-    assert!(matches!(presence.heartbeat("bad{id}").await, Err(Error::InvalidId(_))));
 }
