@@ -198,12 +198,7 @@ impl Pool {
         index: usize,
         commands: impl IntoIterator<Item = &'c redis::Cmd>,
     ) -> Result<Vec<Reply>, Error> {
-        let mut packed = Vec::with_capacity(256);
-        let mut count = 0;
-        for cmd in commands {
-            cmd.write_packed_command(&mut packed);
-            count += 1;
-        }
+        let (packed, count) = pack(commands);
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
@@ -417,6 +412,19 @@ impl Pool {
             router.close();
         }
     }
+}
+
+/// The commands as one RESP buffer, and how many there are. Sized for the batch at once:
+/// growing it by doubling would copy it several times.
+fn pack<'c>(commands: impl IntoIterator<Item = &'c redis::Cmd>) -> (Vec<u8>, usize) {
+    let commands = commands.into_iter();
+    let mut packed = Vec::with_capacity(256 * commands.size_hint().0.max(1));
+    let mut count = 0;
+    for cmd in commands {
+        cmd.write_packed_command(&mut packed);
+        count += 1;
+    }
+    (packed, count)
 }
 
 fn add_cumulative(into: &mut PoolStats, from: &bb8::Statistics) {
