@@ -174,17 +174,25 @@ impl LiveConfig {
         Duration::from_nanos(self.linger_ns.load(Ordering::Relaxed))
     }
 
+    fn queue_capacity(&self) -> usize {
+        self.queue_capacity.load(Ordering::Relaxed)
+    }
+
+    fn overload(&self) -> OverloadPolicy {
+        match self.overload.load(Ordering::Relaxed) {
+            1 => OverloadPolicy::Reject,
+            2 => OverloadPolicy::DropOldest,
+            _ => OverloadPolicy::Wait,
+        }
+    }
+
     fn get(&self) -> BatchConfig {
         let mut config = BatchConfig::default();
         config.max_batch = self.max_batch.load(Ordering::Relaxed);
         config.linger = self.linger();
         config.queue_capacity = self.queue_capacity.load(Ordering::Relaxed);
         config.pipelines_in_flight = self.pipelines_in_flight.load(Ordering::Relaxed);
-        config.overload = match self.overload.load(Ordering::Relaxed) {
-            1 => OverloadPolicy::Reject,
-            2 => OverloadPolicy::DropOldest,
-            _ => OverloadPolicy::Wait,
-        };
+        config.overload = self.overload();
         config.wait_deadline = Duration::from_nanos(self.wait_deadline_ns.load(Ordering::Relaxed));
         config
     }
@@ -306,8 +314,9 @@ impl<S: PipelineSink> Batcher<S> {
     }
 
     async fn enqueue(&self, shard: &Shard<S::Op, S::Reply>, entry: Entry<S::Op, S::Reply>) -> Result<(), Error> {
-        let config = &self.shared.config.get();
-        let capacity = config.queue_capacity;
+        // Only the capacity on the way in: the rest is read when the queue is full.
+        let config = &self.shared.config;
+        let capacity = config.queue_capacity();
         let counters = &self.shared.counters;
         // Decide under the lock, and never hold it across an await.
         let entry = {
@@ -315,7 +324,7 @@ impl<S: PipelineSink> Batcher<S> {
             let Some(entry) = push_if_room(&mut queue, entry, capacity)? else {
                 return Ok(());
             };
-            match config.overload {
+            match config.overload() {
                 OverloadPolicy::Reject => None,
                 OverloadPolicy::DropOldest => {
                     let oldest = queue.pop_front();
@@ -334,13 +343,13 @@ impl<S: PipelineSink> Batcher<S> {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Overloaded { capacity });
         };
-        let deadline = Instant::now() + config.wait_deadline;
+        let deadline = Instant::now() + Duration::from_nanos(config.wait_deadline_ns.load(Ordering::Relaxed));
         loop {
             let room = shard.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
             // Read again each time: `reconfigure` may have raised it (and woke us).
-            let capacity = self.shared.config.queue_capacity.load(Ordering::Relaxed);
+            let capacity = config.queue_capacity();
             let Some(back) = push_if_room(&mut shard.queue(), entry, capacity)? else {
                 return Ok(());
             };
@@ -351,7 +360,7 @@ impl<S: PipelineSink> Batcher<S> {
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::Overloaded {
-                    capacity: self.shared.config.queue_capacity.load(Ordering::Relaxed),
+                    capacity: config.queue_capacity(),
                 });
             }
         }

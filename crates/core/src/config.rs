@@ -649,16 +649,7 @@ impl TelemetryConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(endpoint) = &self.endpoint {
-            let ok = url::Url::parse(endpoint)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-            if ok.is_none() {
-                return Err(ConfigError::new(
-                    "telemetry.endpoint",
-                    endpoint,
-                    "must be an http:// or https:// URL with a host",
-                ));
-            }
+            http_url("telemetry.endpoint", endpoint, false)?;
         }
         if let Some(t) = self.timeout {
             positive("telemetry.timeout", t)?;
@@ -673,17 +664,7 @@ impl TelemetryConfig {
             return Err(ConfigError::new("telemetry.sample_ratio", r, "must be from 0 to 1"));
         }
         for name in self.headers.keys() {
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-            if !valid {
-                return Err(ConfigError::new(
-                    "telemetry.headers",
-                    name,
-                    "a header name has only letters, digits, '-', '_' and '.'",
-                ));
-            }
+            header_name("telemetry.headers", name)?;
         }
         if let Some(name) = &self.service_name
             && name.trim().is_empty()
@@ -925,17 +906,7 @@ impl WebhookConfig {
         positive("alerts.webhook.timeout", self.timeout)?;
         retries("alerts.webhook.retries", self.retries)?;
         for (name, value) in &self.headers {
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-            if !valid {
-                return Err(ConfigError::new(
-                    "alerts.webhook.headers",
-                    name,
-                    "a header name has only letters, digits, '-', '_' and '.'",
-                ));
-            }
+            header_name("alerts.webhook.headers", name)?;
             if value.expose().chars().any(|c| c.is_control() && c != '\t') {
                 return Err(ConfigError::new(
                     format!("alerts.webhook.headers.{name}"),
@@ -1203,6 +1174,23 @@ fn http_url(field: &str, text: &str, secret: bool) -> Result<url::Url, ConfigErr
             };
             ConfigError::new(field, shown, "must be an http:// or https:// URL with a host")
         })
+}
+
+/// An HTTP header (or gRPC metadata) name: letters, digits, `-`, `_` and `.`.
+fn header_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            name,
+            "a header name has only letters, digits, '-', '_' and '.'",
+        ))
+    }
 }
 
 /// A URL for an error message, with any password replaced by `***`.

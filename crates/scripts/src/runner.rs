@@ -65,7 +65,7 @@ impl Scripts {
     pub async fn preload<C: ConnectionLike + Send>(&self, conn: &mut C) -> RedisResult<()> {
         let mut pipe = redis::pipe();
         for script in ALL {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(script.source());
+            pipe.add_command(script.load_command());
         }
         let shas: Vec<String> = pipe.query_async(conn).await?;
         for (script, sha) in ALL.iter().zip(&shas) {
@@ -82,11 +82,7 @@ impl Scripts {
     }
 
     async fn load<C: ConnectionLike + Send>(&self, conn: &mut C, script: &'static Script) -> RedisResult<()> {
-        let _: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(script.source())
-            .query_async(conn)
-            .await?;
+        let _: String = script.load_command().query_async(conn).await?;
         self.reloads.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(script = script.name(), "script reloaded after NOSCRIPT");
         Ok(())
@@ -249,14 +245,7 @@ impl Scripts {
                 }
             }
             if !scripts.is_empty() {
-                let loads: Vec<Cmd> = scripts
-                    .iter()
-                    .map(|script| {
-                        let mut cmd = redis::cmd("SCRIPT");
-                        cmd.arg("LOAD").arg(script.source());
-                        cmd
-                    })
-                    .collect();
+                let loads: Vec<Cmd> = scripts.iter().map(|script| script.load_command()).collect();
                 match pool.pipeline(link, &loads).await {
                     Ok(replies) => {
                         // A load the server refused (an ACL without SCRIPT LOAD, say) fails
@@ -288,17 +277,7 @@ impl Scripts {
             }
             pending = missing;
         }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Error::UnexpectedReply {
-                        what: "pipeline",
-                        detail: "no reply".into(),
-                    })
-                })
-            })
-            .collect()
+        answered(results)
     }
 
     /// Cluster only: sends each call to the master of its slot (`(script, command, slot)`),
@@ -338,9 +317,7 @@ impl Scripts {
                     continue;
                 }
                 seen.push(key);
-                let mut cmd = redis::cmd("SCRIPT");
-                cmd.arg("LOAD").arg(script.source());
-                loads.push((*slot, script, cmd));
+                loads.push((*slot, script, script.load_command()));
             }
             if !loads.is_empty() {
                 let commands: Vec<(u16, &Cmd)> = loads.iter().map(|(slot, _, cmd)| (*slot, cmd)).collect();
@@ -368,17 +345,7 @@ impl Scripts {
             }
             pending = missing;
         }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Error::UnexpectedReply {
-                        what: "pipeline",
-                        detail: "no reply".into(),
-                    })
-                })
-            })
-            .collect()
+        answered(results)
     }
 
     /// Preload and reload counts so far.
@@ -400,14 +367,24 @@ impl ConnectHook for Scripts {
     }
 
     fn on_connect_commands(&self) -> Vec<Cmd> {
-        ALL.iter()
-            .map(|script| {
-                let mut cmd = redis::cmd("SCRIPT");
-                cmd.arg("LOAD").arg(script.source());
-                cmd
-            })
-            .collect()
+        ALL.iter().map(|script| script.load_command()).collect()
     }
+}
+
+/// Every call's result; one that got none (which a pipeline that answered at all never
+/// leaves) is an error rather than a panic.
+fn answered(results: Vec<Option<Result<Value, Error>>>) -> Vec<Result<Value, Error>> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Error::UnexpectedReply {
+                    what: "pipeline",
+                    detail: "no reply".into(),
+                })
+            })
+        })
+        .collect()
 }
 
 /// One call's result from a direct link's reply.

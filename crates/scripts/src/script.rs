@@ -29,6 +29,13 @@ impl Script {
         self.source
     }
 
+    /// `SCRIPT LOAD <source>`: what puts it in a server's script cache.
+    pub fn load_command(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(self.source);
+        cmd
+    }
+
     /// The SHA1 of the source, lower-case hex, as `EVALSHA` wants it.
     pub fn sha(&self) -> &str {
         self.sha

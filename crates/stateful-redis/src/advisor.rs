@@ -355,14 +355,7 @@ impl StatefulExecutor {
             .map(|(script, _)| *script)
             .collect();
         if !missing.is_empty() {
-            let loads: Vec<Cmd> = missing
-                .iter()
-                .map(|script| {
-                    let mut cmd = redis::cmd("SCRIPT");
-                    cmd.arg("LOAD").arg(script.source());
-                    cmd
-                })
-                .collect();
+            let loads: Vec<Cmd> = missing.iter().map(|script| script.load_command()).collect();
             let replies = self.send_to_node(&loads).await?;
             for (script, reply) in missing.iter().zip(replies) {
                 let value = reply.map_err(server_error)?;
@@ -416,14 +409,7 @@ impl StatefulExecutor {
             };
             cached += flags.iter().filter(|&&f| f).count() as u32;
         }
-        let loads: Vec<Cmd> = scripts
-            .iter()
-            .map(|script| {
-                let mut cmd = redis::cmd("SCRIPT");
-                cmd.arg("LOAD").arg(script.source());
-                cmd
-            })
-            .collect();
+        let loads: Vec<Cmd> = scripts.iter().map(|script| script.load_command()).collect();
         for (address, replies) in pool.to_every_master(&loads).await {
             for (script, reply) in scripts.iter().zip(replies?) {
                 let value = reply.map_err(server_error)?;
