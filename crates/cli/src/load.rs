@@ -174,6 +174,14 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to {shown}"))?;
     let handle = exec.state_with_codec::<Bytes, _>("load", BytesCodec)?;
     let value = Bytes::from(vec![b'v'; args.value_size]);
+    if std::env::var_os("SR_SIZES").is_some() {
+        let f = handle.put("x", &value);
+        eprintln!("put future: {}", std::mem::size_of_val(&f));
+        drop(f);
+        let g = handle.get("x");
+        eprintln!("get future: {}", std::mem::size_of_val(&g));
+        drop(g);
+    }
     let limit = match (args.ops, args.duration) {
         (_, Some(secs)) => Limit::Until(Instant::now() + Duration::from_secs_f64(secs)),
         (Some(n), None) => Limit::Ops(n),

@@ -12,6 +12,7 @@ use stateful_redis_core::{ConfigError, Error, RedisConfig};
 
 use crate::connect::ConnectHook;
 use crate::direct::{DirectLink, Reply, Target};
+use crate::packed::Packable;
 use crate::shared::LinkCounters;
 
 /// Slots in a Redis Cluster.
@@ -432,7 +433,7 @@ impl ClusterRouter {
     /// `CLUSTERDOWN` are retried after a pause, a few times. A node that cannot be reached
     /// fails its commands with the connection's error (their outcome unknown) and asks
     /// for a refresh, since a failover may have moved its slots.
-    pub(crate) async fn pipeline(&self, commands: &[(u16, &redis::Cmd)]) -> Vec<Result<Reply, Error>> {
+    pub(crate) async fn pipeline<C: Packable + Sync>(&self, commands: &[(u16, &C)]) -> Vec<Result<Reply, Error>> {
         let n = commands.len();
         let mut results: Vec<Option<Result<Reply, Error>>> = (0..n).map(|_| None).collect();
         let mut pending: Vec<(usize, Route)> = commands
@@ -500,7 +501,7 @@ impl ClusterRouter {
                         redis::cmd("ASKING").write_packed_command(&mut packed);
                         count += 1;
                     }
-                    commands[i].1.write_packed_command(&mut packed);
+                    commands[i].1.pack_into(&mut packed);
                     count += 1;
                 }
                 node.commands.fetch_add(members.len() as u64, Ordering::Relaxed);

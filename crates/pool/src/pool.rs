@@ -11,6 +11,7 @@ use crate::cluster::{ClusterRouter, ClusterStats};
 use crate::connect::{ConnectHook, Connector};
 use crate::direct::{DirectLink, Reply, Target};
 use crate::exclusive::{ExclusiveConnection, Manager, ping};
+use crate::packed::Packable;
 use crate::shared::{Link, LinkCounters, SharedConnection};
 
 /// Counts and gauges of one pool. Cumulative counters never go down, across resizes too.
@@ -193,10 +194,10 @@ impl Pool {
     /// Send only commands with exactly one reply that leave the connection as they found
     /// it: never `SELECT`, `CLIENT REPLY`, `SUBSCRIBE`, `MULTI` or blocking commands, which
     /// would derail the link for the executor's traffic (use [`exclusive`](Self::exclusive)).
-    pub async fn pipeline<'c>(
+    pub async fn pipeline<'c, C: Packable + 'c>(
         &self,
         index: usize,
-        commands: impl IntoIterator<Item = &'c redis::Cmd>,
+        commands: impl IntoIterator<Item = &'c C>,
     ) -> Result<Vec<Reply>, Error> {
         let (packed, count) = pack(commands);
         if self.inner.closed.load(Ordering::Acquire) {
@@ -222,7 +223,7 @@ impl Pool {
     /// retried, so a reply is never a redirect; the topology is read again after a
     /// redirect or a lost node. Commands with exactly one reply only (as for
     /// [`pipeline`](Self::pipeline)).
-    pub async fn cluster_pipeline(&self, commands: &[(u16, &redis::Cmd)]) -> Vec<Result<Reply, Error>> {
+    pub async fn cluster_pipeline<C: Packable + Sync>(&self, commands: &[(u16, &C)]) -> Vec<Result<Reply, Error>> {
         let Some(router) = &self.inner.cluster else {
             let e = Error::Connection {
                 message: "not a cluster pool (redis.cluster is false)".into(),
@@ -416,12 +417,18 @@ impl Pool {
 
 /// The commands as one RESP buffer, and how many there are. Sized for the batch at once:
 /// growing it by doubling would copy it several times.
-fn pack<'c>(commands: impl IntoIterator<Item = &'c redis::Cmd>) -> (Vec<u8>, usize) {
-    let commands = commands.into_iter();
-    let mut packed = Vec::with_capacity(256 * commands.size_hint().0.max(1));
-    let mut count = 0;
+fn pack<'c, C: Packable + 'c>(commands: impl IntoIterator<Item = &'c C>) -> (Vec<u8>, usize) {
+    let mut commands = commands.into_iter();
+    let mut packed = Vec::new();
+    let Some(first) = commands.next() else {
+        return (packed, 0);
+    };
+    // The first command's size, times how many there are.
+    packed.reserve(first.packed_len_hint() * commands.size_hint().0.saturating_add(1));
+    first.pack_into(&mut packed);
+    let mut count = 1;
     for cmd in commands {
-        cmd.write_packed_command(&mut packed);
+        cmd.pack_into(&mut packed);
         count += 1;
     }
     (packed, count)

@@ -1,9 +1,29 @@
 //! Typed invocations of each script and the parsing of their replies.
 
 use bytes::Bytes;
-use redis::{Cmd, Value};
+use redis::{Cmd, ToRedisArgs, Value};
+use stateful_redis_pool::PackedCommand;
 
 use crate::script::{ACQUIRE, GET, PRESENCE, RELEASE, RENEW, Script, WRITE};
+
+/// Where a call's arguments go: a `redis::Cmd` (the redis-rs connections) or a
+/// [`PackedCommand`] (the direct links: RESP bytes, written once).
+pub trait Args {
+    /// Appends an argument (or several, for a slice).
+    fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self;
+}
+
+impl Args for Cmd {
+    fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        Cmd::arg(self, arg)
+    }
+}
+
+impl Args for PackedCommand {
+    fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        PackedCommand::arg(self, arg)
+    }
+}
 
 /// A call of one script: what it sends and how its reply reads.
 pub trait Invocation {
@@ -14,7 +34,7 @@ pub trait Invocation {
     /// A key it touches: its hash tag decides the connection (or cluster node) it goes to.
     fn routing_key(&self) -> &str;
     /// Appends `numkeys`, the keys and the arguments after `EVALSHA <sha>`.
-    fn write_args(&self, cmd: &mut Cmd);
+    fn write_args<A: Args>(&self, cmd: &mut A);
     /// Reads the script's reply; `Err` says what was unexpected.
     fn parse(&self, reply: Value) -> Result<Self::Reply, String>;
 
@@ -23,11 +43,20 @@ pub trait Invocation {
         128
     }
 
-    /// The full `EVALSHA` command.
+    /// The full `EVALSHA` command, for a redis-rs connection.
     fn command(&self) -> Cmd {
         let mut cmd = Cmd::with_capacity(16, 64 + self.size_hint());
         cmd.arg("EVALSHA");
         cmd.arg(self.script().sha());
+        self.write_args(&mut cmd);
+        cmd
+    }
+
+    /// The full `EVALSHA` command as RESP bytes, for the pool's pipelines
+    /// ([`Pool::pipeline`](stateful_redis_pool::Pool::pipeline)): encoded once, here.
+    fn packed(&self) -> PackedCommand {
+        let mut cmd = PackedCommand::with_capacity(96 + self.size_hint());
+        cmd.arg("EVALSHA").arg(self.script().sha());
         self.write_args(&mut cmd);
         cmd
     }
@@ -104,7 +133,7 @@ impl Invocation for Get<'_> {
         self.key
     }
 
-    fn write_args(&self, cmd: &mut Cmd) {
+    fn write_args<A: Args>(&self, cmd: &mut A) {
         cmd.arg(1).arg(self.key);
     }
 
@@ -280,7 +309,7 @@ impl Invocation for Write<'_> {
         self.key
     }
 
-    fn write_args(&self, cmd: &mut Cmd) {
+    fn write_args<A: Args>(&self, cmd: &mut A) {
         match (&self.guard, self.fence.is_some() || self.message.is_some()) {
             (Some(g), true) => cmd
                 .arg(5)
@@ -385,7 +414,7 @@ impl Invocation for Acquire<'_> {
         self.lease
     }
 
-    fn write_args(&self, cmd: &mut Cmd) {
+    fn write_args<A: Args>(&self, cmd: &mut A) {
         cmd.arg(2)
             .arg(self.lease)
             .arg(self.fence)
@@ -472,7 +501,7 @@ impl Invocation for Renew<'_> {
         self.lease
     }
 
-    fn write_args(&self, cmd: &mut Cmd) {
+    fn write_args<A: Args>(&self, cmd: &mut A) {
         cmd.arg(1)
             .arg(self.lease)
             .arg(self.token)
@@ -496,7 +525,7 @@ impl Invocation for Release<'_> {
         self.lease
     }
 
-    fn write_args(&self, cmd: &mut Cmd) {
+    fn write_args<A: Args>(&self, cmd: &mut A) {
         cmd.arg(1).arg(self.lease).arg(self.token).arg(self.owner);
     }
 
@@ -536,7 +565,7 @@ impl Invocation for Presence<'_> {
         self.shard
     }
 
-    fn write_args(&self, cmd: &mut Cmd) {
+    fn write_args<A: Args>(&self, cmd: &mut A) {
         cmd.arg(1).arg(self.shard);
         match self.op {
             PresenceOp::Beat(entities) => cmd.arg("beat").arg(0).arg(entities),

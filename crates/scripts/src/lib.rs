@@ -26,8 +26,8 @@ mod runner;
 mod script;
 
 pub use crate::invocation::{
-    Acquire, AcquireReply, Get, GuardKeys, Invocation, LeaseReply, Malformed, MessageWindow, Presence, PresenceOp,
-    RawRecord, Release, Renew, Write, WriteOp, WriteReply, WriteResult,
+    Acquire, AcquireReply, Args, Get, GuardKeys, Invocation, LeaseReply, Malformed, MessageWindow, Presence,
+    PresenceOp, RawRecord, Release, Renew, Write, WriteOp, WriteReply, WriteResult,
 };
 pub use crate::runner::{ScriptStats, Scripts};
 pub use crate::script::{ACL_COMMANDS, ACQUIRE, ALL, GET, PRESENCE, RELEASE, RENEW, Script, WRITE};

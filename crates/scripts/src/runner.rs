@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use stateful_redis_core::Error;
-use stateful_redis_pool::{ConnectHook, HookFuture, Pool, Reply, map_redis_error};
+use stateful_redis_pool::{ConnectHook, HookFuture, Packable, Pool, Reply, map_redis_error};
 
 use crate::invocation::Invocation;
 use crate::script::{ALL, Script};
@@ -208,11 +208,11 @@ impl Scripts {
     /// call's own result, with the same `NOSCRIPT` recovery as
     /// [`invoke_pipeline`](Self::invoke_pipeline): the calls that met it are resent, in their
     /// order, after their scripts are loaded on that link.
-    pub async fn invoke_direct(
+    pub async fn invoke_direct<C: Packable + Sync>(
         &self,
         pool: &Pool,
         link: usize,
-        calls: Vec<(&'static Script, Cmd)>,
+        calls: Vec<(&'static Script, C)>,
     ) -> Vec<Result<Value, Error>> {
         let n = calls.len();
         let mut results: Vec<Option<Result<Value, Error>>> = (0..n).map(|_| None).collect();
@@ -285,10 +285,10 @@ impl Scripts {
     /// ([`Pool::cluster_pipeline`]); a `NOSCRIPT` (a master that lost its script cache: a
     /// restart, a promoted replica, `SCRIPT FLUSH`) loads the script on that master and
     /// resends the calls that met it, in their order.
-    pub async fn invoke_cluster(
+    pub async fn invoke_cluster<C: Packable + Sync>(
         &self,
         pool: &Pool,
-        calls: Vec<(&'static Script, Cmd, u16)>,
+        calls: Vec<(&'static Script, C, u16)>,
     ) -> Vec<Result<Value, Error>> {
         let n = calls.len();
         let mut results: Vec<Option<Result<Value, Error>>> = (0..n).map(|_| None).collect();
@@ -297,7 +297,7 @@ impl Scripts {
             if pending.is_empty() {
                 break;
             }
-            let commands: Vec<(u16, &Cmd)> = pending.iter().map(|&i| (calls[i].2, &calls[i].1)).collect();
+            let commands: Vec<(u16, &C)> = pending.iter().map(|&i| (calls[i].2, &calls[i].1)).collect();
             let replies = pool.cluster_pipeline(&commands).await;
             let mut missing = Vec::new();
             for (&i, reply) in pending.iter().zip(replies) {

@@ -9,7 +9,7 @@ use stateful_redis_alert::AlertManager;
 use stateful_redis_batch::{BatchStats, Batcher, PipelineSink};
 use stateful_redis_core::{Codec, Envelope, Error, ExecutorConfig, Namespace, RedisConfig, SerdeCodec, hash_tag};
 use stateful_redis_metrics::{GaugeSource, Gauges, MetricsSnapshot, Operation, PerformanceMonitor, Stage};
-use stateful_redis_pool::{ConnectHook, Pool, PoolStats};
+use stateful_redis_pool::{ConnectHook, PackedCommand, Pool, PoolStats};
 use stateful_redis_scripts::{Invocation, Script, ScriptStats, Scripts};
 use tokio::sync::Notify;
 
@@ -208,7 +208,7 @@ impl Inner {
         let hint = fnv1a(hash_tag(key));
         let op = Call {
             script: call.script(),
-            cmd: call.command(),
+            cmd: call.packed(),
             slot: if self.pool.is_cluster() {
                 stateful_redis_pool::key_slot(key.as_bytes())
             } else {
@@ -307,7 +307,8 @@ struct RedisSink {
 /// One script call on its way through the batcher.
 struct Call {
     script: &'static Script,
-    cmd: Cmd,
+    /// Its `EVALSHA`, encoded once when the call was made.
+    cmd: PackedCommand,
     /// The cluster slot of its keys (0 on a standalone server).
     slot: u16,
     /// The caller's trace, when spans are on.
@@ -329,7 +330,7 @@ impl PipelineSink for RedisSink {
             let calls = ops.into_iter().map(|c| (c.script, c.cmd, c.slot)).collect();
             self.scripts.invoke_cluster(&self.pool, calls).await
         } else {
-            let calls: Vec<(&'static Script, Cmd)> = ops.into_iter().map(|c| (c.script, c.cmd)).collect();
+            let calls: Vec<(&'static Script, PackedCommand)> = ops.into_iter().map(|c| (c.script, c.cmd)).collect();
             self.send_calls(shard, calls).await
         };
         crate::telemetry::finish(spans, &results);
@@ -343,12 +344,17 @@ impl PipelineSink for RedisSink {
 }
 
 impl RedisSink {
-    async fn send_calls(&self, shard: usize, calls: Vec<(&'static Script, Cmd)>) -> Vec<Result<redis::Value, Error>> {
+    async fn send_calls(
+        &self,
+        shard: usize,
+        calls: Vec<(&'static Script, PackedCommand)>,
+    ) -> Vec<Result<redis::Value, Error>> {
         // The hot path: the pool's own pipeline link (plain TCP).
         if self.pool.direct_links() > 0 {
             return self.scripts.invoke_direct(&self.pool, shard, calls).await;
         }
-        // TLS and unix sockets: a redis-rs shared link.
+        // TLS and unix sockets: a redis-rs shared link, which sends `Cmd`s.
+        let calls: Vec<(&'static Script, Cmd)> = calls.into_iter().map(|(s, c)| (s, c.to_cmd())).collect();
         let n = calls.len();
         let mut conn = match self.pool.shared_at(shard).await {
             Ok(conn) => conn,

@@ -1,0 +1,245 @@
+//! Commands encoded once, as the RESP bytes the direct links send.
+//!
+//! A [`redis::Cmd`] keeps its arguments in two vectors and is encoded again each time it is
+//! sent. The executor's hot path instead writes each script call's arguments straight into
+//! one buffer as RESP, once, when the call is made: a batch is then the concatenation of its
+//! calls' bytes, and a resend (after `NOSCRIPT` or a redirect) copies the same bytes again.
+
+use std::fmt::Write as _;
+use std::io;
+
+use redis::{RedisWrite, ToRedisArgs};
+
+/// One command as RESP bytes: an array of bulk strings.
+///
+/// Build it with [`arg`](Self::arg) (anything `redis` can send as arguments); a pipeline
+/// takes it through [`Packable`], which writes the `*<count>` header and then its bytes.
+///
+/// ```
+/// use stateful_redis_pool::PackedCommand;
+///
+/// let mut cmd = PackedCommand::with_capacity(64);
+/// cmd.arg("SET").arg("key").arg(42);
+/// assert_eq!(cmd.to_bytes(), b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$2\r\n42\r\n");
+/// assert_eq!(cmd.args().collect::<Vec<_>>(), [&b"SET"[..], b"key", b"42"]);
+/// ```
+#[derive(Clone)]
+pub struct PackedCommand {
+    /// The arguments, each `$<len>\r\n<bytes>\r\n`.
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl std::fmt::Debug for PackedCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The arguments may hold credentials or user data: only their number and size.
+        f.debug_struct("PackedCommand")
+            .field("args", &self.count)
+            .field("bytes", &self.buf.len())
+            .finish()
+    }
+}
+
+impl Default for PackedCommand {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl PackedCommand {
+    /// An empty command with room for `bytes` bytes of arguments (and their framing).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
+    /// Appends an argument (or several, for a slice or a tuple).
+    pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        arg.write_redis_args(self);
+        self
+    }
+
+    /// The arguments written so far.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no argument was written.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The whole command, as sent.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.packed_len_hint());
+        self.pack_into(&mut out);
+        out
+    }
+
+    /// Each argument's bytes, in order.
+    pub fn args(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = &self.buf[..];
+        std::iter::from_fn(move || {
+            // `$<len>\r\n<bytes>\r\n`, as `push` wrote it.
+            let digits = rest.iter().position(|&b| b == b'\r')?;
+            let len: usize = std::str::from_utf8(rest.get(1..digits)?).ok()?.parse().ok()?;
+            let arg = rest.get(digits + 2..digits + 2 + len)?;
+            rest = rest.get(digits + 4 + len..)?;
+            Some(arg)
+        })
+    }
+
+    /// The same command as a `redis::Cmd`, for the redis-rs connections.
+    pub fn to_cmd(&self) -> redis::Cmd {
+        let mut cmd = redis::Cmd::with_capacity(self.len(), self.buf.len());
+        for arg in self.args() {
+            cmd.arg(arg);
+        }
+        cmd
+    }
+
+    fn push(&mut self, arg: &[u8]) {
+        self.buf.push(b'$');
+        let mut digits = itoa::Buffer::new();
+        self.buf.extend_from_slice(digits.format(arg.len()).as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf.extend_from_slice(arg);
+        self.buf.extend_from_slice(b"\r\n");
+        self.count += 1;
+    }
+}
+
+impl RedisWrite for PackedCommand {
+    fn write_arg(&mut self, arg: &[u8]) {
+        self.push(arg);
+    }
+
+    fn write_arg_fmt(&mut self, arg: impl std::fmt::Display) {
+        let mut text = String::new();
+        let _ = write!(text, "{arg}");
+        self.push(text.as_bytes());
+    }
+
+    fn writer_for_next_arg(&mut self) -> impl io::Write + '_ {
+        /// Collects one argument, and appends it when dropped.
+        struct NextArg<'a> {
+            cmd: &'a mut PackedCommand,
+            bytes: Vec<u8>,
+        }
+        impl io::Write for NextArg<'_> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.bytes.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl Drop for NextArg<'_> {
+            fn drop(&mut self) {
+                let bytes = std::mem::take(&mut self.bytes);
+                self.cmd.push(&bytes);
+            }
+        }
+        NextArg {
+            cmd: self,
+            bytes: Vec::new(),
+        }
+    }
+
+    fn reserve_space_for_args(&mut self, additional: impl IntoIterator<Item = usize>) {
+        let bytes: usize = additional.into_iter().map(|len| len + 16).sum();
+        self.buf.reserve(bytes);
+    }
+}
+
+/// A command a pipeline can carry: writes its RESP bytes.
+pub trait Packable {
+    /// Appends the command's RESP bytes to `out`.
+    fn pack_into(&self, out: &mut Vec<u8>);
+    /// A guess of its size in bytes, to size a pipeline's buffer once.
+    fn packed_len_hint(&self) -> usize;
+}
+
+impl Packable for redis::Cmd {
+    fn pack_into(&self, out: &mut Vec<u8>) {
+        self.write_packed_command(out);
+    }
+
+    fn packed_len_hint(&self) -> usize {
+        256
+    }
+}
+
+impl Packable for PackedCommand {
+    fn pack_into(&self, out: &mut Vec<u8>) {
+        out.push(b'*');
+        out.extend_from_slice(itoa::Buffer::new().format(self.count).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.buf);
+    }
+
+    fn packed_len_hint(&self) -> usize {
+        self.buf.len() + 16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_like_redis_rs_for_every_kind_of_argument() {
+        let big = vec![7u8; 70_000];
+        let mut packed = PackedCommand::default();
+        let mut cmd = redis::Cmd::new();
+        packed
+            .arg("EVALSHA")
+            .arg(1)
+            .arg(u64::MAX)
+            .arg(-5i64)
+            .arg(&b""[..])
+            .arg(&["a", "bc"][..])
+            .arg(&big[..])
+            .arg(1.5f64);
+        cmd.arg("EVALSHA")
+            .arg(1)
+            .arg(u64::MAX)
+            .arg(-5i64)
+            .arg(&b""[..])
+            .arg(&["a", "bc"][..])
+            .arg(&big[..])
+            .arg(1.5f64);
+        assert_eq!(packed.to_bytes(), cmd.get_packed_command());
+        assert_eq!(packed.len(), 9);
+        assert_eq!(packed.to_cmd().get_packed_command(), cmd.get_packed_command());
+        let mut out = Vec::new();
+        packed.pack_into(&mut out);
+        assert_eq!(out, cmd.get_packed_command());
+    }
+
+    #[test]
+    fn headers_of_every_width_and_no_argument() {
+        assert_eq!(PackedCommand::default().to_bytes(), b"*0\r\n");
+        let mut packed = PackedCommand::default();
+        for i in 0..1234 {
+            packed.arg(i);
+        }
+        let mut cmd = redis::Cmd::new();
+        for i in 0..1234 {
+            cmd.arg(i);
+        }
+        assert_eq!(packed.to_bytes(), cmd.get_packed_command());
+        assert_eq!(packed.args().count(), 1234);
+    }
+
+    #[test]
+    fn debug_shows_no_argument() {
+        let mut packed = PackedCommand::default();
+        packed.arg("AUTH").arg("s3cret");
+        let shown = format!("{packed:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+}
