@@ -306,43 +306,63 @@ impl<S: PipelineSink> Batcher<S> {
             at: (sampled || !shared.config.linger().is_zero()).then(Instant::now),
             sampled,
         };
-        self.enqueue(shard, entry).await?;
+        // A queue with room takes it at once; the wait for room (queue full, wait policy)
+        // is boxed: kept out of this future, which every caller's future contains, its
+        // size would be copied on every call.
+        if let Some(entry) = self.enqueue(shard, entry)? {
+            Box::pin(self.wait_for_room(shard, entry)).await?;
+        }
         shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
         shard.work.notify_one();
         // The flusher always answers; a closed channel means the runtime is going away.
         rx.await.unwrap_or(Err(Error::Shutdown))
     }
 
-    async fn enqueue(&self, shard: &Shard<S::Op, S::Reply>, entry: Entry<S::Op, S::Reply>) -> Result<(), Error> {
+    /// Queues `entry` if its queue has room, or applies the overload policy: refused
+    /// (`Overloaded`), queued in place of the oldest (`DropOldest`), or handed back to
+    /// wait for room (`Wait`).
+    fn enqueue(
+        &self,
+        shard: &Shard<S::Op, S::Reply>,
+        entry: Entry<S::Op, S::Reply>,
+    ) -> Result<Option<Entry<S::Op, S::Reply>>, Error> {
         // Only the capacity on the way in: the rest is read when the queue is full.
         let config = &self.shared.config;
         let capacity = config.queue_capacity();
         let counters = &self.shared.counters;
-        // Decide under the lock, and never hold it across an await.
-        let entry = {
-            let mut queue = shard.queue();
-            let Some(entry) = push_if_room(&mut queue, entry, capacity)? else {
-                return Ok(());
-            };
-            match config.overload() {
-                OverloadPolicy::Reject => None,
-                OverloadPolicy::DropOldest => {
-                    let oldest = queue.pop_front();
-                    queue.push_back(entry);
-                    if let Some(oldest) = oldest {
-                        counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        let _ = oldest.reply.send(Err(Error::Dropped { capacity }));
-                    }
-                    return Ok(());
-                }
-                // Wait (the policy enum is non-exhaustive: anything new waits, the gentlest).
-                _ => Some(entry),
+        let mut queue = shard.queue();
+        let Some(entry) = push_if_room(&mut queue, entry, capacity)? else {
+            return Ok(None);
+        };
+        match config.overload() {
+            OverloadPolicy::Reject => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(Error::Overloaded { capacity })
             }
-        };
-        let Some(mut entry) = entry else {
-            counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::Overloaded { capacity });
-        };
+            OverloadPolicy::DropOldest => {
+                let oldest = queue.pop_front();
+                queue.push_back(entry);
+                drop(queue);
+                if let Some(oldest) = oldest {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    let _ = oldest.reply.send(Err(Error::Dropped { capacity }));
+                }
+                Ok(None)
+            }
+            // Wait (the policy enum is non-exhaustive: anything new waits, the gentlest).
+            _ => Ok(Some(entry)),
+        }
+    }
+
+    /// Waits until `entry`'s queue has room and queues it, or refuses it (`Overloaded`)
+    /// once the wait deadline passes. Never holds the queue's lock across an await.
+    async fn wait_for_room(
+        &self,
+        shard: &Shard<S::Op, S::Reply>,
+        mut entry: Entry<S::Op, S::Reply>,
+    ) -> Result<(), Error> {
+        let config = &self.shared.config;
+        let counters = &self.shared.counters;
         let deadline = Instant::now() + Duration::from_nanos(config.wait_deadline_ns.load(Ordering::Relaxed));
         loop {
             let room = shard.room.notified();
