@@ -478,7 +478,7 @@ async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
         if settle {
             // Let the callers just woken by a finished batch queue their next operations
             // first: they join one batch instead of trickling out one syscall each.
-            tokio::task::yield_now().await;
+            YieldOnce(false).await;
             settle = false;
         }
         // Fill the free slots. While all are busy, operations pile up: that is the batching.
@@ -547,6 +547,26 @@ async fn flusher<S: PipelineSink>(shared: Arc<Shared<S>>, index: usize) {
             _ = &mut work, if in_flight.len() < slots => {}
             _ = linger => {}
         }
+    }
+}
+
+/// Goes to the back of the runtime's queue once: the tasks woken before it run first.
+///
+/// Unlike `tokio::task::yield_now`, which on the current-thread runtime also polls the
+/// I/O driver before it resumes (one more `epoll_wait` per pipeline), this is a plain
+/// self-wake, which both runtimes queue behind the tasks already woken.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 

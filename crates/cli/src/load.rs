@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hdrhistogram::Histogram;
 use stateful_redis::bytes::Bytes;
 use stateful_redis::{BytesCodec, Error, RedisUrl, StateHandle, StatefulExecutor, Version};
 
@@ -21,6 +20,17 @@ pub(crate) enum Workload {
     Cas,
     /// One read-modify-write (`get` + `cas`, retried on conflict) per operation.
     Update,
+}
+
+impl Workload {
+    /// The executor operation each call is, as its monitor names it.
+    fn operation(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Cas => "cas",
+            Workload::Update => "update",
+        }
+    }
 }
 
 /// Options of `load`.
@@ -174,14 +184,6 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to {shown}"))?;
     let handle = exec.state_with_codec::<Bytes, _>("load", BytesCodec)?;
     let value = Bytes::from(vec![b'v'; args.value_size]);
-    if std::env::var_os("SR_SIZES").is_some() {
-        let f = handle.put("x", &value);
-        eprintln!("put future: {}", std::mem::size_of_val(&f));
-        drop(f);
-        let g = handle.get("x");
-        eprintln!("get future: {}", std::mem::size_of_val(&g));
-        drop(g);
-    }
     let limit = match (args.ops, args.duration) {
         (_, Some(secs)) => Limit::Until(Instant::now() + Duration::from_secs_f64(secs)),
         (Some(n), None) => Limit::Ops(n),
@@ -205,13 +207,18 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         };
         workers.push(tokio::spawn(job.run()));
     }
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
     for worker in workers {
-        histogram
-            .add(worker.await.context("worker")?)
-            .context("merging latencies")?;
+        worker.await.context("worker")?;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    // The latencies are the executor's own: its monitor times every operation (one clock
+    // read at the start and one at the end), so the callers here time nothing.
+    let latency = exec
+        .snapshot()
+        .operation(args.workload.operation())
+        .map(|op| (op.p50, op.p90, op.p99, op.max))
+        .unwrap_or_default();
+    let micros = |d: Duration| d.as_micros() as u64;
     stop.store(true, Ordering::Relaxed);
     // Do not wait for its next tick: that would stretch the run by up to a second.
     progress.abort();
@@ -241,10 +248,10 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         conflicts: c.conflicts.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
         ops_per_sec: (ops as f64 / elapsed * 10.0).round() / 10.0,
-        p50_us: histogram.value_at_quantile(0.50),
-        p90_us: histogram.value_at_quantile(0.90),
-        p99_us: histogram.value_at_quantile(0.99),
-        max_us: histogram.max(),
+        p50_us: micros(latency.0),
+        p90_us: micros(latency.1),
+        p99_us: micros(latency.2),
+        max_us: micros(latency.3),
         redis: shown,
         workload: args.workload,
         concurrency: args.concurrency,
@@ -348,9 +355,7 @@ impl Worker {
         }
     }
 
-    async fn run(mut self) -> Histogram<u64> {
-        // Bounds are valid constants; `new_with_bounds` cannot fail for them.
-        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!());
+    async fn run(mut self) {
         let mut known: std::collections::HashMap<u64, Version> = std::collections::HashMap::new();
         let mut id = String::with_capacity(24);
         let mut reported = 0u32;
@@ -359,7 +364,6 @@ impl Worker {
             id.clear();
             use std::fmt::Write as _;
             let _ = write!(id, "e{entity}");
-            let start = Instant::now();
             let result = match self.workload {
                 Workload::Put => self.handle.put(&id, &self.value).await.map(|_| ()),
                 Workload::Cas => {
@@ -393,8 +397,6 @@ impl Worker {
                     }
                 }
             };
-            let micros = (start.elapsed().as_micros() as u64).max(1);
-            let _ = histogram.record(micros);
             let c = &self.counters;
             c.done.fetch_add(1, Ordering::Relaxed);
             match result {
@@ -409,6 +411,5 @@ impl Worker {
                 }
             };
         }
-        histogram
     }
 }

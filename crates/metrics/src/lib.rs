@@ -2,7 +2,7 @@
 //! adds, and snapshots of it for code in the same process.
 //!
 //! The [`PerformanceMonitor`] aggregates locally — lock-free log-linear latency histograms
-//! ([`LatencyHistogram`], buckets at most 6.25 % wide), counts, failures, errors by kind and
+//! ([`LatencyHistogram`], buckets at most 3.125 % wide), counts, failures, errors by kind and
 //! per-second rates — and [`PerformanceMonitor::snapshot`] turns that into a
 //! [`MetricsSnapshot`]: counts per operation, rates over a sliding window, p50/p90/p99/max,
 //! failure rates, and the pool, queue and batch gauges of a [`GaugeSource`]. Thresholds for

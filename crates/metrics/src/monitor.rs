@@ -245,7 +245,7 @@ pub struct OperationSnapshot {
     pub window_failure_rate: f64,
     /// Calls per second over the snapshot's window.
     pub rate_per_sec: f64,
-    /// Latency percentiles (bucket upper edges: at most 6.25 % high).
+    /// Latency percentiles (bucket upper edges: at most 3.125 % high).
     pub p50: Duration,
     /// 90th percentile.
     pub p90: Duration,
