@@ -348,9 +348,22 @@ impl Worker {
         self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % self.entities
     }
 
-    fn claim(&self) -> bool {
+    /// Whether to make one more call. With a number of operations, claims them from the
+    /// shared count a few at a time (`claimed` holds the rest), so that the callers do not
+    /// all write one shared counter per call; the total stays exact.
+    fn claim(&self, claimed: &mut u64) -> bool {
         match *self.limit {
-            Limit::Ops(n) => self.counters.issued.fetch_add(1, Ordering::Relaxed) < n,
+            Limit::Ops(n) => {
+                if *claimed == 0 {
+                    let from = self.counters.issued.fetch_add(CLAIM, Ordering::Relaxed);
+                    *claimed = n.saturating_sub(from).min(CLAIM);
+                }
+                if *claimed == 0 {
+                    return false;
+                }
+                *claimed -= 1;
+                true
+            }
             Limit::Until(deadline) => Instant::now() < deadline,
         }
     }
@@ -359,11 +372,14 @@ impl Worker {
         let mut known: std::collections::HashMap<u64, Version> = std::collections::HashMap::new();
         let mut id = String::with_capacity(24);
         let mut reported = 0u32;
-        while self.claim() {
+        let mut claimed = 0;
+        let mut tally = Tally::default();
+        let mut digits = itoa::Buffer::new();
+        while self.claim(&mut claimed) {
             let entity = self.next_entity();
             id.clear();
-            use std::fmt::Write as _;
-            let _ = write!(id, "e{entity}");
+            id.push('e');
+            id.push_str(digits.format(entity));
             let result = match self.workload {
                 Workload::Put => self.handle.put(&id, &self.value).await.map(|_| ()),
                 Workload::Cas => {
@@ -397,19 +413,44 @@ impl Worker {
                     }
                 }
             };
-            let c = &self.counters;
-            c.done.fetch_add(1, Ordering::Relaxed);
             match result {
-                Ok(()) => c.ok.fetch_add(1, Ordering::Relaxed),
-                Err(Error::Conflict { .. }) => c.conflicts.fetch_add(1, Ordering::Relaxed),
+                Ok(()) => tally.ok += 1,
+                Err(Error::Conflict { .. }) => tally.conflicts += 1,
                 Err(e) => {
                     if reported < 3 {
                         reported += 1;
                         tracing::warn!(error = %e, "operation failed");
                     }
-                    c.errors.fetch_add(1, Ordering::Relaxed)
+                    tally.errors += 1;
                 }
             };
+            tally.done += 1;
+            if tally.done == CLAIM {
+                tally.add_to(&self.counters);
+            }
         }
+        tally.add_to(&self.counters);
+    }
+}
+
+/// Operations a caller claims at a time, and counts before adding to the shared counts.
+const CLAIM: u64 = 16;
+
+/// A caller's own counts, added to the shared ones every [`CLAIM`] calls.
+#[derive(Default)]
+struct Tally {
+    done: u64,
+    ok: u64,
+    conflicts: u64,
+    errors: u64,
+}
+
+impl Tally {
+    fn add_to(&mut self, counters: &Counters) {
+        counters.done.fetch_add(self.done, Ordering::Relaxed);
+        counters.ok.fetch_add(self.ok, Ordering::Relaxed);
+        counters.conflicts.fetch_add(self.conflicts, Ordering::Relaxed);
+        counters.errors.fetch_add(self.errors, Ordering::Relaxed);
+        *self = Self::default();
     }
 }

@@ -55,6 +55,16 @@ impl PackedCommand {
         }
     }
 
+    /// `EVALSHA <sha>`, with room for `bytes` bytes of further arguments: the start of
+    /// every script call.
+    pub fn evalsha(sha: &str, bytes: usize) -> Self {
+        let mut cmd = Self::with_capacity(bytes + 64);
+        cmd.buf.extend_from_slice(b"$7\r\nEVALSHA\r\n");
+        cmd.count = 1;
+        cmd.push(sha.as_bytes());
+        cmd
+    }
+
     /// Appends an argument (or several, for a slice or a tuple).
     pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
         arg.write_redis_args(self);
@@ -101,9 +111,11 @@ impl PackedCommand {
     }
 
     fn push(&mut self, arg: &[u8]) {
-        self.buf.push(b'$');
         let mut digits = itoa::Buffer::new();
-        self.buf.extend_from_slice(digits.format(arg.len()).as_bytes());
+        let len = digits.format(arg.len()).as_bytes();
+        self.buf.reserve(len.len() + arg.len() + 5);
+        self.buf.push(b'$');
+        self.buf.extend_from_slice(len);
         self.buf.extend_from_slice(b"\r\n");
         self.buf.extend_from_slice(arg);
         self.buf.extend_from_slice(b"\r\n");
@@ -218,6 +230,15 @@ mod tests {
         let mut out = Vec::new();
         packed.pack_into(&mut out);
         assert_eq!(out, cmd.get_packed_command());
+    }
+
+    #[test]
+    fn evalsha_starts_like_the_same_arguments() {
+        let mut packed = PackedCommand::evalsha("abc", 0);
+        packed.arg(1).arg("k");
+        let mut cmd = redis::Cmd::new();
+        cmd.arg("EVALSHA").arg("abc").arg(1).arg("k");
+        assert_eq!(packed.to_bytes(), cmd.get_packed_command());
     }
 
     #[test]

@@ -55,8 +55,7 @@ pub trait Invocation {
     /// The full `EVALSHA` command as RESP bytes, for the pool's pipelines
     /// ([`Pool::pipeline`](stateful_redis_pool::Pool::pipeline)): encoded once, here.
     fn packed(&self) -> PackedCommand {
-        let mut cmd = PackedCommand::with_capacity(96 + self.size_hint());
-        cmd.arg("EVALSHA").arg(self.script().sha());
+        let mut cmd = PackedCommand::evalsha(self.script().sha(), self.size_hint());
         self.write_args(&mut cmd);
         cmd
     }
