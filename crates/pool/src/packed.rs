@@ -55,14 +55,15 @@ impl PackedCommand {
         }
     }
 
-    /// `EVALSHA <sha>`, with room for `bytes` bytes of further arguments: the start of
-    /// every script call.
-    pub fn evalsha(sha: &str, bytes: usize) -> Self {
-        let mut cmd = Self::with_capacity(bytes + 64);
-        cmd.buf.extend_from_slice(b"$7\r\nEVALSHA\r\n");
-        cmd.count = 1;
-        cmd.push(sha.as_bytes());
-        cmd
+    /// A copy of `start` with room for `bytes` more bytes of arguments: for commands that
+    /// all begin alike (`EVALSHA <sha>`), encoded once.
+    pub fn starting_with(start: &PackedCommand, bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(start.buf.len() + bytes);
+        buf.extend_from_slice(&start.buf);
+        Self {
+            buf,
+            count: start.count,
+        }
     }
 
     /// Appends an argument (or several, for a slice or a tuple).
@@ -111,16 +112,33 @@ impl PackedCommand {
     }
 
     fn push(&mut self, arg: &[u8]) {
-        let mut digits = itoa::Buffer::new();
-        let len = digits.format(arg.len()).as_bytes();
-        self.buf.reserve(len.len() + arg.len() + 5);
-        self.buf.push(b'$');
-        self.buf.extend_from_slice(len);
-        self.buf.extend_from_slice(b"\r\n");
+        let n = arg.len();
+        self.buf.reserve(n + 24);
+        // `$<len>\r\n`: most arguments are shorter than 1000 bytes, and a header of known
+        // size is a few stores, where formatting the length and appending a slice of
+        // unknown size would each be a call.
+        if n < 10 {
+            self.buf.extend_from_slice(&[b'$', digit(n), b'\r', b'\n']);
+        } else if n < 100 {
+            self.buf
+                .extend_from_slice(&[b'$', digit(n / 10), digit(n % 10), b'\r', b'\n']);
+        } else if n < 1000 {
+            self.buf
+                .extend_from_slice(&[b'$', digit(n / 100), digit(n / 10 % 10), digit(n % 10), b'\r', b'\n']);
+        } else {
+            self.buf.push(b'$');
+            self.buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            self.buf.extend_from_slice(b"\r\n");
+        }
         self.buf.extend_from_slice(arg);
         self.buf.extend_from_slice(b"\r\n");
         self.count += 1;
     }
+}
+
+/// The ASCII digit of `d` (0 to 9).
+fn digit(d: usize) -> u8 {
+    b'0' + (d % 10) as u8
 }
 
 impl RedisWrite for PackedCommand {
@@ -233,12 +251,27 @@ mod tests {
     }
 
     #[test]
-    fn evalsha_starts_like_the_same_arguments() {
-        let mut packed = PackedCommand::evalsha("abc", 0);
+    fn a_command_starting_like_another_has_its_arguments_first() {
+        let mut start = PackedCommand::default();
+        start.arg("EVALSHA").arg("abc");
+        let mut packed = PackedCommand::starting_with(&start, 0);
         packed.arg(1).arg("k");
         let mut cmd = redis::Cmd::new();
         cmd.arg("EVALSHA").arg("abc").arg(1).arg("k");
         assert_eq!(packed.to_bytes(), cmd.get_packed_command());
+    }
+
+    #[test]
+    fn arguments_of_every_length_width() {
+        for len in (0..=1100).chain([9_999, 10_000, 123_456]) {
+            let arg = vec![b'x'; len];
+            let mut packed = PackedCommand::default();
+            packed.arg(&arg[..]).arg("after");
+            let mut cmd = redis::Cmd::new();
+            cmd.arg(&arg[..]).arg("after");
+            assert_eq!(packed.to_bytes(), cmd.get_packed_command(), "argument of {len} bytes");
+            assert_eq!(packed.args().map(<[u8]>::len).collect::<Vec<_>>(), [len, 5]);
+        }
     }
 
     #[test]

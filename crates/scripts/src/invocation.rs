@@ -55,7 +55,7 @@ pub trait Invocation {
     /// The full `EVALSHA` command as RESP bytes, for the pool's pipelines
     /// ([`Pool::pipeline`](stateful_redis_pool::Pool::pipeline)): encoded once, here.
     fn packed(&self) -> PackedCommand {
-        let mut cmd = PackedCommand::evalsha(self.script().sha(), self.size_hint());
+        let mut cmd = PackedCommand::starting_with(self.script().evalsha(), self.size_hint());
         self.write_args(&mut cmd);
         cmd
     }

@@ -2,12 +2,15 @@
 
 use std::sync::OnceLock;
 
+use stateful_redis_pool::PackedCommand;
+
 /// A Lua script: its name, source and SHA1 (computed once).
 #[derive(Debug)]
 pub struct Script {
     name: &'static str,
     source: &'static str,
     sha: OnceLock<String>,
+    evalsha: OnceLock<PackedCommand>,
 }
 
 impl Script {
@@ -16,6 +19,7 @@ impl Script {
             name,
             source,
             sha: OnceLock::new(),
+            evalsha: OnceLock::new(),
         }
     }
 
@@ -34,6 +38,15 @@ impl Script {
         let mut cmd = redis::cmd("SCRIPT");
         cmd.arg("LOAD").arg(self.source);
         cmd
+    }
+
+    /// `EVALSHA <sha>`, encoded once: the start of every call.
+    pub fn evalsha(&self) -> &PackedCommand {
+        self.evalsha.get_or_init(|| {
+            let mut cmd = PackedCommand::with_capacity(64);
+            cmd.arg("EVALSHA").arg(self.sha());
+            cmd
+        })
     }
 
     /// The SHA1 of the source, lower-case hex, as `EVALSHA` wants it.
