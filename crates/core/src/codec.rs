@@ -200,7 +200,9 @@ impl Envelope {
 
     /// Encodes `value` into its stored form.
     pub fn seal<T, C: Codec<T> + ?Sized>(&self, codec: &C, value: &T) -> Result<Bytes, SealError> {
-        self.seal_with(codec, value, &mut Untimed)
+        let mut out = BytesMut::new();
+        self.seal_with(codec, value, &mut out, &mut Untimed)?;
+        Ok(out.freeze())
     }
 
     /// [`seal`](Self::seal), also saying how long the codec and the compression took.
@@ -210,42 +212,67 @@ impl Envelope {
         value: &T,
     ) -> (Result<Bytes, SealError>, CodecTimings) {
         let mut clock = Timed::default();
-        let sealed = self.seal_with(codec, value, &mut clock);
-        (sealed, clock.timings)
+        let mut out = BytesMut::new();
+        let sealed = self.seal_with(codec, value, &mut out, &mut clock);
+        (sealed.map(|()| out.freeze()), clock.timings)
     }
 
+    /// [`seal`](Self::seal) into `out` (cleared first): a buffer reused from one value to
+    /// the next allocates nothing. Timed (as [`seal_timed`](Self::seal_timed)) when `timed`.
+    pub fn seal_into<T, C: Codec<T> + ?Sized>(
+        &self,
+        codec: &C,
+        value: &T,
+        out: &mut BytesMut,
+        timed: bool,
+    ) -> (Result<(), SealError>, Option<CodecTimings>) {
+        out.clear();
+        if timed {
+            let mut clock = Timed::default();
+            let sealed = self.seal_with(codec, value, out, &mut clock);
+            (sealed, Some(clock.timings))
+        } else {
+            (self.seal_with(codec, value, out, &mut Untimed), None)
+        }
+    }
+
+    /// Appends the stored form of `value` to `out` (empty).
     fn seal_with<T, C: Codec<T> + ?Sized>(
         &self,
         codec: &C,
         value: &T,
+        out: &mut BytesMut,
         clock: &mut impl Clock,
-    ) -> Result<Bytes, SealError> {
+    ) -> Result<(), SealError> {
         let format = codec.format();
         if format & COMPRESSED != 0 {
             // Its values would read back as compressed: refuse the codec, not the value.
             return Err(SealError::Codec(CodecError::UnknownFormat(format)));
         }
         let started = clock.start();
-        let mut buf = BytesMut::with_capacity(1 + codec.size_hint(value));
-        buf.put_u8(format);
-        codec.encode(value, &mut buf)?;
+        out.reserve(1 + codec.size_hint(value));
+        out.put_u8(format);
+        codec.encode(value, out)?;
         clock.codec(started);
-        let size = buf.len() - 1;
+        let size = out.len() - 1;
         if size > self.max_value_size {
             return Err(SealError::TooLarge {
                 size,
                 max: self.max_value_size,
             });
         }
-        match self.compress_above {
-            Some(threshold) if size > threshold => {
-                let started = clock.start();
-                let packed = compress(format, &buf[1..]);
-                clock.compression(started);
-                Ok(packed.unwrap_or_else(|| buf.freeze()))
+        if let Some(threshold) = self.compress_above
+            && size > threshold
+        {
+            let started = clock.start();
+            let packed = compress(format, &out[1..]);
+            clock.compression(started);
+            if let Some(packed) = packed {
+                out.clear();
+                out.extend_from_slice(&packed);
             }
-            _ => Ok(buf.freeze()),
         }
+        Ok(())
     }
 
     /// Decodes a stored value, whatever format and compression it was written with.

@@ -137,6 +137,13 @@ impl Invocation for Get<'_> {
     }
 
     fn parse(&self, reply: Value) -> Result<Self::Reply, String> {
+        Self::parse_reply(reply)
+    }
+}
+
+impl Get<'_> {
+    /// Reads a reply of the `get` script (what [`Invocation::parse`] does, without a call).
+    pub fn parse_reply(reply: Value) -> Result<Option<Result<RawRecord, Malformed>>, String> {
         let Value::Array(items) = reply else {
             return Err(format!("expected an array, got {reply:?}"));
         };
@@ -348,6 +355,13 @@ impl Invocation for Write<'_> {
     }
 
     fn parse(&self, reply: Value) -> Result<WriteReply, String> {
+        Self::parse_reply(reply)
+    }
+}
+
+impl Write<'_> {
+    /// Reads a reply of the `write` script (what [`Invocation::parse`] does, without a call).
+    pub fn parse_reply(reply: Value) -> Result<WriteReply, String> {
         if let Value::Int(version) = reply {
             return Ok(WriteReply {
                 result: WriteResult::Applied(u64::try_from(version).map_err(|_| format!("version {version}"))?),

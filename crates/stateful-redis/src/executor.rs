@@ -201,22 +201,34 @@ impl Inner {
         Ok(guard)
     }
 
+    /// Encodes a call and picks its queue (by the hash tag of its keys). No await: the
+    /// call's keys and values may live in scratch buffers.
+    pub(crate) fn encode<I: Invocation>(&self, call: &I) -> Encoded {
+        let key = call.routing_key();
+        Encoded {
+            hint: fnv1a(hash_tag(key)),
+            op: Call {
+                script: call.script(),
+                cmd: call.packed(),
+                slot: if self.pool.is_cluster() {
+                    stateful_redis_pool::key_slot(key.as_bytes())
+                } else {
+                    0
+                },
+                trace: crate::telemetry::capture(&self.telemetry, call.script()),
+            },
+        }
+    }
+
+    /// Queues an encoded call with the calls of other tasks and waits for its reply.
+    async fn submit(&self, encoded: Encoded) -> Result<redis::Value, Error> {
+        self.batcher.submit(encoded.hint, encoded.op).await
+    }
+
     /// Runs one script call: queued with the calls of other tasks and sent in a pipeline
     /// on the link of the call's hash tag.
     pub(crate) async fn run<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
-        let key = call.routing_key();
-        let hint = fnv1a(hash_tag(key));
-        let op = Call {
-            script: call.script(),
-            cmd: call.packed(),
-            slot: if self.pool.is_cluster() {
-                stateful_redis_pool::key_slot(key.as_bytes())
-            } else {
-                0
-            },
-            trace: crate::telemetry::capture(&self.telemetry, call.script()),
-        };
-        let value = self.batcher.submit(hint, op).await?;
+        let value = self.submit(self.encode(call)).await?;
         call.parse(value).map_err(|detail| Error::UnexpectedReply {
             what: call.script().name(),
             detail,
@@ -227,19 +239,42 @@ impl Inner {
     /// call): when its outcome is unknown (timeout, broken connection) it is sent again,
     /// up to `retry.attempts` in all, with doubling pauses. Never use it for plain writes.
     pub(crate) async fn run_safe<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
+        self.run_encoded(call.script(), true, || Ok(self.encode(call)), |value| call.parse(value))
+            .await
+    }
+
+    /// Runs the call `encode` makes, and reads its reply with `parse`. Each attempt encodes
+    /// it again, so that `encode` may build it in scratch buffers (see `encode`). When
+    /// `safe` (a call safe to repeat, as for [`run_safe`](Self::run_safe)) an attempt whose
+    /// outcome is unknown is followed by another, up to `retry.attempts` in all.
+    pub(crate) async fn run_encoded<R>(
+        &self,
+        script: &'static Script,
+        safe: bool,
+        encode: impl Fn() -> Result<Encoded, Error>,
+        parse: impl FnOnce(redis::Value) -> Result<R, String>,
+    ) -> Result<R, Error> {
         let retry = &self.config.retry;
+        let attempts = if safe { retry.attempts } else { 1 };
         let mut pause = retry.backoff;
         let mut attempt = 1;
         loop {
-            match self.run(call).await {
-                Err(e) if e.is_outcome_unknown() && attempt < retry.attempts => {
+            match self.submit(encode()?).await {
+                Err(e) if e.is_outcome_unknown() && attempt < attempts => {
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(script = call.script().name(), attempt, error = %e, "retrying a safe call");
-                    tokio::time::sleep(pause).await;
+                    tracing::debug!(script = script.name(), attempt, error = %e, "retrying a safe call");
+                    // Boxed: the pause is rare, and every call's future would carry it.
+                    Box::pin(tokio::time::sleep(pause)).await;
                     pause = pause.saturating_mul(2);
                     attempt += 1;
                 }
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(value) => {
+                    return parse(value).map_err(|detail| Error::UnexpectedReply {
+                        what: script.name(),
+                        detail,
+                    });
+                }
             }
         }
     }
@@ -304,8 +339,14 @@ struct RedisSink {
     telemetry: crate::telemetry::Handle,
 }
 
+/// An encoded call and the queue it goes to.
+pub(crate) struct Encoded {
+    hint: u64,
+    op: Call,
+}
+
 /// One script call on its way through the batcher.
-struct Call {
+pub(crate) struct Call {
     script: &'static Script,
     /// Its `EVALSHA`, encoded once when the call was made.
     cmd: PackedCommand,

@@ -7,15 +7,18 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use std::cell::RefCell;
+
+use bytes::BytesMut;
 use stateful_redis_core::{
     AUTO_MESSAGES_SUFFIX, AUTO_OUTCOMES_SUFFIX, Codec, CodecError, Error, KeyLayout, MESSAGES_SUFFIX, Namespace,
-    OUTCOMES_SUFFIX, SealError, Version, Versioned, validate_entity_id, validate_message_id, validate_status,
+    OUTCOMES_SUFFIX, STATE_SUFFIX, SealError, Version, Versioned, validate_entity_id, validate_message_id,
+    validate_status,
 };
 use stateful_redis_metrics::Operation;
-use stateful_redis_scripts::{Get, GuardKeys, MessageWindow, Write, WriteOp, WriteResult};
+use stateful_redis_scripts::{GET, Get, GuardKeys, MessageWindow, WRITE, Write, WriteOp, WriteResult};
 
-use crate::executor::Inner;
+use crate::executor::{Encoded, Inner};
 use crate::leases::{Lease, LeaseGuard};
 
 /// The outcome of [`StateHandle::update`].
@@ -145,10 +148,36 @@ impl<T, C> fmt::Debug for StateHandle<T, C> {
     }
 }
 
-/// What a write sends, once validated and encoded.
-struct Prepared<'a> {
+/// What a write sends, once validated (the value is sealed when the call is encoded).
+struct Prepared<'a, T> {
     op: WriteOp<'a>,
-    data: Option<Bytes>,
+    value: Option<&'a T>,
+}
+
+/// A thread's buffers for the call being encoded: the entity's key and its sealed value.
+/// They are used only while a call is encoded, with no await in between, and the command
+/// keeps a copy of both; reused from one call to the next, they allocate nothing per call.
+#[derive(Default)]
+struct Scratch {
+    key: String,
+    value: BytesMut,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch buffers, emptied (fresh ones, should they be in use).
+fn with_scratch<R>(f: impl FnOnce(&mut String, &mut BytesMut) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let scratch = &mut *scratch;
+            scratch.key.clear();
+            scratch.value.clear();
+            f(&mut scratch.key, &mut scratch.value)
+        }
+        Err(_) => f(&mut String::new(), &mut BytesMut::new()),
+    })
 }
 
 impl<T, C: Codec<T>> StateHandle<T, C> {
@@ -193,14 +222,12 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         }
     }
 
-    fn seal(&self, entity: &str, value: &T) -> Result<Bytes, Error> {
-        let sealed = if crate::sampled() {
-            let (sealed, timings) = self.exec.envelope.seal_timed(&*self.codec, value);
+    /// Seals `value` into `out` (one call in [`crate::sampled`] timed).
+    fn seal_into(&self, entity: &str, value: &T, out: &mut BytesMut) -> Result<(), Error> {
+        let (sealed, timings) = self.exec.envelope.seal_into(&*self.codec, value, out, crate::sampled());
+        if let Some(timings) = timings {
             self.exec.codec_timings(timings);
-            sealed
-        } else {
-            self.exec.envelope.seal(&*self.codec, value)
-        };
+        }
         sealed.map_err(|e| match e {
             SealError::TooLarge { size, max } => Error::ValueTooLarge {
                 entity: entity.to_owned(),
@@ -221,7 +248,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         })
     }
 
-    fn prepare<'a>(&self, entity: &str, change: Change<'a, T>) -> Result<Prepared<'a>, Error> {
+    fn prepare<'a>(&self, entity: &str, change: Change<'a, T>) -> Result<Prepared<'a, T>, Error> {
         validate_entity_id(entity)?;
         let (op, value) = match change {
             Change::Put(v) => (WriteOp::Put, Some(v)),
@@ -235,8 +262,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
             }
             Change::Delete(expected) => (WriteOp::Delete { expected: expected.0 }, None),
         };
-        let data = value.map(|v| self.seal(entity, v)).transpose()?;
-        Ok(Prepared { op, data })
+        Ok(Prepared { op, value })
     }
 
     /// Sends a prepared write. Fenced and idempotent writes are retried when their outcome
@@ -246,11 +272,10 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     async fn send(
         &self,
         entity: &str,
-        prepared: &Prepared<'_>,
+        prepared: &Prepared<'_, T>,
         fence: Option<&Fence>,
         message: Option<&str>,
     ) -> Result<Applied, Error> {
-        let key = self.keys.state(entity);
         let auto_id;
         let automatic = fence.is_some() && message.is_none();
         let message = if automatic {
@@ -299,26 +324,40 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 keep_ms: idempotency.keep_for.as_millis().max(1) as u64,
             }
         };
-        let call = Write {
-            key: &key,
-            op: prepared.op,
-            data: prepared.data.as_deref(),
-            ttl_ms: self.ttl_ms,
-            guard: guard_keys.as_ref().map(|[fence, lease, messages, outcomes]| GuardKeys {
-                fence,
-                lease,
-                messages,
-                outcomes,
-            }),
-            fence: fence.map(|f| (f.token, f.owner.as_str())),
-            message: message.map(|m| (m, window)),
+        // The key and the sealed value are built in the thread's scratch buffers, for
+        // each attempt: the command copies them, and nothing is allocated for them.
+        let encode = || -> Result<Encoded, Error> {
+            with_scratch(|key, sealed| {
+                self.keys.write_key(entity, STATE_SUFFIX, key);
+                let data = match prepared.value {
+                    Some(value) => {
+                        self.seal_into(entity, value, sealed)?;
+                        Some(&sealed[..])
+                    }
+                    None => None,
+                };
+                let call = Write {
+                    key,
+                    op: prepared.op,
+                    data,
+                    ttl_ms: self.ttl_ms,
+                    guard: guard_keys.as_ref().map(|[fence, lease, messages, outcomes]| GuardKeys {
+                        fence,
+                        lease,
+                        messages,
+                        outcomes,
+                    }),
+                    fence: fence.map(|f| (f.token, f.owner.as_str())),
+                    message: message.map(|m| (m, window)),
+                };
+                Ok(self.exec.encode(&call))
+            })
         };
         let _op = self.exec.begin()?;
-        let reply = if guarded {
-            self.exec.run_safe(&call).await?
-        } else {
-            self.exec.run(&call).await?
-        };
+        let reply = self
+            .exec
+            .run_encoded(&WRITE, guarded, encode, Write::parse_reply)
+            .await?;
         let expected = match prepared.op {
             WriteOp::Cas { expected } | WriteOp::Delete { expected } => Version(expected),
             _ => Version::NONE,
@@ -396,9 +435,16 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     }
 
     async fn read(&self, entity: &str) -> Result<Option<Versioned<T>>, Error> {
-        let key = self.state_key(entity)?;
+        validate_entity_id(entity)?;
         let _op = self.exec.begin()?;
-        let Some(record) = self.exec.run_safe(&Get { key: &key }).await? else {
+        // The key in the thread's scratch buffer, as for writes.
+        let encode = || {
+            Ok(with_scratch(|key, _| {
+                self.keys.write_key(entity, STATE_SUFFIX, key);
+                self.exec.encode(&Get { key })
+            }))
+        };
+        let Some(record) = self.exec.run_encoded(&GET, true, encode, Get::parse_reply).await? else {
             return Ok(None);
         };
         let record = record.map_err(|m| Error::Corrupt {
@@ -482,7 +528,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
             let value = change(old);
             let prepared = Prepared {
                 op: WriteOp::Cas { expected: expected.0 },
-                data: Some(self.seal(entity, &value)?),
+                value: Some(&value),
             };
             match self.send(entity, &prepared, fence, None).await {
                 Ok(applied) => {
