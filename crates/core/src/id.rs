@@ -74,6 +74,14 @@ fn check(what: &'static str, text: &str, max: usize, braces: bool) -> Result<(),
             max,
         });
     }
+    // Plain ASCII without control characters (or braces) is fine: one pass over the bytes.
+    // Anything else (non-ASCII text, or a refusal to explain) takes the full check below.
+    if text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && !(braces && (b == b'{' || b == b'}')))
+    {
+        return Ok(());
+    }
     for (at, c) in text.char_indices() {
         let why = if c.is_control() {
             "control characters are not allowed"
@@ -173,6 +181,8 @@ mod tests {
             ("a\nb", '\n'),
             ("a\0", '\0'),
             ("x\u{7f}", '\u{7f}'),
+            // Non-ASCII text takes the full check: a C1 control character after a letter.
+            ("é\u{85}", '\u{85}'),
         ] {
             match validate_entity_id(id) {
                 Err(InvalidId::BadChar { found: f, .. }) => assert_eq!(f, found),
@@ -194,5 +204,7 @@ mod tests {
         assert!(validate_status("online").is_ok());
         assert!(validate_status("").is_err());
         assert!(validate_status("a\tb").is_err());
+        // Braces are reserved in entity ids only.
+        assert!(validate_status("a{b}").is_ok());
     }
 }

@@ -89,8 +89,10 @@ impl KeyLayout {
 /// The part of `key` Redis Cluster hashes: the text inside the first `{…}` if it is not
 /// empty, else the whole key. All keys of one entity share it.
 pub fn hash_tag(key: &str) -> &str {
-    if let Some(open) = key.find('{')
-        && let Some(len) = key[open + 1..].find('}')
+    // Byte scans: keys are short, and `{` and `}` are ASCII (never inside a UTF-8 sequence).
+    let bytes = key.as_bytes();
+    if let Some(open) = bytes.iter().position(|&b| b == b'{')
+        && let Some(len) = bytes[open + 1..].iter().position(|&b| b == b'}')
         && len > 0
     {
         return &key[open + 1..open + 1 + len];

@@ -17,7 +17,9 @@ mod on {
     use super::*;
 
     pub(crate) type Handle = Option<Arc<Telemetry>>;
-    pub(crate) type Trace = Option<OpTrace>;
+    /// Boxed: every operation carries one through the batcher, and moves it several times;
+    /// `None` (no allocation) unless spans are on.
+    pub(crate) type Trace = Option<Box<OpTrace>>;
     pub(crate) type Spans = Option<PipelineSpans>;
 
     pub(crate) fn start(config: &ExecutorConfig, monitor: &PerformanceMonitor) -> Result<Handle, Error> {
@@ -56,7 +58,7 @@ mod on {
     #[inline]
     pub(crate) fn capture(handle: &Handle, script: &'static Script) -> Trace {
         match handle {
-            Some(t) if t.tracing() => Some(OpTrace::capture(script.name())),
+            Some(t) if t.tracing() => Some(Box::new(OpTrace::capture(script.name()))),
             _ => None,
         }
     }
@@ -64,7 +66,7 @@ mod on {
     pub(crate) fn pipeline<'a>(handle: &Handle, traces: impl ExactSizeIterator<Item = &'a Trace>) -> Spans {
         let t = handle.as_ref()?;
         t.record_batch(traces.len());
-        t.pipeline(traces.map(Option::as_ref))
+        t.pipeline(traces.map(Option::as_deref))
     }
 
     pub(crate) fn finish(spans: Spans, results: &[Result<redis::Value, Error>]) {
