@@ -270,17 +270,48 @@ enum Parsed {
     Error(String),
 }
 
+/// The line at `at`, up to its CRLF, and where the next one starts; `None` if the CRLF has
+/// not arrived yet.
 fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let rest = buf.get(at..)?;
-    let end = rest.windows(2).position(|w| w == b"\r\n")?;
-    Some((&rest[..end], at + end + 2))
+    let mut from = 0;
+    loop {
+        // A byte scan for CR: reply lines are short.
+        let cr = from + rest[from..].iter().position(|&b| b == b'\r')?;
+        match rest.get(cr + 1) {
+            Some(b'\n') => return Some((&rest[..cr], at + cr + 2)),
+            Some(_) => from = cr + 1,
+            None => return None,
+        }
+    }
 }
 
+/// A RESP integer: an optional minus sign and decimal digits, within i64.
 fn number(text: &[u8]) -> Result<i64, String> {
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("bad number {:?}", String::from_utf8_lossy(text)))
+    let bad = || format!("bad number {:?}", String::from_utf8_lossy(text));
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return Err(bad());
+    }
+    let mut n: i64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return Err(bad());
+        }
+        // Accumulated negative, so that i64::MIN fits.
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_sub(i64::from(b - b'0')))
+            .ok_or_else(bad)?;
+    }
+    if negative {
+        Ok(n)
+    } else {
+        n.checked_neg().ok_or_else(bad)
+    }
 }
 
 fn parse_value(buf: &[u8], at: usize) -> Result<Option<(Parsed, usize)>, String> {
@@ -588,5 +619,30 @@ mod tests {
         assert_eq!(one(b"$5\r\nab"), None);
         assert!(parse(b"?what\r\n").is_err());
         assert!(parse(b":x1\r\n").is_err());
+        // Integers at and past the edges of i64.
+        assert_eq!(
+            one(b":-9223372036854775808\r\n").map(|r| r.0),
+            Some(Ok(Value::Int(i64::MIN)))
+        );
+        assert_eq!(
+            one(b":9223372036854775807\r\n").map(|r| r.0),
+            Some(Ok(Value::Int(i64::MAX)))
+        );
+        assert_eq!(one(b":-0\r\n").map(|r| r.0), Some(Ok(Value::Int(0))));
+        for bad in [
+            &b":9223372036854775808\r\n"[..],
+            b":-\r\n",
+            b":\r\n",
+            b":+1\r\n",
+            b":1 \r\n",
+        ] {
+            assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        // A lone CR inside a line is not its end.
+        assert_eq!(
+            one(b"+a\rb\r\n").map(|r| r.0),
+            Some(Ok(Value::SimpleString("a\rb".into())))
+        );
+        assert_eq!(one(b"+ab\r"), None);
     }
 }

@@ -72,6 +72,26 @@ impl PackedCommand {
         self
     }
 
+    /// Appends one argument of bytes.
+    pub fn bytes(&mut self, arg: &[u8]) -> &mut Self {
+        self.push(arg);
+        self
+    }
+
+    /// Appends a number as its decimal text (as `arg(n)` does).
+    pub fn int(&mut self, n: u64) -> &mut Self {
+        if n < 10 {
+            // One digit: the usual numkeys, a zero ttl.
+            self.buf.reserve(7);
+            self.buf
+                .extend_from_slice(&[b'$', b'1', b'\r', b'\n', digit(n as usize), b'\r', b'\n']);
+            self.count += 1;
+        } else {
+            self.push(itoa::Buffer::new().format(n).as_bytes());
+        }
+        self
+    }
+
     /// The arguments written so far.
     pub fn len(&self) -> usize {
         self.count as usize
@@ -272,6 +292,19 @@ mod tests {
             assert_eq!(packed.to_bytes(), cmd.get_packed_command(), "argument of {len} bytes");
             assert_eq!(packed.args().map(<[u8]>::len).collect::<Vec<_>>(), [len, 5]);
         }
+    }
+
+    #[test]
+    fn the_shortcuts_encode_like_arg() {
+        let mut packed = PackedCommand::default();
+        let mut cmd = redis::Cmd::new();
+        for n in [0, 1, 9, 10, 99, 12_345, u64::MAX] {
+            packed.int(n);
+            cmd.arg(n);
+        }
+        packed.bytes(b"").bytes(b"key");
+        cmd.arg(&b""[..]).arg("key");
+        assert_eq!(packed.to_bytes(), cmd.get_packed_command());
     }
 
     #[test]

@@ -11,6 +11,16 @@ use crate::script::{ACQUIRE, GET, PRESENCE, RELEASE, RENEW, Script, WRITE};
 pub trait Args {
     /// Appends an argument (or several, for a slice).
     fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self;
+
+    /// Appends one argument of bytes (a key, a value): the hot path's shortcut.
+    fn bytes(&mut self, arg: &[u8]) -> &mut Self {
+        self.arg(arg)
+    }
+
+    /// Appends a number as its decimal text: the hot path's shortcut.
+    fn int(&mut self, n: u64) -> &mut Self {
+        self.arg(n)
+    }
 }
 
 impl Args for Cmd {
@@ -22,6 +32,14 @@ impl Args for Cmd {
 impl Args for PackedCommand {
     fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
         PackedCommand::arg(self, arg)
+    }
+
+    fn bytes(&mut self, arg: &[u8]) -> &mut Self {
+        PackedCommand::bytes(self, arg)
+    }
+
+    fn int(&mut self, n: u64) -> &mut Self {
+        PackedCommand::int(self, n)
     }
 }
 
@@ -133,7 +151,7 @@ impl Invocation for Get<'_> {
     }
 
     fn write_args<A: Args>(&self, cmd: &mut A) {
-        cmd.arg(1).arg(self.key);
+        cmd.int(1).bytes(self.key.as_bytes());
     }
 
     fn parse(&self, reply: Value) -> Result<Self::Reply, String> {
@@ -324,7 +342,7 @@ impl Invocation for Write<'_> {
                 .arg(g.lease)
                 .arg(g.messages)
                 .arg(g.outcomes),
-            _ => cmd.arg(1).arg(self.key),
+            _ => cmd.int(1).bytes(self.key.as_bytes()),
         };
         let op = match self.op {
             WriteOp::Put => "put",
@@ -332,7 +350,9 @@ impl Invocation for Write<'_> {
             WriteOp::Transition { .. } => "tr",
             WriteOp::Delete { .. } => "del",
         };
-        cmd.arg(op).arg(self.data.unwrap_or_default()).arg(self.ttl_ms);
+        cmd.bytes(op.as_bytes())
+            .bytes(self.data.unwrap_or_default())
+            .int(self.ttl_ms);
         if matches!(self.op, WriteOp::Put) && self.fence.is_none() && self.message.is_none() {
             // The hot path: the script needs nothing more.
             return;
