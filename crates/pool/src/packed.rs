@@ -5,6 +5,7 @@
 //! one buffer as RESP, once, when the call is made: a batch is then the concatenation of its
 //! calls' bytes, and a resend (after `NOSCRIPT` or a redirect) copies the same bytes again.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io;
 
@@ -56,9 +57,15 @@ impl PackedCommand {
     }
 
     /// A copy of `start` with room for `bytes` more bytes of arguments: for commands that
-    /// all begin alike (`EVALSHA <sha>`), encoded once.
+    /// all begin alike (`EVALSHA <sha>`), encoded once. Its buffer is one this thread
+    /// recycled, when it has one.
     pub fn starting_with(start: &PackedCommand, bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(start.buf.len() + bytes);
+        let mut buf = SPARE
+            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut spare| spare.pop()))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        buf.reserve(start.buf.len() + bytes);
         buf.extend_from_slice(&start.buf);
         Self {
             buf,
@@ -159,6 +166,36 @@ impl PackedCommand {
 /// The ASCII digit of `d` (0 to 9).
 fn digit(d: usize) -> u8 {
     b'0' + (d % 10) as u8
+}
+
+/// Buffers of dropped commands, kept for the next ones made on the same thread: a command is
+/// made in its caller's task and dropped once its pipeline is answered, so in a steady flow
+/// each buffer serves one command after another instead of being allocated and freed each
+/// time. Bounded in number and in size.
+const SPARE_MAX: usize = 64;
+/// Larger buffers (big values) go back to the allocator.
+const SPARE_CAPACITY_MAX: usize = 4096;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Drop for PackedCommand {
+    fn drop(&mut self) {
+        if self.buf.capacity() == 0 || self.buf.capacity() > SPARE_CAPACITY_MAX {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        // During thread teardown the spare list may be gone: then the buffer is just freed.
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut()
+                && spare.len() < SPARE_MAX
+            {
+                spare.push(buf);
+            }
+        });
+    }
 }
 
 impl RedisWrite for PackedCommand {
@@ -320,6 +357,30 @@ mod tests {
         }
         assert_eq!(packed.to_bytes(), cmd.get_packed_command());
         assert_eq!(packed.args().count(), 1234);
+    }
+
+    #[test]
+    fn a_dropped_command_lends_its_buffer_to_the_next_one() {
+        let mut start = PackedCommand::default();
+        start.arg("EVALSHA").arg("abc");
+        let mut first = PackedCommand::starting_with(&start, 100);
+        first.bytes(b"value");
+        let reused = first.buf.as_ptr();
+        drop(first);
+        let mut second = PackedCommand::starting_with(&start, 100);
+        assert_eq!(second.buf.as_ptr(), reused);
+        // Nothing of the first command is left in it.
+        second.int(1);
+        let mut cmd = redis::Cmd::new();
+        cmd.arg("EVALSHA").arg("abc").arg(1);
+        assert_eq!(second.to_bytes(), cmd.get_packed_command());
+        // A big buffer goes back to the allocator instead.
+        let big = PackedCommand::starting_with(&start, 2 * SPARE_CAPACITY_MAX);
+        let big_ptr = big.buf.as_ptr();
+        drop(big);
+        drop(second);
+        let third = PackedCommand::starting_with(&start, 0);
+        assert_ne!(third.buf.as_ptr(), big_ptr);
     }
 
     #[test]
