@@ -220,9 +220,10 @@ impl Inner {
         }
     }
 
-    /// Queues an encoded call with the calls of other tasks and waits for its reply.
-    async fn submit(&self, encoded: Encoded) -> Result<redis::Value, Error> {
-        self.batcher.submit(encoded.hint, encoded.op).await
+    /// Queues an encoded call with the calls of other tasks and waits for its reply. The
+    /// batcher's own future: no state machine of its own around it.
+    fn submit(&self, encoded: Encoded) -> impl Future<Output = Result<redis::Value, Error>> + '_ {
+        self.batcher.submit(encoded.hint, encoded.op)
     }
 
     /// Runs one script call: queued with the calls of other tasks and sent in a pipeline

@@ -406,24 +406,29 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
             (Change::Delete(_), None) => Operation::Delete,
         };
         let started = std::time::Instant::now();
-        let result = self.write_unobserved(entity, change, fence, message).await;
+        // Checked here, before the one await: a nested async fn would add a level to every
+        // write's future.
+        let result = match self.check(entity, change, fence, message) {
+            Ok(prepared) => self.send(entity, &prepared, fence, message).await,
+            Err(e) => Err(e),
+        };
         self.exec.observe(operation, started, &result);
         result
     }
 
-    async fn write_unobserved(
+    /// Checks a write's fence, message id, entity id and statuses.
+    fn check<'a>(
         &self,
         entity: &str,
-        change: Change<'_, T>,
+        change: Change<'a, T>,
         fence: Option<&Fence>,
         message: Option<&str>,
-    ) -> Result<Applied, Error> {
+    ) -> Result<Prepared<'a, T>, Error> {
         check_fence(fence)?;
         if let Some(id) = message {
             validate_message_id(id)?;
         }
-        let prepared = self.prepare(entity, change)?;
-        self.send(entity, &prepared, fence, message).await
+        self.prepare(entity, change)
     }
 
     /// Reads an entity: `None` if it does not exist.
