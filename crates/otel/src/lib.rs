@@ -195,10 +195,13 @@ impl Telemetry {
         self.tracer.is_some()
     }
 
-    /// Starts the spans of a pipeline of `ops` (one entry per operation; `None` for an
-    /// operation submitted without a trace). Nothing is recorded unless the pipeline is
-    /// sampled.
-    pub fn pipeline<'a>(&self, ops: impl ExactSizeIterator<Item = Option<&'a OpTrace>>) -> Option<PipelineSpans> {
+    /// Starts the spans of a pipeline of `ops` (one entry per operation: the script it runs,
+    /// and its caller's span, `None` for an operation submitted outside any span). Nothing
+    /// is recorded unless the pipeline is sampled.
+    pub fn pipeline<'a>(
+        &self,
+        ops: impl ExactSizeIterator<Item = (&'static str, Option<&'a OpTrace>)>,
+    ) -> Option<PipelineSpans> {
         let tracer = self.tracer.as_ref()?;
         Some(PipelineSpans::start(tracer, ops, &self.server))
     }

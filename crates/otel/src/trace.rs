@@ -18,23 +18,22 @@ pub(crate) struct Server {
     pub(crate) port: u16,
 }
 
-/// What an operation carries from its caller to its pipeline: the caller's span (if any)
-/// and the script it runs.
+/// What an operation carries from its caller to its pipeline: the caller's span, which its
+/// operation span links to.
 #[derive(Debug, Clone)]
 pub struct OpTrace {
     caller: SpanContext,
-    script: &'static str,
 }
 
 impl OpTrace {
-    /// Captures the current OpenTelemetry context (with `tracing-opentelemetry`, the entered
-    /// `tracing` span) in the caller's task.
-    pub fn capture(script: &'static str) -> Self {
+    /// Captures the current OpenTelemetry context's span (with `tracing-opentelemetry`, the
+    /// entered `tracing` span) in the caller's task; `None` when the caller is in no span,
+    /// so that there is nothing to carry.
+    pub fn capture() -> Option<Self> {
         let cx = Context::current();
-        Self {
-            caller: cx.span().span_context().clone(),
-            script,
-        }
+        let span = cx.span();
+        let caller = span.span_context();
+        caller.is_valid().then(|| Self { caller: caller.clone() })
     }
 }
 
@@ -48,7 +47,7 @@ pub struct PipelineSpans {
 impl PipelineSpans {
     pub(crate) fn start<'a>(
         tracer: &SdkTracer,
-        ops: impl ExactSizeIterator<Item = Option<&'a OpTrace>>,
+        ops: impl ExactSizeIterator<Item = (&'static str, Option<&'a OpTrace>)>,
         server: &Server,
     ) -> Self {
         let n = ops.len();
@@ -78,15 +77,16 @@ impl PipelineSpans {
             // The conventions say never 1.
             pipeline.set_attribute(KeyValue::new(semattr::DB_OPERATION_BATCH_SIZE, n as i64));
         }
-        let ops: Vec<Option<&OpTrace>> = ops.collect();
-        for op in ops.iter().flatten().filter(|o| o.caller.is_valid()) {
-            pipeline.add_link(op.caller.clone(), Vec::new());
+        let ops: Vec<(&'static str, Option<&OpTrace>)> = ops.collect();
+        for (_, op) in &ops {
+            if let Some(op) = op.filter(|o| o.caller.is_valid()) {
+                pipeline.add_link(op.caller.clone(), Vec::new());
+            }
         }
         let parent = Context::new().with_span(pipeline);
         let operations = ops
             .iter()
-            .map(|op| {
-                let script = op.map_or("script", |o| o.script);
+            .map(|&(script, op)| {
                 let mut attributes = common.to_vec();
                 attributes.push(KeyValue::new(semattr::DB_OPERATION_NAME, "EVALSHA"));
                 attributes.push(KeyValue::new(semattr::DB_STORED_PROCEDURE_NAME, script));

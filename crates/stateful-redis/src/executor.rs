@@ -215,7 +215,7 @@ impl Inner {
                 } else {
                     0
                 },
-                trace: crate::telemetry::capture(&self.telemetry, call.script()),
+                trace: crate::telemetry::capture(&self.telemetry),
             },
         }
     }
@@ -367,7 +367,7 @@ impl PipelineSink for RedisSink {
     type Reply = redis::Value;
 
     async fn send(&self, shard: usize, ops: Vec<Call>) -> Vec<Result<redis::Value, Error>> {
-        let spans = crate::telemetry::pipeline(&self.telemetry, ops.iter().map(|c| &c.trace));
+        let spans = crate::telemetry::pipeline(&self.telemetry, ops.iter().map(|c| (c.script, &c.trace)));
         let results = if self.pool.is_cluster() {
             let calls = ops.into_iter().map(|c| (c.script, c.cmd, c.slot)).collect();
             self.scripts.invoke_cluster(&self.pool, calls).await

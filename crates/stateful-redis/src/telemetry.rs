@@ -17,8 +17,8 @@ mod on {
     use super::*;
 
     pub(crate) type Handle = Option<Arc<Telemetry>>;
-    /// Boxed: every operation carries one through the batcher, and moves it several times;
-    /// `None` (no allocation) unless spans are on.
+    /// The caller's span. Boxed: every operation carries one through the batcher, and moves it
+    /// several times; `None` (no allocation) unless spans are on and the caller is in a span.
     pub(crate) type Trace = Option<Box<OpTrace>>;
     pub(crate) type Spans = Option<PipelineSpans>;
 
@@ -56,17 +56,21 @@ mod on {
     }
 
     #[inline]
-    pub(crate) fn capture(handle: &Handle, script: &'static Script) -> Trace {
+    pub(crate) fn capture(handle: &Handle) -> Trace {
         match handle {
-            Some(t) if t.tracing() => Some(Box::new(OpTrace::capture(script.name()))),
+            Some(t) if t.tracing() => OpTrace::capture().map(Box::new),
             _ => None,
         }
     }
 
-    pub(crate) fn pipeline<'a>(handle: &Handle, traces: impl ExactSizeIterator<Item = &'a Trace>) -> Spans {
+    /// `ops`: each operation's script and trace.
+    pub(crate) fn pipeline<'a>(
+        handle: &Handle,
+        ops: impl ExactSizeIterator<Item = (&'static Script, &'a Trace)>,
+    ) -> Spans {
         let t = handle.as_ref()?;
-        t.record_batch(traces.len());
-        t.pipeline(traces.map(Option::as_deref))
+        t.record_batch(ops.len());
+        t.pipeline(ops.map(|(script, trace)| (script.name(), trace.as_deref())))
     }
 
     pub(crate) fn finish(spans: Spans, results: &[Result<redis::Value, Error>]) {
@@ -125,12 +129,12 @@ mod on {
     pub(crate) fn record_stage(_: &Handle, _: Stage, _: Duration) {}
 
     #[inline]
-    pub(crate) fn capture(_: &Handle, _: &'static Script) -> Trace {
+    pub(crate) fn capture(_: &Handle) -> Trace {
         Trace
     }
 
     #[inline]
-    pub(crate) fn pipeline<'a>(_: &Handle, _: impl ExactSizeIterator<Item = &'a Trace>) -> Spans {
+    pub(crate) fn pipeline<'a>(_: &Handle, _: impl ExactSizeIterator<Item = (&'static Script, &'a Trace)>) -> Spans {
         Spans
     }
 
