@@ -196,3 +196,37 @@ fn executor_put(bencher: Bencher<'_, '_>) {
     });
     runtime.block_on(executor.shutdown());
 }
+
+/// Puts from this many callers at once go out as one pipeline in [`executor_put_25`].
+const CROWD: usize = 25;
+
+/// 25 puts at once through the executor (one pipeline), per iteration: divided by 25, what one
+/// put costs when it shares its pipeline, as it does under load. `cargo xtask bench` reports
+/// the allocations per put from it.
+#[divan::bench]
+fn executor_put_25(bencher: Bencher<'_, '_>) {
+    if !stateful_redis_test_support::redis_server_available() {
+        eprintln!("executor_put_25: no redis-server on PATH, skipped");
+        return;
+    }
+    let server = stateful_redis_test_support::RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let executor = runtime
+        .block_on(stateful_redis::StatefulExecutor::builder().url(server.url()).build())
+        .expect("connect");
+    let handle = executor
+        .state_with_codec::<Bytes, _>("bench", BytesCodec)
+        .expect("a valid namespace");
+    let value = Bytes::from(vec![b'v'; VALUE_SIZE]);
+    let ids: Vec<String> = (0..1000).map(|i| format!("e{i}")).collect();
+    let mut i = 0usize;
+    bencher.bench_local(|| {
+        i = (i + CROWD) % ids.len();
+        let puts = ids[i..].iter().take(CROWD).map(|id| handle.put(id, &value));
+        runtime.block_on(futures_util::future::join_all(puts))
+    });
+    runtime.block_on(executor.shutdown());
+}

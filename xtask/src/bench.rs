@@ -1431,6 +1431,16 @@ impl Report<'_> {
                 b.alloc_bytes.map_or("0".to_owned(), |a| format!("{a}")),
             );
         }
+        if let Some(crowd) = self.micro.benchmarks.iter().find(|b| b.name == "executor_put_25") {
+            let _ = writeln!(
+                md,
+                "\nAllocations per put, when 25 share a pipeline (`executor_put_25` / 25, the connection's \
+                 reader included): **{:.2}** ({:.0} bytes). `executor_put` is one put alone, whose pipeline's \
+                 own allocations it does not share.",
+                crowd.allocs.unwrap_or(0.0) / 25.0,
+                crowd.alloc_bytes.unwrap_or(0.0) / 25.0,
+            );
+        }
 
         match comparison {
             Some(comparison) => md.push_str(comparison),
