@@ -81,6 +81,9 @@ struct Entry<O, R> {
     sampled: bool,
 }
 
+/// An entry of sink `S`'s operations.
+type SinkEntry<S> = Entry<<S as PipelineSink>::Op, <S as PipelineSink>::Reply>;
+
 struct Shard<O, R> {
     queue: Mutex<Queue<O, R>>,
     /// Wakes the flusher: work arrived, or shutdown.
@@ -325,7 +328,7 @@ impl<S: PipelineSink> Batcher<S> {
         &self,
         shard: &Shard<S::Op, S::Reply>,
         entry: Entry<S::Op, S::Reply>,
-    ) -> Result<Option<Entry<S::Op, S::Reply>>, Error> {
+    ) -> Result<Option<SinkEntry<S>>, Error> {
         // Only the capacity on the way in: the rest is read when the queue is full.
         let config = &self.shared.config;
         let capacity = config.queue_capacity();
