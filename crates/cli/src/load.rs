@@ -425,7 +425,7 @@ impl Worker {
                 }
             };
             tally.done += 1;
-            if tally.done == CLAIM {
+            if tally.done == TALLY {
                 tally.add_to(&self.counters);
             }
         }
@@ -433,10 +433,14 @@ impl Worker {
     }
 }
 
-/// Operations a caller claims at a time, and counts before adding to the shared counts.
-const CLAIM: u64 = 16;
+/// Operations a caller claims at a time: few, so that at the end of a run no caller is left
+/// with many calls to make alone.
+const CLAIM: u64 = 4;
 
-/// A caller's own counts, added to the shared ones every [`CLAIM`] calls.
+/// Calls a caller counts before adding its counts to the shared ones.
+const TALLY: u64 = 16;
+
+/// A caller's own counts, added to the shared ones every [`TALLY`] calls.
 #[derive(Default)]
 struct Tally {
     done: u64,
