@@ -24,6 +24,11 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
+
+/// mimalloc, as the benchmark's other clients (redis-benchmark, linked with jemalloc) have a
+/// fast allocator too; glibc's is slow when a pipeline frees many small buffers at once.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use redis::aio::MultiplexedConnection;
 use redis::{Arg, Value};
 use stateful_redis_scripts::{Invocation as _, Write, WriteOp};

@@ -6,6 +6,11 @@ mod load;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc, as the benchmark's other clients (redis-benchmark, linked with jemalloc) have a
+/// fast allocator too; glibc's is slow when a pipeline frees many small buffers at once.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Stateful services on Redis: load generation and checks.
 #[derive(Debug, Parser)]
 #[command(name = "stateful-redis", version, about, args_override_self = true)]
