@@ -122,7 +122,8 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
     let micro = micro(plan)?;
 
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let server = Server::start(&out_dir.join("redis-server.log"))?;
+    let pinning = pinning();
+    let server = Server::start(&out_dir.join("redis-server.log"), pinning.as_ref())?;
     let sha = server.load_script(&root.join("crates/scripts/lua/write.lua"))?;
     let put_args = put_args(&bins.plain)?;
     let cases = cases(plan, &server, &bins, &sha, &put_args);
@@ -147,7 +148,7 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
     let report = Report {
         plan,
         created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        machine: machine(root, &redis_version),
+        machine: machine(root, &redis_version, pinning.as_ref()),
         micro,
         results,
         elapsed_s: started.elapsed().as_secs_f64(),
@@ -358,16 +359,68 @@ struct Server {
     port: u16,
     /// Clock ticks per second of `/proc/<pid>/stat`.
     ticks: f64,
+    /// The CPUs the clients run on (`taskset -c` list), when the run is pinned.
+    clients: Option<String>,
+}
+
+/// Which CPUs the server and the clients run on: the server on CPU 0, every client on the
+/// others, so that the client never takes the server's core (on 2 cores the scheduler would
+/// otherwise put them together now and then, slowing both, and the figures would jump).
+#[derive(Debug, Clone)]
+struct Pinning {
+    server: String,
+    clients: String,
+}
+
+/// Pinning when the machine has 2 CPUs or more and `taskset` (util-linux) works; `None` (with
+/// a note) otherwise, and the processes run where the scheduler puts them.
+fn pinning() -> Option<Pinning> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cpus < 2 {
+        eprintln!("bench: 1 CPU: the server and the clients are not pinned");
+        return None;
+    }
+    let works = Command::new("taskset")
+        .args(["-c", "0", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!("bench: `taskset` (util-linux) does not run here: the server and the clients are not pinned");
+        return None;
+    }
+    Some(Pinning {
+        server: "0".to_owned(),
+        clients: if cpus == 2 {
+            "1".to_owned()
+        } else {
+            format!("1-{}", cpus - 1)
+        },
+    })
+}
+
+/// `program`, run through `taskset -c <cpus>` when `cpus` is given (taskset execs it: the
+/// process, its pid and its rusage are the program's).
+fn pinned(program: impl AsRef<std::ffi::OsStr>, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", cpus]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Server {
-    /// Starts it with its log in `log`.
-    fn start(log: &Path) -> anyhow::Result<Self> {
+    /// Starts it with its log in `log`, on the CPUs `pinning` gives it, if any.
+    fn start(log: &Path, pinning: Option<&Pinning>) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .context("finding a free loopback port")?
             .port();
-        let mut command = Command::new("redis-server");
+        let mut command = pinned("redis-server", pinning.map(|p| p.server.as_str()));
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
@@ -380,7 +433,12 @@ impl Server {
             .ok()
             .flatten()
             .map_or(100.0, |t| t as f64);
-        let mut server = Self { child, port, ticks };
+        let mut server = Self {
+            child,
+            port,
+            ticks,
+            clients: pinning.map(|p| p.clients.clone()),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = server.child.try_wait()? {
@@ -844,7 +902,7 @@ impl Case {
     /// waited for in between.
     fn run(&self, server: &Server) -> anyhow::Result<Sample> {
         server.cli(&["FLUSHALL"])?;
-        let mut command = Command::new(&self.program);
+        let mut command = pinned(&self.program, server.clients.as_deref());
         command.args(&self.args).stdin(Stdio::null());
         for var in [
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -1350,8 +1408,15 @@ impl Report<'_> {
         let _ = writeln!(
             md,
             "Every client runs against the same redis-server in this run, which starts empty (`FLUSHALL`) \
-             before each run. The server and the clients share the machine's CPUs, so the absolute numbers \
-             are noisy; the ratios between clients are the figures to read.\n"
+             before each run. {} The absolute numbers are noisy; the ratios between clients are the figures to \
+             read.\n",
+            match (m["pinning"]["server"].as_str(), m["pinning"]["clients"].as_str()) {
+                (Some(server), Some(clients)) => format!(
+                    "The server runs on CPU {server} and every client on CPU {clients} (`taskset -c`), so that \
+                     a client never takes the server's core."
+                ),
+                _ => "The server and the clients share the machine's CPUs (not pinned).".to_owned(),
+            }
         );
 
         let _ = writeln!(md, "## Targets\n");
@@ -1565,6 +1630,22 @@ fn compare(report: &Report<'_>, now: &Value, path: &Path, prev: &Value) -> Strin
             prev["machine"]["nproc"], prev["machine"]["redis_server"]
         );
     }
+    if prev["machine"]["pinning"] != now["machine"]["pinning"] {
+        let _ = writeln!(
+            md,
+            "Note: the previous report {} its server and clients to CPUs; this one {}.\n",
+            if prev["machine"]["pinning"].is_object() {
+                "pinned"
+            } else {
+                "did not pin"
+            },
+            if now["machine"]["pinning"].is_object() {
+                "does"
+            } else {
+                "does not"
+            },
+        );
+    }
     let _ = writeln!(
         md,
         "| Figure | Previous | Now | Change | Noise | |\n|---|---:|---:|---:|---:|---|"
@@ -1658,7 +1739,7 @@ fn fmt_figure(v: f64) -> String {
 }
 
 /// Machine and source facts for the report.
-fn machine(root: &Path, redis_version: &str) -> Value {
+fn machine(root: &Path, redis_version: &str, pinning: Option<&Pinning>) -> Value {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -1680,6 +1761,7 @@ fn machine(root: &Path, redis_version: &str) -> Value {
         "redis_server": redis_version,
         "git_commit": git(&["rev-parse", "HEAD"]),
         "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+        "pinning": pinning.map(|p| json!({ "server": p.server, "clients": p.clients })),
     })
 }
 
