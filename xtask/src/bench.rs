@@ -1426,7 +1426,8 @@ impl Report<'_> {
                 md,
                 "| {} | {} | {} {:.2}{} | {} |",
                 t.label,
-                t.value.map_or("–".to_owned(), |v| format!("{v:.2}{}", t.unit)),
+                // Three digits: a value rounded onto its limit would read as met.
+                t.value.map_or("–".to_owned(), |v| format!("{v:.3}{}", t.unit)),
                 if t.at_least { "≥" } else { "≤" },
                 t.limit,
                 t.unit,
