@@ -166,35 +166,66 @@ fn otel_record(bencher: Bencher<'_, '_>) {
     });
 }
 
-/// One `put` of a 100-byte value through the whole executor on a real redis-server, on a
-/// current-thread runtime (so every allocation of the operation, the connection's driver task
-/// included, happens on this thread and is counted).
+/// An executor on a throw-away redis-server, on a current-thread runtime (so every allocation
+/// of an operation, the connection's reader task included, happens on this thread and is
+/// counted), with a handle, a 100-byte value and 1000 entity ids.
+struct PutBench {
+    // Fields drop in this order: the handle and the executor before their runtime, and the
+    // server last.
+    handle: stateful_redis::StateHandle<Bytes, BytesCodec>,
+    executor: stateful_redis::StatefulExecutor,
+    runtime: tokio::runtime::Runtime,
+    value: Bytes,
+    ids: Vec<String>,
+    _server: stateful_redis_test_support::RedisServer,
+}
+
+impl PutBench {
+    /// `None` (and a note) when there is no redis-server to run against.
+    fn start(bench: &str) -> Option<Self> {
+        if !stateful_redis_test_support::redis_server_available() {
+            eprintln!("{bench}: no redis-server on PATH, skipped");
+            return None;
+        }
+        let server = stateful_redis_test_support::RedisServer::start();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let executor = runtime
+            .block_on(stateful_redis::StatefulExecutor::builder().url(server.url()).build())
+            .expect("connect");
+        let handle = executor
+            .state_with_codec::<Bytes, _>("bench", BytesCodec)
+            .expect("a valid namespace");
+        Some(Self {
+            runtime,
+            executor,
+            handle,
+            value: Bytes::from(vec![b'v'; VALUE_SIZE]),
+            ids: (0..1000).map(|i| format!("e{i}")).collect(),
+            _server: server,
+        })
+    }
+}
+
+impl Drop for PutBench {
+    fn drop(&mut self) {
+        self.runtime.block_on(self.executor.shutdown());
+    }
+}
+
+/// One `put` of a 100-byte value through the whole executor on a real redis-server.
 #[divan::bench]
 fn executor_put(bencher: Bencher<'_, '_>) {
-    if !stateful_redis_test_support::redis_server_available() {
-        eprintln!("executor_put: no redis-server on PATH, skipped");
+    let Some(b) = PutBench::start("executor_put") else {
         return;
-    }
-    let server = stateful_redis_test_support::RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let url = server.url();
-    let executor = runtime
-        .block_on(stateful_redis::StatefulExecutor::builder().url(url).build())
-        .expect("connect");
-    let handle = executor
-        .state_with_codec::<Bytes, _>("bench", BytesCodec)
-        .expect("a valid namespace");
-    let value = Bytes::from(vec![b'v'; VALUE_SIZE]);
-    let ids: Vec<String> = (0..1000).map(|i| format!("e{i}")).collect();
+    };
     let mut i = 0usize;
     bencher.bench_local(|| {
-        i = (i + 1) % ids.len();
-        runtime.block_on(handle.put(&ids[i], &value)).expect("put")
+        i = (i + 1) % b.ids.len();
+        b.runtime.block_on(b.handle.put(&b.ids[i], &b.value)).expect("put")
     });
-    runtime.block_on(executor.shutdown());
 }
 
 /// Puts from this many callers at once go out as one pipeline in [`executor_put_25`].
@@ -205,28 +236,13 @@ const CROWD: usize = 25;
 /// the allocations per put from it.
 #[divan::bench]
 fn executor_put_25(bencher: Bencher<'_, '_>) {
-    if !stateful_redis_test_support::redis_server_available() {
-        eprintln!("executor_put_25: no redis-server on PATH, skipped");
+    let Some(b) = PutBench::start("executor_put_25") else {
         return;
-    }
-    let server = stateful_redis_test_support::RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let executor = runtime
-        .block_on(stateful_redis::StatefulExecutor::builder().url(server.url()).build())
-        .expect("connect");
-    let handle = executor
-        .state_with_codec::<Bytes, _>("bench", BytesCodec)
-        .expect("a valid namespace");
-    let value = Bytes::from(vec![b'v'; VALUE_SIZE]);
-    let ids: Vec<String> = (0..1000).map(|i| format!("e{i}")).collect();
+    };
     let mut i = 0usize;
     bencher.bench_local(|| {
-        i = (i + CROWD) % ids.len();
-        let puts = ids[i..].iter().take(CROWD).map(|id| handle.put(id, &value));
-        runtime.block_on(futures_util::future::join_all(puts))
+        i = (i + CROWD) % b.ids.len();
+        let puts = b.ids[i..].iter().take(CROWD).map(|id| b.handle.put(id, &b.value));
+        b.runtime.block_on(futures_util::future::join_all(puts))
     });
-    runtime.block_on(executor.shutdown());
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use stateful_redis::bytes::Bytes;
-use stateful_redis::{BytesCodec, Error, RedisUrl, StateHandle, StatefulExecutor, Version};
+use stateful_redis::{BytesCodec, Error, Operation, RedisUrl, StateHandle, StatefulExecutor, Version};
 
 use crate::embedded::EmbeddedRedis;
 
@@ -23,12 +23,12 @@ pub(crate) enum Workload {
 }
 
 impl Workload {
-    /// The executor operation each call is, as its monitor names it.
-    fn operation(self) -> &'static str {
+    /// The executor operation each call is (the monitor's figures for it are the run's).
+    fn operation(self) -> Operation {
         match self {
-            Workload::Put => "put",
-            Workload::Cas => "cas",
-            Workload::Update => "update",
+            Workload::Put => Operation::Put,
+            Workload::Cas => Operation::Cas,
+            Workload::Update => Operation::Update,
         }
     }
 }
@@ -215,7 +215,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     // read at the start and one at the end), so the callers here time nothing.
     let latency = exec
         .snapshot()
-        .operation(args.workload.operation())
+        .operation(args.workload.operation().as_str())
         .map(|op| (op.p50, op.p90, op.p99, op.max))
         .unwrap_or_default();
     let micros = |d: Duration| d.as_micros() as u64;

@@ -201,39 +201,33 @@ impl Envelope {
     /// Encodes `value` into its stored form.
     pub fn seal<T, C: Codec<T> + ?Sized>(&self, codec: &C, value: &T) -> Result<Bytes, SealError> {
         let mut out = BytesMut::new();
-        self.seal_with(codec, value, &mut out, &mut Untimed)?;
+        self.seal_into(codec, value, &mut out)?;
         Ok(out.freeze())
     }
 
-    /// [`seal`](Self::seal), also saying how long the codec and the compression took.
-    pub fn seal_timed<T, C: Codec<T> + ?Sized>(
-        &self,
-        codec: &C,
-        value: &T,
-    ) -> (Result<Bytes, SealError>, CodecTimings) {
-        let mut clock = Timed::default();
-        let mut out = BytesMut::new();
-        let sealed = self.seal_with(codec, value, &mut out, &mut clock);
-        (sealed.map(|()| out.freeze()), clock.timings)
-    }
-
-    /// [`seal`](Self::seal) into `out` (cleared first): a buffer reused from one value to
-    /// the next allocates nothing. Timed (as [`seal_timed`](Self::seal_timed)) when `timed`.
+    /// [`seal`](Self::seal) into `out`, whose content it replaces: a buffer reused from one
+    /// value to the next allocates nothing.
     pub fn seal_into<T, C: Codec<T> + ?Sized>(
         &self,
         codec: &C,
         value: &T,
         out: &mut BytesMut,
-        timed: bool,
-    ) -> (Result<(), SealError>, Option<CodecTimings>) {
+    ) -> Result<(), SealError> {
         out.clear();
-        if timed {
-            let mut clock = Timed::default();
-            let sealed = self.seal_with(codec, value, out, &mut clock);
-            (sealed, Some(clock.timings))
-        } else {
-            (self.seal_with(codec, value, out, &mut Untimed), None)
-        }
+        self.seal_with(codec, value, out, &mut Untimed)
+    }
+
+    /// [`seal_into`](Self::seal_into), also saying how long the codec and the compression took.
+    pub fn seal_into_timed<T, C: Codec<T> + ?Sized>(
+        &self,
+        codec: &C,
+        value: &T,
+        out: &mut BytesMut,
+    ) -> (Result<(), SealError>, CodecTimings) {
+        out.clear();
+        let mut clock = Timed::default();
+        let sealed = self.seal_with(codec, value, out, &mut clock);
+        (sealed, clock.timings)
     }
 
     /// Appends the stored form of `value` to `out` (empty).
@@ -314,7 +308,7 @@ impl Envelope {
     }
 }
 
-/// How long the parts of one [`Envelope::seal_timed`] or [`Envelope::open_timed`] took.
+/// How long the parts of one [`Envelope::seal_into_timed`] or [`Envelope::open_timed`] took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CodecTimings {
@@ -458,16 +452,23 @@ mod tests {
     #[test]
     fn timed_forms_give_the_same_bytes_and_say_what_ran() {
         let env = Envelope::new(1 << 20, Some(64));
-        let (big, timings) = env.seal_timed(&SerdeCodec::json(), &device(1000));
-        let big = big.expect("seal");
-        assert_eq!(big, env.seal(&SerdeCodec::json(), &device(1000)).expect("seal"));
+        // One buffer for both: each seal replaces what it held.
+        let mut out = BytesMut::new();
+        let (sealed, timings) = env.seal_into_timed(&SerdeCodec::json(), &device(1000), &mut out);
+        sealed.expect("seal");
+        assert_eq!(
+            &out[..],
+            &env.seal(&SerdeCodec::json(), &device(1000)).expect("seal")[..]
+        );
         assert!(timings.compression.is_some(), "{timings:?}");
-        let (back, timings) = env.open_timed::<Device, _>(&SerdeCodec::json(), &big);
+        let (back, timings) = env.open_timed::<Device, _>(&SerdeCodec::json(), &out);
         assert_eq!(back.expect("open"), device(1000));
         assert!(timings.compression.is_some(), "{timings:?}");
         // Below the threshold nothing is compressed, so no compression time is claimed.
-        let (small, timings) = env.seal_timed(&SerdeCodec::json(), &device(1));
-        assert_eq!(small.expect("seal")[0], FORMAT_JSON);
+        let (sealed, timings) = env.seal_into_timed(&SerdeCodec::json(), &device(1), &mut out);
+        sealed.expect("seal");
+        assert_eq!(out[0], FORMAT_JSON);
+        assert_eq!(&out[..], &env.seal(&SerdeCodec::json(), &device(1)).expect("seal")[..]);
         assert_eq!(timings.compression, None);
     }
 

@@ -277,28 +277,32 @@ impl Packable for PackedCommand {
 mod tests {
     use super::*;
 
+    /// The same arguments written to a `PackedCommand` and to a `redis::Cmd`.
+    macro_rules! both {
+        ($($arg:expr),* $(,)?) => {{
+            let mut packed = PackedCommand::default();
+            let mut cmd = redis::Cmd::new();
+            $(
+                packed.arg($arg);
+                cmd.arg($arg);
+            )*
+            (packed, cmd)
+        }};
+    }
+
     #[test]
     fn encodes_like_redis_rs_for_every_kind_of_argument() {
         let big = vec![7u8; 70_000];
-        let mut packed = PackedCommand::default();
-        let mut cmd = redis::Cmd::new();
-        packed
-            .arg("EVALSHA")
-            .arg(1)
-            .arg(u64::MAX)
-            .arg(-5i64)
-            .arg(&b""[..])
-            .arg(&["a", "bc"][..])
-            .arg(&big[..])
-            .arg(1.5f64);
-        cmd.arg("EVALSHA")
-            .arg(1)
-            .arg(u64::MAX)
-            .arg(-5i64)
-            .arg(&b""[..])
-            .arg(&["a", "bc"][..])
-            .arg(&big[..])
-            .arg(1.5f64);
+        let (packed, cmd) = both!(
+            "EVALSHA",
+            1,
+            u64::MAX,
+            -5i64,
+            &b""[..],
+            &["a", "bc"][..],
+            &big[..],
+            1.5f64
+        );
         assert_eq!(packed.to_bytes(), cmd.get_packed_command());
         assert_eq!(packed.len(), 9);
         assert_eq!(packed.to_cmd().get_packed_command(), cmd.get_packed_command());
@@ -322,10 +326,7 @@ mod tests {
     fn arguments_of_every_length_width() {
         for len in (0..=1100).chain([9_999, 10_000, 123_456]) {
             let arg = vec![b'x'; len];
-            let mut packed = PackedCommand::default();
-            packed.arg(&arg[..]).arg("after");
-            let mut cmd = redis::Cmd::new();
-            cmd.arg(&arg[..]).arg("after");
+            let (packed, cmd) = both!(&arg[..], "after");
             assert_eq!(packed.to_bytes(), cmd.get_packed_command(), "argument of {len} bytes");
             assert_eq!(packed.args().map(<[u8]>::len).collect::<Vec<_>>(), [len, 5]);
         }

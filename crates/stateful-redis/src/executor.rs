@@ -229,11 +229,13 @@ impl Inner {
     /// Runs one script call: queued with the calls of other tasks and sent in a pipeline
     /// on the link of the call's hash tag.
     pub(crate) async fn run<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
-        let value = self.submit(self.encode(call)).await?;
-        call.parse(value).map_err(|detail| Error::UnexpectedReply {
-            what: call.script().name(),
-            detail,
-        })
+        self.run_encoded(
+            call.script(),
+            false,
+            || Ok(self.encode(call)),
+            |value| call.parse(value),
+        )
+        .await
     }
 
     /// Runs a call that is safe to repeat (a read, a fenced or idempotent write, a lease

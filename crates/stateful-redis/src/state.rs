@@ -1,13 +1,12 @@
 //! Typed handles on the entities of one namespace: reads, writes (plain, fenced, exactly
 //! once) and read-modify-write.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::cell::RefCell;
 
 use bytes::BytesMut;
 use stateful_redis_core::{
@@ -224,10 +223,13 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
 
     /// Seals `value` into `out` (one call in [`crate::sampled`] timed).
     fn seal_into(&self, entity: &str, value: &T, out: &mut BytesMut) -> Result<(), Error> {
-        let (sealed, timings) = self.exec.envelope.seal_into(&*self.codec, value, out, crate::sampled());
-        if let Some(timings) = timings {
+        let sealed = if crate::sampled() {
+            let (sealed, timings) = self.exec.envelope.seal_into_timed(&*self.codec, value, out);
             self.exec.codec_timings(timings);
-        }
+            sealed
+        } else {
+            self.exec.envelope.seal_into(&*self.codec, value, out)
+        };
         sealed.map_err(|e| match e {
             SealError::TooLarge { size, max } => Error::ValueTooLarge {
                 entity: entity.to_owned(),
@@ -248,7 +250,18 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         })
     }
 
-    fn prepare<'a>(&self, entity: &str, change: Change<'a, T>) -> Result<Prepared<'a, T>, Error> {
+    /// Checks a write's fence, message id, entity id and statuses.
+    fn prepare<'a>(
+        &self,
+        entity: &str,
+        change: Change<'a, T>,
+        fence: Option<&Fence>,
+        message: Option<&str>,
+    ) -> Result<Prepared<'a, T>, Error> {
+        check_fence(fence)?;
+        if let Some(id) = message {
+            validate_message_id(id)?;
+        }
         validate_entity_id(entity)?;
         let (op, value) = match change {
             Change::Put(v) => (WriteOp::Put, Some(v)),
@@ -263,6 +276,32 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
             Change::Delete(expected) => (WriteOp::Delete { expected: expected.0 }, None),
         };
         Ok(Prepared { op, value })
+    }
+
+    /// How long a write's message ids are kept: the configured window, or for automatic ids
+    /// (fenced writes without one) twice the longest a retried write can take.
+    fn message_window(&self, automatic: bool) -> MessageWindow {
+        let config = &self.exec.config;
+        if !automatic {
+            return MessageWindow {
+                keep: config.idempotency.keep,
+                keep_ms: config.idempotency.keep_for.as_millis().max(1) as u64,
+            };
+        }
+        // Every attempt's timeout plus the doubling pauses between them (at least a minute).
+        let mut budget = Duration::ZERO;
+        let mut pause = config.retry.backoff;
+        for _ in 0..config.retry.attempts {
+            budget = budget
+                .saturating_add(config.redis.response_timeout)
+                .saturating_add(pause);
+            pause = pause.saturating_mul(2);
+        }
+        let budget = budget.saturating_mul(2).max(Duration::from_secs(60));
+        MessageWindow {
+            keep: 1000,
+            keep_ms: budget.as_millis().min(MAX_TTL_MS) as u64,
+        }
     }
 
     /// Sends a prepared write. Fenced and idempotent writes are retried when their outcome
@@ -300,30 +339,8 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 self.keys.key(entity, outcomes_suffix),
             ]
         });
-        let idempotency = &self.exec.config.idempotency;
-        let window = if automatic {
-            // Twice the longest a retried write can take: every attempt's timeout plus the
-            // doubling pauses between them (at least a minute).
-            let retry = &self.exec.config.retry;
-            let mut budget = Duration::ZERO;
-            let mut pause = retry.backoff;
-            for _ in 0..retry.attempts {
-                budget = budget
-                    .saturating_add(self.exec.config.redis.response_timeout)
-                    .saturating_add(pause);
-                pause = pause.saturating_mul(2);
-            }
-            let budget = budget.saturating_mul(2).max(Duration::from_secs(60));
-            MessageWindow {
-                keep: 1000,
-                keep_ms: budget.as_millis().min(MAX_TTL_MS) as u64,
-            }
-        } else {
-            MessageWindow {
-                keep: idempotency.keep,
-                keep_ms: idempotency.keep_for.as_millis().max(1) as u64,
-            }
-        };
+        // Only a write with a message id needs its window.
+        let message = message.map(|id| (id, self.message_window(automatic)));
         // The key and the sealed value are built in the thread's scratch buffers, for
         // each attempt: the command copies them, and nothing is allocated for them.
         let encode = || -> Result<Encoded, Error> {
@@ -348,7 +365,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                         outcomes,
                     }),
                     fence: fence.map(|f| (f.token, f.owner.as_str())),
-                    message: message.map(|m| (m, window)),
+                    message,
                 };
                 Ok(self.exec.encode(&call))
             })
@@ -408,27 +425,12 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         let started = std::time::Instant::now();
         // Checked here, before the one await: a nested async fn would add a level to every
         // write's future.
-        let result = match self.check(entity, change, fence, message) {
+        let result = match self.prepare(entity, change, fence, message) {
             Ok(prepared) => self.send(entity, &prepared, fence, message).await,
             Err(e) => Err(e),
         };
         self.exec.observe(operation, started, &result);
         result
-    }
-
-    /// Checks a write's fence, message id, entity id and statuses.
-    fn check<'a>(
-        &self,
-        entity: &str,
-        change: Change<'a, T>,
-        fence: Option<&Fence>,
-        message: Option<&str>,
-    ) -> Result<Prepared<'a, T>, Error> {
-        check_fence(fence)?;
-        if let Some(id) = message {
-            validate_message_id(id)?;
-        }
-        self.prepare(entity, change)
     }
 
     /// Reads an entity: `None` if it does not exist.
