@@ -435,6 +435,11 @@ pub struct BatchConfig {
     /// With `overload = "wait"`: the longest wait for room (default 1 s).
     #[serde(with = "duration")]
     pub wait_deadline: Duration,
+    /// Most calls of one pipeline sent as one run of the `many` script (default 64): one
+    /// `EVALSHA` applies them one after another, each atomic and answered on its own, and
+    /// costs the server less than an `EVALSHA` each. On a cluster only calls of one slot
+    /// share a run. 1 sends every call as its own `EVALSHA`.
+    pub calls_per_run: usize,
 }
 
 impl Default for BatchConfig {
@@ -446,6 +451,7 @@ impl Default for BatchConfig {
             pipelines_in_flight: 2,
             overload: OverloadPolicy::Wait,
             wait_deadline: Duration::from_secs(1),
+            calls_per_run: 64,
         }
     }
 }
@@ -462,6 +468,7 @@ impl BatchConfig {
         in_range("batch.max_batch", self.max_batch, 1, 10_000)?;
         in_range("batch.queue_capacity", self.queue_capacity, 1, 10_000_000)?;
         in_range("batch.pipelines_in_flight", self.pipelines_in_flight, 1, 1_000)?;
+        in_range("batch.calls_per_run", self.calls_per_run, 1, 1_000)?;
         if self.linger > Duration::from_secs(1) {
             return Err(ConfigError::new(
                 "batch.linger",

@@ -357,9 +357,10 @@ fn parse_value(buf: &[u8], at: usize) -> Result<Option<(Parsed, usize)>, String>
                         items.push(v);
                         at = used;
                     }
-                    // An error inside an array (only EXEC sends those) keeps its text.
-                    Some((Parsed::Error(e), used)) => {
-                        items.push(Value::SimpleString(e));
+                    // An error inside an array (EXEC, the `many` script's replies) stays an
+                    // error, as redis-rs reads it.
+                    Some((Parsed::Error(_), used)) => {
+                        items.push(nested_error(&buf[at..used]));
                         at = used;
                     }
                     None => return Ok(None),
@@ -370,6 +371,21 @@ fn parse_value(buf: &[u8], at: usize) -> Result<Option<(Parsed, usize)>, String>
         other => return Err(format!("unknown reply type byte 0x{other:02x}")),
     };
     Ok(Some((Parsed::Value(value), next)))
+}
+
+/// An error line (`-<text>\r\n`) inside an array, as the `Value::ServerError` redis-rs
+/// makes of it.
+fn nested_error(line: &[u8]) -> Value {
+    match redis::parse_redis_value(line) {
+        Ok(value @ Value::ServerError(_)) => value,
+        Err(e) => match e.try_into() {
+            Ok(server) => Value::ServerError(server),
+            Err(_) => {
+                Value::SimpleString(String::from_utf8_lossy(line.get(1..line.len() - 2).unwrap_or(line)).into_owned())
+            }
+        },
+        Ok(other) => other,
+    }
 }
 
 #[derive(Default)]
@@ -612,6 +628,16 @@ mod tests {
                 array.len()
             ))
         );
+        // An error inside an array stays an error, as redis-rs reads it.
+        let array = b"*2\r\n-WRONGTYPE Operation against a key\r\n:1\r\n";
+        let Some((Ok(Value::Array(items)), _)) = one(array) else {
+            panic!("an array");
+        };
+        let Value::ServerError(e) = &items[0] else {
+            panic!("an error: {:?}", items[0]);
+        };
+        assert_eq!((e.code(), e.details()), ("WRONGTYPE", Some("Operation against a key")));
+        assert_eq!(items[1], Value::Int(1));
         // Incomplete input of every kind is "not yet", never an error.
         for cut in 1..array.len() {
             assert_eq!(one(&array[..cut]), None, "cut at {cut}");

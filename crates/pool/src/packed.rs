@@ -129,6 +129,55 @@ impl PackedCommand {
         })
     }
 
+    /// Reads the command as a script call, `EVALSHA <sha> <numkeys> <keys…> <arguments…>`:
+    /// its keys and its arguments, each as the RESP bulk strings they were written as (for
+    /// [`extend_encoded`](Self::extend_encoded)). `None` if it is not shaped so.
+    ///
+    /// ```
+    /// use stateful_redis_pool::PackedCommand;
+    ///
+    /// let mut cmd = PackedCommand::default();
+    /// cmd.arg("EVALSHA").arg("abc").arg(1).arg("k").arg("v1").arg("v2");
+    /// let call = cmd.script_call().expect("a script call");
+    /// assert_eq!((call.keys, call.args), (1, 2));
+    /// assert_eq!(call.key_bytes, b"$1\r\nk\r\n");
+    /// assert_eq!(call.arg_bytes, b"$2\r\nv1\r\n$2\r\nv2\r\n");
+    /// ```
+    pub fn script_call(&self) -> Option<ScriptCall<'_>> {
+        let buf = &self.buf[..];
+        let after_sha = bulk_end(buf, bulk_end(buf, 0)?)?;
+        let after_numkeys = bulk_end(buf, after_sha)?;
+        let numkeys = buf.get(after_sha..after_numkeys)?;
+        // `$<len>\r\n<digits>\r\n`
+        let digits = numkeys.get(numkeys.iter().position(|&b| b == b'\n')? + 1..numkeys.len() - 2)?;
+        if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let keys = digits.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+        let total = (self.count as usize).checked_sub(3)?;
+        if keys > total {
+            return None;
+        }
+        let mut keys_end = after_numkeys;
+        for _ in 0..keys {
+            keys_end = bulk_end(buf, keys_end)?;
+        }
+        Some(ScriptCall {
+            keys,
+            key_bytes: &buf[after_numkeys..keys_end],
+            args: total - keys,
+            arg_bytes: &buf[keys_end..],
+        })
+    }
+
+    /// Appends `count` arguments already encoded as RESP bulk strings (the parts of a
+    /// [`ScriptCall`]).
+    pub fn extend_encoded(&mut self, encoded: &[u8], count: usize) -> &mut Self {
+        self.buf.extend_from_slice(encoded);
+        self.count += u32::try_from(count).unwrap_or(u32::MAX);
+        self
+    }
+
     /// The same command as a `redis::Cmd`, for the redis-rs connections.
     pub fn to_cmd(&self) -> redis::Cmd {
         let mut cmd = redis::Cmd::with_capacity(self.len(), self.buf.len());
@@ -161,6 +210,35 @@ impl PackedCommand {
         self.buf.extend_from_slice(b"\r\n");
         self.count += 1;
     }
+}
+
+/// A script call's keys and arguments, as [`PackedCommand::script_call`] reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct ScriptCall<'a> {
+    /// The number of keys.
+    pub keys: usize,
+    /// The keys, as RESP bulk strings.
+    pub key_bytes: &'a [u8],
+    /// The number of arguments after the keys.
+    pub args: usize,
+    /// The arguments, as RESP bulk strings.
+    pub arg_bytes: &'a [u8],
+}
+
+/// Where the bulk string `$<len>\r\n<bytes>\r\n` that starts at `at` ends.
+fn bulk_end(buf: &[u8], at: usize) -> Option<usize> {
+    let rest = buf.get(at..)?;
+    if rest.first() != Some(&b'$') {
+        return None;
+    }
+    let cr = rest.iter().position(|&b| b == b'\r')?;
+    let digits = rest.get(1..cr)?;
+    if digits.is_empty() || digits.len() > 12 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let len = digits.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+    let end = at + cr + 2 + len + 2;
+    (end <= buf.len()).then_some(end)
 }
 
 /// The ASCII digit of `d` (0 to 9).
@@ -248,6 +326,16 @@ pub trait Packable {
     fn pack_into(&self, out: &mut Vec<u8>);
     /// A guess of its size in bytes, to size a pipeline's buffer once.
     fn packed_len_hint(&self) -> usize;
+}
+
+impl<T: Packable + ?Sized> Packable for &T {
+    fn pack_into(&self, out: &mut Vec<u8>) {
+        (**self).pack_into(out);
+    }
+
+    fn packed_len_hint(&self) -> usize {
+        (**self).packed_len_hint()
+    }
 }
 
 impl Packable for redis::Cmd {
@@ -382,6 +470,42 @@ mod tests {
         drop(second);
         let third = PackedCommand::starting_with(&start, 0);
         assert_ne!(third.buf.as_ptr(), big_ptr);
+    }
+
+    #[test]
+    fn a_script_call_splits_into_keys_and_arguments_and_joins_again() {
+        let long = "x".repeat(1500);
+        for keys in 0..3usize {
+            let mut cmd = PackedCommand::default();
+            cmd.arg("EVALSHA").arg("0123456789abcdef").int(keys as u64);
+            let names: Vec<String> = (0..keys).map(|k| format!("ns:{{e{k}}}:s")).collect();
+            for name in &names {
+                cmd.arg(name.as_str());
+            }
+            cmd.arg("put").arg(long.as_str()).int(0).arg(&b""[..]);
+            let call = cmd.script_call().expect("a script call");
+            assert_eq!((call.keys, call.args), (keys, 4));
+            // The parts, appended after the same start, give the same command back.
+            let mut again = PackedCommand::default();
+            again.arg("EVALSHA").arg("0123456789abcdef").int(keys as u64);
+            again.extend_encoded(call.key_bytes, call.keys);
+            again.extend_encoded(call.arg_bytes, call.args);
+            assert_eq!(again.to_bytes(), cmd.to_bytes());
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_script_call_is_none() {
+        let mut cmd = PackedCommand::default();
+        cmd.arg("GET").arg("k");
+        assert!(cmd.script_call().is_none());
+        let mut cmd = PackedCommand::default();
+        cmd.arg("EVALSHA").arg("abc").arg("two").arg("k");
+        assert!(cmd.script_call().is_none(), "numkeys is not a number");
+        let mut cmd = PackedCommand::default();
+        cmd.arg("EVALSHA").arg("abc").arg(3).arg("k");
+        assert!(cmd.script_call().is_none(), "more keys than arguments");
+        assert!(PackedCommand::default().script_call().is_none());
     }
 
     #[test]

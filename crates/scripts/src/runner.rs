@@ -6,8 +6,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use stateful_redis_core::Error;
-use stateful_redis_pool::{ConnectHook, HookFuture, Packable, Pool, Reply, map_redis_error};
+use stateful_redis_pool::{ConnectHook, HookFuture, Packable, PackedCommand, Pool, Reply, map_redis_error};
 
+use crate::combine::{self, Combine, Members, Unit};
 use crate::invocation::Invocation;
 use crate::script::{ALL, Script};
 
@@ -21,6 +22,8 @@ use crate::script::{ALL, Script};
 pub struct Scripts {
     preloads: AtomicU64,
     reloads: AtomicU64,
+    runs: AtomicU64,
+    combined: AtomicU64,
 }
 
 /// Counts of script loading, for metrics and the advisor.
@@ -31,6 +34,10 @@ pub struct ScriptStats {
     pub preloads: u64,
     /// Times a `NOSCRIPT` reply made a script load again.
     pub reloads: u64,
+    /// Runs of the `many` script sent: each carries several calls in one `EVALSHA`.
+    pub combined_runs: u64,
+    /// Calls those runs carried.
+    pub combined_calls: u64,
 }
 
 fn is_noscript(e: &RedisError) -> bool {
@@ -348,11 +355,122 @@ impl Scripts {
         answered(results)
     }
 
+    /// Sends a batch of calls (`(script, command, slot)`) on the pool's direct link `link`,
+    /// calls of one slot combined up to `combine`'s limits into runs of the `many` script
+    /// (one `EVALSHA` for several calls, each still atomic and answered on its own), with
+    /// the `NOSCRIPT` recovery of [`invoke_direct`](Self::invoke_direct). Returns each call's
+    /// own result, in the order of `calls`.
+    pub async fn run_direct(
+        &self,
+        pool: &Pool,
+        link: usize,
+        calls: &[(&'static Script, PackedCommand, u16)],
+        combine: Combine,
+    ) -> Vec<Result<Value, Error>> {
+        let (units, batch) = self.plan(calls, combine);
+        let units = units.into_iter().map(|(script, unit, _)| (script, unit)).collect();
+        let replies = self.invoke_direct(pool, link, units).await;
+        let (mut results, alone) = batch.fan_out(calls, replies);
+        if !alone.is_empty() {
+            let units = alone.iter().map(|&i| (calls[i].0, &calls[i].1)).collect();
+            let replies = self.invoke_direct(pool, link, units).await;
+            for (&i, reply) in alone.iter().zip(replies) {
+                results[i] = Some(reply);
+            }
+        }
+        answered(results)
+    }
+
+    /// [`run_direct`](Self::run_direct) on a Redis Cluster: each unit goes to the master of
+    /// its slot, as [`invoke_cluster`](Self::invoke_cluster) sends it. Only calls of the
+    /// same slot share a run.
+    pub async fn run_cluster(
+        &self,
+        pool: &Pool,
+        calls: &[(&'static Script, PackedCommand, u16)],
+        combine: Combine,
+    ) -> Vec<Result<Value, Error>> {
+        let (units, batch) = self.plan(calls, combine);
+        let replies = self.invoke_cluster(pool, units).await;
+        let (mut results, alone) = batch.fan_out(calls, replies);
+        if !alone.is_empty() {
+            let units = alone.iter().map(|&i| (calls[i].0, &calls[i].1, calls[i].2)).collect();
+            let replies = self.invoke_cluster(pool, units).await;
+            for (&i, reply) in alone.iter().zip(replies) {
+                results[i] = Some(reply);
+            }
+        }
+        answered(results)
+    }
+
+    /// [`run_direct`](Self::run_direct) on a redis-rs connection (TLS, unix sockets), sent
+    /// as [`invoke_pipeline`](Self::invoke_pipeline) sends it. A transport failure is each
+    /// call's error.
+    pub async fn run_pipeline<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        calls: &[(&'static Script, PackedCommand, u16)],
+        combine: Combine,
+        timeout: Duration,
+    ) -> Vec<Result<Value, Error>> {
+        let (units, batch) = self.plan(calls, combine);
+        let commands = units
+            .iter()
+            .map(|(script, unit, _)| (*script, unit.command().to_cmd()))
+            .collect();
+        let replies = self.pipeline_or_each(conn, commands, timeout).await;
+        let (mut results, alone) = batch.fan_out(calls, replies);
+        if !alone.is_empty() {
+            let commands = alone.iter().map(|&i| (calls[i].0, calls[i].1.to_cmd())).collect();
+            let replies = self.pipeline_or_each(conn, commands, timeout).await;
+            for (&i, reply) in alone.iter().zip(replies) {
+                results[i] = Some(reply);
+            }
+        }
+        answered(results)
+    }
+
+    /// [`invoke_pipeline`](Self::invoke_pipeline), a transport failure made each call's error.
+    async fn pipeline_or_each<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        calls: Vec<(&'static Script, Cmd)>,
+        timeout: Duration,
+    ) -> Vec<Result<Value, Error>> {
+        let n = calls.len();
+        match self.invoke_pipeline(conn, calls, timeout).await {
+            Ok(results) => results,
+            Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
+        }
+    }
+
+    /// The units of a batch (see [`combine::plan`]), counted.
+    fn plan<'a>(
+        &self,
+        calls: &'a [(&'static Script, PackedCommand, u16)],
+        combine: Combine,
+    ) -> (Vec<(&'static Script, Unit<'a>, u16)>, Batch) {
+        let plan = combine::plan(calls, combine);
+        let (mut runs, mut carried) = (0, 0);
+        for members in plan.members().filter(|m| m.len() > 1) {
+            runs += 1;
+            carried += members.len();
+        }
+        if runs > 0 {
+            self.runs.fetch_add(runs, Ordering::Relaxed);
+            self.combined.fetch_add(carried as u64, Ordering::Relaxed);
+        }
+        let (units, members) = plan.into_parts();
+        (units, Batch { members })
+    }
+
     /// Preload and reload counts so far.
     pub fn stats(&self) -> ScriptStats {
         ScriptStats {
             preloads: self.preloads.load(Ordering::Relaxed),
             reloads: self.reloads.load(Ordering::Relaxed),
+            combined_runs: self.runs.load(Ordering::Relaxed),
+            combined_calls: self.combined.load(Ordering::Relaxed),
         }
     }
 }
@@ -368,6 +486,29 @@ impl ConnectHook for Scripts {
 
     fn on_connect_commands(&self) -> Vec<Cmd> {
         ALL.iter().map(|script| script.load_command()).collect()
+    }
+}
+
+/// Which calls each unit of a batch carries, for its replies.
+struct Batch {
+    members: Members,
+}
+
+impl Batch {
+    /// Each call's result from its unit's reply, and the calls of runs refused as a whole
+    /// (an ACL that denies some of their keys), to be sent again one by one for their own
+    /// answers.
+    fn fan_out(
+        self,
+        calls: &[(&'static Script, PackedCommand, u16)],
+        replies: Vec<Result<Value, Error>>,
+    ) -> (Vec<Option<Result<Value, Error>>>, Vec<usize>) {
+        let mut results: Vec<Option<Result<Value, Error>>> = (0..calls.len()).map(|_| None).collect();
+        let mut alone = Vec::new();
+        for (members, reply) in self.members.iter().zip(replies) {
+            combine::fan_out(calls, members, reply, &mut results, &mut alone);
+        }
+        (results, alone)
     }
 }
 

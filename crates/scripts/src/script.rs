@@ -9,6 +9,9 @@ use stateful_redis_pool::PackedCommand;
 pub struct Script {
     name: &'static str,
     source: &'static str,
+    /// For a script built from others (`many`): builds its source, once, into `built`.
+    build: Option<fn() -> String>,
+    built: OnceLock<String>,
     sha: OnceLock<String>,
     evalsha: OnceLock<PackedCommand>,
 }
@@ -18,6 +21,19 @@ impl Script {
         Self {
             name,
             source,
+            build: None,
+            built: OnceLock::new(),
+            sha: OnceLock::new(),
+            evalsha: OnceLock::new(),
+        }
+    }
+
+    const fn built(name: &'static str, build: fn() -> String) -> Self {
+        Self {
+            name,
+            source: "",
+            build: Some(build),
+            built: OnceLock::new(),
             sha: OnceLock::new(),
             evalsha: OnceLock::new(),
         }
@@ -29,14 +45,17 @@ impl Script {
     }
 
     /// The Lua source.
-    pub fn source(&self) -> &'static str {
-        self.source
+    pub fn source(&self) -> &str {
+        match self.build {
+            Some(build) => self.built.get_or_init(build),
+            None => self.source,
+        }
     }
 
     /// `SCRIPT LOAD <source>`: what puts it in a server's script cache.
     pub fn load_command(&self) -> redis::Cmd {
         let mut cmd = redis::cmd("SCRIPT");
-        cmd.arg("LOAD").arg(self.source);
+        cmd.arg("LOAD").arg(self.source());
         cmd
     }
 
@@ -52,7 +71,7 @@ impl Script {
     /// The SHA1 of the source, lower-case hex, as `EVALSHA` wants it.
     pub fn sha(&self) -> &str {
         self.sha
-            .get_or_init(|| sha1_smol::Sha1::from(self.source).digest().to_string())
+            .get_or_init(|| sha1_smol::Sha1::from(self.source()).digest().to_string())
     }
 }
 
@@ -69,6 +88,38 @@ pub static RELEASE: Script = Script::new("release", include_str!("../lua/release
 /// Presence heartbeats, counts and expiry.
 pub static PRESENCE: Script = Script::new("presence", include_str!("../lua/presence.lua"));
 
+/// Several calls of the scripts above in one run ([`MANY_SCRIPTS`], see `lua/many.lua`):
+/// how a batch of calls becomes one `EVALSHA` (see [`Scripts::invoke_direct`](crate::Scripts::invoke_direct)).
+pub static MANY: Script = Script::built("many", build_many);
+
+/// The scripts [`MANY`] runs, in the order of their numbers there (from 1).
+pub static MANY_SCRIPTS: [&Script; 6] = [&GET, &WRITE, &ACQUIRE, &RENEW, &RELEASE, &PRESENCE];
+
+/// How each script reads the clock inside `many`: the calls of one run share one reading,
+/// except a write with a message id (its `ARGV[6]`), which reads its own.
+const CLOCKS: [(&str, &str); 2] = [("write", "clock(ARGV[6])"), ("presence", "clock()")];
+
+/// The source of [`MANY`]: `lua/many.lua` with every script of [`MANY_SCRIPTS`] made a
+/// local function of `(KEYS, ARGV)` in place of its line `--@scripts`.
+fn build_many() -> String {
+    const TIME: &str = "redis.call('TIME')";
+    let mut functions = String::new();
+    for script in MANY_SCRIPTS {
+        let mut body = script.source().to_owned();
+        if let Some((_, clock)) = CLOCKS.iter().find(|(name, _)| *name == script.name()) {
+            body = body.replacen(TIME, clock, 1);
+        }
+        functions.push_str(&format!(
+            "local function script_{}(KEYS, ARGV)\n{}\nend\n",
+            script.name(),
+            body.trim_end()
+        ));
+    }
+    let names: Vec<String> = MANY_SCRIPTS.iter().map(|s| format!("script_{}", s.name())).collect();
+    functions.push_str(&format!("local scripts = {{{}}}", names.join(", ")));
+    include_str!("../lua/many.lua").replacen("\n--@scripts\n", &format!("\n{functions}\n"), 1)
+}
+
 /// The commands an ACL user needs for every script, as ACL rules: grant them with a key
 /// pattern for your namespaces, e.g. `ACL SETUSER app on >secret ~fleet:* <ACL_COMMANDS>`.
 /// Scripts run their commands as the calling user, so these include what the scripts call.
@@ -77,7 +128,7 @@ pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +select +time +exist
      +zadd +zcard +zcount +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank";
 
 /// Every script, in the order they are preloaded.
-pub static ALL: [&Script; 6] = [&GET, &WRITE, &ACQUIRE, &RENEW, &RELEASE, &PRESENCE];
+pub static ALL: [&Script; 7] = [&GET, &WRITE, &ACQUIRE, &RENEW, &RELEASE, &PRESENCE, &MANY];
 
 #[cfg(test)]
 mod tests {
@@ -90,7 +141,28 @@ mod tests {
         assert_eq!(empty.sha(), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
         for script in ALL {
             assert_eq!(script.sha().len(), 40);
-            assert!(script.source().contains("KEYS[1]"), "{}", script.name());
+            assert!(script.source().contains("KEYS"), "{}", script.name());
         }
+    }
+
+    #[test]
+    fn many_holds_every_script_as_a_function_and_shares_the_clock() {
+        let many = MANY.source();
+        assert!(!many.contains("--@scripts"));
+        for (i, script) in MANY_SCRIPTS.iter().enumerate() {
+            let function = format!("local function script_{}(KEYS, ARGV)", script.name());
+            assert_eq!(many.matches(&function).count(), 1, "{}", script.name());
+            assert!(i < 9, "numbers are one digit in many.lua's comment");
+        }
+        // Every script that reads the clock reads it through `clock` there, once.
+        for script in MANY_SCRIPTS {
+            let reads = script.source().matches("redis.call('TIME')").count();
+            let clock = CLOCKS.iter().any(|(name, _)| *name == script.name());
+            assert_eq!(reads, usize::from(clock), "{}", script.name());
+        }
+        // `clock` itself reads it twice: the shared reading and a fresh one.
+        assert_eq!(many.matches("redis.call('TIME')").count(), 2);
+        assert_eq!(many.matches("clock(ARGV[6])").count(), 1);
+        assert_eq!(many.matches("clock()").count(), 1);
     }
 }

@@ -3,14 +3,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use redis::Cmd;
 use serde::{Serialize, de::DeserializeOwned};
 use stateful_redis_alert::AlertManager;
 use stateful_redis_batch::{BatchStats, Batcher, PipelineSink};
 use stateful_redis_core::{Codec, Envelope, Error, ExecutorConfig, Namespace, RedisConfig, SerdeCodec, hash_tag};
 use stateful_redis_metrics::{GaugeSource, Gauges, MetricsSnapshot, Operation, PerformanceMonitor, Stage};
 use stateful_redis_pool::{ConnectHook, PackedCommand, Pool, PoolStats};
-use stateful_redis_scripts::{Invocation, Script, ScriptStats, Scripts};
+use stateful_redis_scripts::{Combine, Invocation, Script, ScriptStats, Scripts};
 use tokio::sync::Notify;
 
 use crate::leases::Leases;
@@ -71,11 +70,13 @@ impl ExecutorBuilder {
             }
         };
         // One queue per shared link: an entity's operations always take the same link.
+        let calls_per_run = Arc::new(AtomicUsize::new(self.config.batch.calls_per_run));
         let sink = RedisSink {
             pool: pool.clone(),
             scripts: Arc::clone(&scripts),
             monitor: monitor.clone(),
             telemetry: telemetry.clone(),
+            calls_per_run: Arc::clone(&calls_per_run),
         };
         let (m, t) = (monitor.clone(), telemetry.clone());
         pool.on_checkout(Arc::new(move |waited| {
@@ -89,6 +90,7 @@ impl ExecutorBuilder {
                 monitor: monitor.clone(),
                 pool,
                 batcher,
+                calls_per_run,
                 scripts,
                 envelope,
                 config: self.config,
@@ -123,6 +125,8 @@ pub(crate) struct Inner {
     pub(crate) monitor: PerformanceMonitor,
     pub(crate) pool: Pool,
     batcher: Batcher<RedisSink>,
+    /// `batch.calls_per_run`, shared with the sink and changed live.
+    calls_per_run: Arc<AtomicUsize>,
     pub(crate) scripts: Arc<Scripts>,
     pub(crate) envelope: Envelope,
     pub(crate) config: ExecutorConfig,
@@ -162,7 +166,9 @@ impl Drop for InFlight<'_> {
 impl Inner {
     /// Takes new batch settings live (see `Batcher::reconfigure`).
     pub(crate) fn reconfigure_batch(&self, config: &stateful_redis_core::BatchConfig) -> Result<(), Error> {
-        self.batcher.reconfigure(config)
+        self.batcher.reconfigure(config)?;
+        self.calls_per_run.store(config.calls_per_run, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Whether `shutdown()` began.
@@ -340,6 +346,8 @@ struct RedisSink {
     scripts: Arc<Scripts>,
     monitor: PerformanceMonitor,
     telemetry: crate::telemetry::Handle,
+    /// `batch.calls_per_run`: calls of a pipeline sent as one run of the `many` script.
+    calls_per_run: Arc<AtomicUsize>,
 }
 
 /// An encoded call and the queue it goes to.
@@ -370,12 +378,13 @@ impl PipelineSink for RedisSink {
 
     async fn send(&self, shard: usize, ops: Vec<Call>) -> Vec<Result<redis::Value, Error>> {
         let spans = crate::telemetry::pipeline(&self.telemetry, ops.iter().map(|c| (c.script, &c.trace)));
+        let calls: Vec<(&'static Script, PackedCommand, u16)> =
+            ops.into_iter().map(|c| (c.script, c.cmd, c.slot)).collect();
+        let combine = Combine::up_to(self.calls_per_run.load(Ordering::Relaxed));
         let results = if self.pool.is_cluster() {
-            let calls = ops.into_iter().map(|c| (c.script, c.cmd, c.slot)).collect();
-            self.scripts.invoke_cluster(&self.pool, calls).await
+            self.scripts.run_cluster(&self.pool, &calls, combine).await
         } else {
-            let calls: Vec<(&'static Script, PackedCommand)> = ops.into_iter().map(|c| (c.script, c.cmd)).collect();
-            self.send_calls(shard, calls).await
+            self.send_calls(shard, &calls, combine).await
         };
         crate::telemetry::finish(spans, &results);
         results
@@ -391,24 +400,20 @@ impl RedisSink {
     async fn send_calls(
         &self,
         shard: usize,
-        calls: Vec<(&'static Script, PackedCommand)>,
+        calls: &[(&'static Script, PackedCommand, u16)],
+        combine: Combine,
     ) -> Vec<Result<redis::Value, Error>> {
         // The hot path: the pool's own pipeline link (plain TCP).
         if self.pool.direct_links() > 0 {
-            return self.scripts.invoke_direct(&self.pool, shard, calls).await;
+            return self.scripts.run_direct(&self.pool, shard, calls, combine).await;
         }
         // TLS and unix sockets: a redis-rs shared link, which sends `Cmd`s.
-        let calls: Vec<(&'static Script, Cmd)> = calls.into_iter().map(|(s, c)| (s, c.to_cmd())).collect();
-        let n = calls.len();
         let mut conn = match self.pool.shared_at(shard).await {
             Ok(conn) => conn,
-            Err(e) => return for_each(&e, n),
+            Err(e) => return for_each(&e, calls.len()),
         };
         let timeout = self.pool.response_timeout();
-        match self.scripts.invoke_pipeline(&mut conn, calls, timeout).await {
-            Ok(results) => results,
-            Err(e) => for_each(&e, n),
-        }
+        self.scripts.run_pipeline(&mut conn, calls, combine, timeout).await
     }
 }
 

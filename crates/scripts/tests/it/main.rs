@@ -5,8 +5,8 @@ use std::sync::Arc;
 use stateful_redis_core::{Error, RedisConfig};
 use stateful_redis_pool::{ConnectHook, Pool};
 use stateful_redis_scripts::{
-    ALL, Acquire, AcquireReply, Get, GuardKeys, Invocation, LeaseReply, MessageWindow, Release, Renew, Scripts, WRITE,
-    Write, WriteOp, WriteReply, WriteResult,
+    ALL, Acquire, AcquireReply, Combine, Get, GuardKeys, Invocation, LeaseReply, MessageWindow, Release, Renew,
+    Scripts, WRITE, Write, WriteOp, WriteReply, WriteResult,
 };
 use stateful_redis_test_support::RedisServer;
 
@@ -313,5 +313,310 @@ async fn a_failing_call_in_a_pipeline_fails_alone() {
             assert!(message.contains("WRONGTYPE"), "{message}");
         }
         other => panic!("expected a script error, got {other:?}"),
+    }
+}
+
+/// The same calls, of every script, for one run of `many` and for one `EVALSHA` each.
+fn every_kind_of_call() -> Vec<(
+    &'static stateful_redis_scripts::Script,
+    stateful_redis_pool::PackedCommand,
+    u16,
+)> {
+    const GUARD: GuardKeys<'static> = GuardKeys {
+        fence: "t:{g}:f",
+        lease: "t:{g}:l",
+        messages: "t:{g}:m",
+        outcomes: "t:{g}:mr",
+    };
+    let window = MessageWindow {
+        keep: 10,
+        keep_ms: 60_000,
+    };
+    let once = |id: &'static str, data: &'static [u8]| Write {
+        guard: Some(GUARD),
+        message: Some((id, window)),
+        ..Write::new("t:{g}:s", WriteOp::Put, Some(data))
+    };
+    let mut calls = Vec::new();
+    let mut push = |call: &dyn Fn() -> (
+        &'static stateful_redis_scripts::Script,
+        stateful_redis_pool::PackedCommand,
+    )| {
+        let (script, cmd) = call();
+        calls.push((script, cmd, 0));
+    };
+    fn packed<I: Invocation>(
+        call: I,
+    ) -> (
+        &'static stateful_redis_scripts::Script,
+        stateful_redis_pool::PackedCommand,
+    ) {
+        (call.script(), call.packed())
+    }
+    push(&|| packed(Write::new("t:{a}:s", WriteOp::Put, Some(b"one"))));
+    push(&|| packed(Get { key: "t:{a}:s" }));
+    push(&|| packed(Write::new("t:{a}:s", WriteOp::Cas { expected: 1 }, Some(b"two"))));
+    push(&|| packed(Write::new("t:{a}:s", WriteOp::Cas { expected: 1 }, Some(b"lost"))));
+    push(&|| {
+        packed(Write::new(
+            "t:{a}:s",
+            WriteOp::Transition { from: &[""], to: "on" },
+            None,
+        ))
+    });
+    push(&|| {
+        packed(Write::new(
+            "t:{a}:s",
+            WriteOp::Transition {
+                from: &["off"],
+                to: "on",
+            },
+            None,
+        ))
+    });
+    push(&|| packed(Get { key: "t:{a}:s" }));
+    push(&|| packed(Get { key: "t:{none}:s" }));
+    // A call that fails (a key of the wrong type) between calls that succeed.
+    push(&|| packed(Write::new("t:{str}:s", WriteOp::Put, Some(b"x"))));
+    push(&|| {
+        packed(Write {
+            ttl_ms: 3_153_600_000_001,
+            ..Write::new("t:{b}:s", WriteOp::Put, Some(b"x"))
+        })
+    });
+    push(&|| packed(Write::new("t:{b}:s", WriteOp::Put, Some(b"three"))));
+    // Leases and a fenced write.
+    push(&|| {
+        packed(Acquire {
+            lease: "t:{g}:l",
+            fence: "t:{g}:f",
+            owner: "me",
+            ttl_ms: 60_000,
+        })
+    });
+    push(&|| {
+        packed(Acquire {
+            lease: "t:{g}:l",
+            fence: "t:{g}:f",
+            owner: "you",
+            ttl_ms: 60_000,
+        })
+    });
+    push(&|| {
+        packed(Renew {
+            lease: "t:{g}:l",
+            token: 1,
+            owner: "me",
+            ttl_ms: 60_000,
+        })
+    });
+    push(&|| {
+        packed(Write {
+            guard: Some(GUARD),
+            fence: Some((1, "me")),
+            ..Write::new("t:{g}:s", WriteOp::Put, Some(b"fenced"))
+        })
+    });
+    push(&|| {
+        packed(Write {
+            guard: Some(GUARD),
+            fence: Some((1, "you")),
+            ..Write::new("t:{g}:s", WriteOp::Put, Some(b"refused"))
+        })
+    });
+    // Message ids: two of them, then a replay of the first.
+    push(&|| packed(once("m1", b"first")));
+    push(&|| packed(once("m2", b"second")));
+    push(&|| packed(once("m1", b"replayed")));
+    push(&|| {
+        packed(Release {
+            lease: "t:{g}:l",
+            token: 1,
+            owner: "me",
+        })
+    });
+    push(&|| {
+        packed(Stateless::presence(
+            "t:presence:{0}",
+            stateful_redis_scripts::PresenceOp::Beat(&["a", "b"]),
+        ))
+    });
+    push(&|| {
+        packed(Stateless::presence(
+            "t:presence:{0}",
+            stateful_redis_scripts::PresenceOp::Count(60_000),
+        ))
+    });
+    push(&|| packed(Write::new("t:{a}:s", WriteOp::Delete { expected: 3 }, None)));
+    calls
+}
+
+/// Builds presence calls (a unit struct, so that `every_kind_of_call` reads as a list).
+struct Stateless;
+
+impl Stateless {
+    fn presence<'a>(
+        shard: &'a str,
+        op: stateful_redis_scripts::PresenceOp<'a>,
+    ) -> stateful_redis_scripts::Presence<'a> {
+        stateful_redis_scripts::Presence { shard, op }
+    }
+}
+
+/// What a call's outcome says, without the parts that differ between a call alone and the
+/// same call inside a run: the server's wording around an error, and the clock.
+fn outcome(result: &Result<redis::Value, Error>) -> String {
+    /// Times (ms since the epoch, 13 digits) as `time`.
+    fn timeless(value: &redis::Value) -> redis::Value {
+        match value {
+            redis::Value::BulkString(b) if b.len() == 13 && b.iter().all(u8::is_ascii_digit) => {
+                redis::Value::SimpleString("time".into())
+            }
+            redis::Value::Array(items) => redis::Value::Array(items.iter().map(timeless).collect()),
+            other => other.clone(),
+        }
+    }
+    match result {
+        Ok(value) => format!("{:?}", timeless(value)),
+        Err(Error::Script { script, message }) => {
+            let code = message.split_whitespace().next().unwrap_or_default();
+            let what = if message.contains("WRONGTYPE") {
+                "WRONGTYPE"
+            } else {
+                message.split(':').next().unwrap_or_default()
+            };
+            format!("script error {script}: {code} {what}")
+        }
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+/// Every key the calls touch, with its type and content (the time field `t` left out).
+fn dump(server: &RedisServer) -> Vec<String> {
+    let mut keys: Vec<String> = server.cli(&["KEYS", "t:*"]).lines().map(str::to_owned).collect();
+    keys.sort();
+    keys.iter()
+        .map(|key| {
+            let kind = server.cli(&["TYPE", key]);
+            let content = match kind.as_str() {
+                "hash" => {
+                    let mut fields: Vec<String> = server
+                        .cli(&["HGETALL", key])
+                        .lines()
+                        .collect::<Vec<_>>()
+                        .chunks(2)
+                        .filter(|kv| kv[0] != "t")
+                        .map(|kv| kv.join("="))
+                        .collect();
+                    fields.sort();
+                    fields.join(",")
+                }
+                "zset" => server.cli(&["ZRANGE", key, "0", "-1"]),
+                _ => server.cli(&["GET", key]),
+            };
+            format!("{key} {kind} {content}")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn calls_of_every_script_in_one_run_answer_and_apply_as_if_alone() {
+    let combined_server = RedisServer::start();
+    let alone_server = RedisServer::start();
+    let mut outcomes = Vec::new();
+    for (server, combine) in [(&combined_server, Combine::up_to(64)), (&alone_server, Combine::OFF)] {
+        let (pool, scripts) = setup(server).await;
+        server.cli(&["SET", "t:{str}:s", "not a hash"]);
+        let calls = every_kind_of_call();
+        let results = scripts.run_direct(&pool, 0, &calls, combine).await;
+        assert_eq!(results.len(), calls.len());
+        let stats = scripts.stats();
+        if combine == Combine::OFF {
+            assert_eq!((stats.combined_runs, stats.combined_calls), (0, 0));
+        } else {
+            assert_eq!((stats.combined_runs, stats.combined_calls), (1, calls.len() as u64));
+        }
+        outcomes.push((results.iter().map(outcome).collect::<Vec<_>>(), dump(server)));
+    }
+    let (combined, alone) = (&outcomes[0], &outcomes[1]);
+    for (i, (c, a)) in combined.0.iter().zip(&alone.0).enumerate() {
+        assert_eq!(c, a, "call {i}");
+    }
+    assert_eq!(combined.1, alone.1, "the data each left");
+    // What the list promises, spelled out on the combined server's answers.
+    let answers = &combined.0;
+    assert_eq!(answers[0], "int(1)");
+    assert_eq!(
+        answers[3],
+        format!(
+            "{:?}",
+            redis::Value::Array(vec![redis::Value::Int(0), redis::Value::BulkString(b"2".to_vec())])
+        )
+    );
+    assert!(
+        answers[8].starts_with("script error write: WRONGTYPE"),
+        "{}",
+        answers[8]
+    );
+    assert!(answers[9].contains("ttl out of range"), "{}", answers[9]);
+    assert_eq!(answers[10], "int(1)", "the calls after a failed one run");
+    // Both message ids kept, in their order of arrival; the replay changed nothing.
+    assert_eq!(combined_server.cli(&["ZRANGE", "t:{g}:m", "0", "-1"]), "m1\nm2");
+    assert_eq!(combined_server.cli(&["HGET", "t:{g}:s", "d"]), "second");
+}
+
+#[tokio::test]
+async fn a_run_the_server_lost_is_loaded_again_and_each_call_applies_once() {
+    let server = RedisServer::start();
+    let (pool, scripts) = setup(&server).await;
+    assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
+    let keys: Vec<String> = (0..10).map(|i| format!("t:{{p{i}}}:s")).collect();
+    let calls: Vec<_> = keys
+        .iter()
+        .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"y")).packed(), 0))
+        .collect();
+    let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(4)).await;
+    for result in results {
+        let reply = WRITE_PARSER.parse(result.expect("each call applied")).expect("parse");
+        assert_eq!(reply.result, WriteResult::Applied(1));
+    }
+    let stats = scripts.stats();
+    // Runs of 4, 4 and 2 calls; one load of `many` for all of them.
+    assert_eq!((stats.combined_runs, stats.combined_calls, stats.reloads), (3, 10, 1));
+    for key in &keys {
+        assert_eq!(server.cli(&["HGET", key, "v"]), "1");
+    }
+}
+
+#[tokio::test]
+async fn a_run_with_keys_the_user_may_not_touch_answers_each_call_on_its_own() {
+    let server = RedisServer::builder()
+        .require_admin_password("admin-pw")
+        .acl_user(
+            "app",
+            "app-pw",
+            &format!("~t:* {}", stateful_redis_scripts::ACL_COMMANDS),
+        )
+        .start();
+    let scripts = Arc::new(Scripts::new());
+    let hook: Arc<dyn ConnectHook> = Arc::clone(&scripts) as Arc<dyn ConnectHook>;
+    let url = format!("redis://app:app-pw@127.0.0.1:{}", server.port());
+    let pool = Pool::connect(&RedisConfig::with_url(url), vec![hook])
+        .await
+        .expect("connect");
+    let keys = ["t:{a}:s", "x:{b}:s", "t:{c}:s", "x:{d}:s"];
+    let calls: Vec<_> = keys
+        .iter()
+        .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"v")).packed(), 0))
+        .collect();
+    let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(64)).await;
+    assert_eq!(scripts.stats().combined_runs, 1);
+    for (key, result) in keys.iter().zip(&results) {
+        if key.starts_with("t:") {
+            assert!(result.is_ok(), "{key}: {result:?}");
+            assert_eq!(server.cli(&["HGET", key, "v"]), "1");
+        } else {
+            assert!(matches!(result, Err(Error::NoPermission { .. })), "{key}: {result:?}");
+        }
     }
 }

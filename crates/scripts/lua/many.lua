@@ -1,0 +1,64 @@
+-- many: several calls of the other scripts in one run, each as if it ran alone.
+--
+-- The scripts crate builds this script: each of the other scripts becomes a local function
+-- of (KEYS, ARGV) in place of the marker line below, and `scripts` lists them by number
+-- (1 get, 2 write, 3 acquire, 4 renew, 5 release, 6 presence).
+-- KEYS: every call's keys, one call after another.
+-- ARGV: for each call, its script's number, its number of keys, its number of arguments,
+--   then its arguments.
+-- Returns one reply per call, in order: what the call alone returns, or its error (a
+-- malformed call ends the list with an error, and those after it do not run). A call
+-- that fails (a wrong type, a bad argument) fails alone: the calls before it stay applied and
+-- those after it run. Writes check everything before they change anything, so a failed
+-- call leaves nothing half done.
+-- The calls share one reading of the server's clock (TIME), except a write with a message
+-- id, which reads its own, so that message ids keep their order of arrival.
+
+local shared_time
+local function clock(fresh)
+  if fresh and fresh ~= '' then
+    return redis.call('TIME')
+  end
+  if not shared_time then
+    shared_time = redis.call('TIME')
+  end
+  return shared_time
+end
+
+--@scripts
+
+local argv, all = ARGV, KEYS
+local replies = {}
+local n, a, k = #argv, 1, 0
+while a <= n do
+  local script, nk, na = scripts[tonumber(argv[a])], tonumber(argv[a + 1]), tonumber(argv[a + 2])
+  if not script or not nk or not na or nk < 0 or na < 0 or a + 2 + na > n or k + nk > #all then
+    -- Not as the scripts crate writes calls: this one and those after it do not run, and
+    -- the reply is short of them.
+    replies[#replies + 1] = {err = 'ERR many: malformed call at argument ' .. a}
+    return replies
+  end
+  local keys, args = {}, {}
+  for j = 1, nk do
+    keys[j] = all[k + j]
+  end
+  for j = 1, na do
+    args[j] = argv[a + 2 + j]
+  end
+  k = k + nk
+  a = a + 3 + na
+  local ok, reply = pcall(script, keys, args)
+  if not ok then
+    if type(reply) == 'table' and reply.err then
+      reply = {err = reply.err}
+    elseif type(reply) == 'string' and string.find(reply, '^%u+ ') then
+      reply = {err = reply}
+    else
+      reply = {err = 'ERR ' .. tostring(reply)}
+    end
+  elseif reply == nil then
+    reply = false
+  end
+  replies[#replies + 1] = reply
+end
+return replies

@@ -1,0 +1,418 @@
+//! Several script calls in one run of [`MANY`]: how a batch of calls costs the server one
+//! `EVALSHA` instead of one per call.
+//!
+//! A batch's calls are grouped by cluster slot (a standalone server has one), in their order;
+//! each group of two or more becomes one `EVALSHA many` whose keys are its calls' keys and
+//! whose arguments say, for each call, its script, its number of keys and of arguments, then
+//! its arguments (copied as the RESP bytes they were encoded as). The reply is an array with
+//! each call's own reply or error, which [`fan_out`] hands back call by call.
+
+use redis::Value;
+use stateful_redis_core::Error;
+use stateful_redis_pool::{Packable, PackedCommand};
+
+use crate::script::{MANY, MANY_SCRIPTS, Script};
+
+/// How many calls one run of [`MANY`] may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Combine {
+    /// Most calls in one run; 1 sends every call as its own `EVALSHA`.
+    pub max_calls: usize,
+    /// Most bytes of calls in one run; a call larger than this runs alone.
+    pub max_bytes: usize,
+}
+
+impl Combine {
+    /// Every call its own `EVALSHA`.
+    pub const OFF: Combine = Combine {
+        max_calls: 1,
+        max_bytes: 0,
+    };
+
+    /// Up to `max_calls` calls and 256 KiB of them in one run.
+    pub fn up_to(max_calls: usize) -> Self {
+        Self {
+            max_calls,
+            max_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// One command of a pipeline: a call alone, or several calls in one run of [`MANY`].
+#[derive(Debug)]
+pub enum Unit<'a> {
+    /// A call as it was encoded.
+    One(&'a PackedCommand),
+    /// An `EVALSHA many` made of several calls.
+    Many(PackedCommand),
+}
+
+impl Packable for Unit<'_> {
+    fn pack_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Unit::One(cmd) => cmd.pack_into(out),
+            Unit::Many(cmd) => cmd.pack_into(out),
+        }
+    }
+
+    fn packed_len_hint(&self) -> usize {
+        match self {
+            Unit::One(cmd) => cmd.packed_len_hint(),
+            Unit::Many(cmd) => cmd.packed_len_hint(),
+        }
+    }
+}
+
+impl Unit<'_> {
+    /// The command itself.
+    pub fn command(&self) -> &PackedCommand {
+        match self {
+            Unit::One(cmd) => cmd,
+            Unit::Many(cmd) => cmd,
+        }
+    }
+}
+
+/// The pipeline of a batch: its units, and which calls each one carries.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    /// Each unit with its script ([`MANY`] for a combined one) and its slot.
+    pub units: Vec<(&'static Script, Unit<'a>, u16)>,
+    /// The calls (indexes into the batch), unit after unit.
+    order: Vec<usize>,
+    /// Where each unit's calls end in `order`.
+    ends: Vec<usize>,
+}
+
+impl<'a> Plan<'a> {
+    /// The calls of each unit, in their order.
+    pub fn members(&self) -> impl Iterator<Item = &[usize]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, &end)| &self.order[start..end])
+    }
+
+    /// The calls of each unit, apart from the units themselves (which go to be sent).
+    pub fn into_parts(self) -> (Vec<(&'static Script, Unit<'a>, u16)>, Members) {
+        (
+            self.units,
+            Members {
+                order: self.order,
+                ends: self.ends,
+            },
+        )
+    }
+}
+
+/// Which calls each unit of a [`Plan`] carries.
+#[derive(Debug)]
+pub struct Members {
+    order: Vec<usize>,
+    ends: Vec<usize>,
+}
+
+impl Members {
+    /// The calls of each unit, in their order.
+    pub fn iter(&self) -> impl Iterator<Item = &[usize]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, &end)| &self.order[start..end])
+    }
+}
+
+/// The number of `script` in [`MANY`], if it runs there.
+fn number(script: &Script) -> Option<u64> {
+    MANY_SCRIPTS
+        .iter()
+        .position(|s| std::ptr::eq(*s, script))
+        .map(|i| i as u64 + 1)
+}
+
+/// Groups `calls` (`(script, command, slot)`) into units: calls of one slot, in order, up
+/// to `combine`'s limits, run as one [`MANY`]. Calls of different slots may change places
+/// (an entity's calls all have its slot, so each entity keeps its order).
+pub fn plan<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], combine: Combine) -> Plan<'a> {
+    let n = calls.len();
+    let mut sorted: Vec<usize> = (0..n).collect();
+    if calls.iter().any(|c| c.2 != calls[0].2) {
+        // Stable: each slot's calls keep their order.
+        sorted.sort_by_key(|&i| calls[i].2);
+    }
+    let mut plan = Plan {
+        units: Vec::with_capacity(n),
+        order: Vec::with_capacity(n),
+        ends: Vec::with_capacity(n),
+    };
+    // The open group: `plan.order[group..]`, of `bytes` bytes.
+    let mut group = 0;
+    let mut bytes = 0;
+    for i in sorted {
+        let (script, cmd, slot) = &calls[i];
+        let size = cmd.packed_len_hint();
+        let fits = combine.max_calls > 1 && size <= combine.max_bytes && number(script).is_some();
+        let open = plan.order.len() - group;
+        let joins = fits
+            && open < combine.max_calls
+            && bytes + size <= combine.max_bytes
+            && plan.order.get(group).is_none_or(|&first| calls[first].2 == *slot);
+        if !joins {
+            close(calls, group, &mut plan);
+            group = plan.order.len();
+            bytes = 0;
+        }
+        plan.order.push(i);
+        if fits {
+            bytes += size;
+        } else {
+            plan.units.push((script, Unit::One(cmd), *slot));
+            plan.ends.push(plan.order.len());
+            group = plan.order.len();
+        }
+    }
+    close(calls, group, &mut plan);
+    plan
+}
+
+/// Ends the open group `plan.order[group..]`: one call alone, or several in one run of
+/// [`MANY`].
+fn close<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], group: usize, plan: &mut Plan<'a>) {
+    let members = &plan.order[group..];
+    match members.len() {
+        0 => return,
+        1 => {
+            let (script, cmd, slot) = &calls[members[0]];
+            plan.units.push((script, Unit::One(cmd), *slot));
+        }
+        _ => match combined(calls, members) {
+            Some(cmd) => plan.units.push((&MANY, Unit::Many(cmd), calls[members[0]].2)),
+            None => {
+                // Not script calls as `Invocation::packed` writes them: each goes alone.
+                for k in group..plan.order.len() {
+                    let (script, cmd, slot) = &calls[plan.order[k]];
+                    plan.units.push((script, Unit::One(cmd), *slot));
+                    if k + 1 < plan.order.len() {
+                        plan.ends.push(k + 1);
+                    }
+                }
+            }
+        },
+    }
+    plan.ends.push(plan.order.len());
+}
+
+/// `EVALSHA many` of `members`' calls: every key, then each call's number, counts and
+/// arguments.
+fn combined(calls: &[(&'static Script, PackedCommand, u16)], members: &[usize]) -> Option<PackedCommand> {
+    let mut keys = 0;
+    let mut bytes = 0;
+    for &i in members {
+        let call = calls[i].1.script_call()?;
+        number(calls[i].0)?;
+        keys += call.keys;
+        bytes += calls[i].1.packed_len_hint() + 12;
+    }
+    let mut cmd = PackedCommand::starting_with(MANY.evalsha(), bytes);
+    cmd.int(keys as u64);
+    for &i in members {
+        let call = calls[i].1.script_call()?;
+        cmd.extend_encoded(call.key_bytes, call.keys);
+    }
+    for &i in members {
+        let call = calls[i].1.script_call()?;
+        cmd.int(number(calls[i].0)?).int(call.keys as u64).int(call.args as u64);
+        cmd.extend_encoded(call.arg_bytes, call.args);
+    }
+    Some(cmd)
+}
+
+/// Hands a unit's reply to its calls: `results[i]` for each member `i` (a unit of several
+/// calls is a run of [`MANY`]). A combined unit the
+/// server refused for lack of permission (an ACL that denies one of its calls' keys) ran
+/// nothing: its calls are pushed to `alone`, to be sent again one by one, so that each gets
+/// its own answer.
+pub fn fan_out(
+    calls: &[(&'static Script, PackedCommand, u16)],
+    members: &[usize],
+    reply: Result<Value, Error>,
+    results: &mut [Option<Result<Value, Error>>],
+    alone: &mut Vec<usize>,
+) {
+    if let [one] = members {
+        results[*one] = Some(reply);
+        return;
+    }
+    match reply {
+        Ok(Value::Array(items)) if items.len() <= members.len() && !items.is_empty() => {
+            let answered = items.len();
+            for (&i, item) in members.iter().zip(items) {
+                results[i] = Some(match item {
+                    Value::ServerError(e) => Err(call_error(calls[i].0, e.code(), e.details())),
+                    value => Ok(value),
+                });
+            }
+            // A run stops at a call it cannot read (see many.lua): those after it did not run.
+            for &i in &members[answered..] {
+                results[i] = Some(Err(Error::UnexpectedReply {
+                    what: MANY.name(),
+                    detail: format!("no reply: the run stopped after {answered} of {} calls", members.len()),
+                }));
+            }
+        }
+        Ok(other) => {
+            let detail = match &other {
+                Value::Array(items) => format!("{} replies for {} calls", items.len(), members.len()),
+                _ => format!("{other:?} for {} calls", members.len()),
+            };
+            for &i in members {
+                results[i] = Some(Err(Error::UnexpectedReply {
+                    what: MANY.name(),
+                    detail: detail.clone(),
+                }));
+            }
+        }
+        Err(Error::NoPermission { .. }) => alone.extend_from_slice(members),
+        Err(Error::Script { message, .. }) => {
+            // The run's error is each call's, under the call's own script.
+            for &i in members {
+                results[i] = Some(Err(Error::Script {
+                    script: calls[i].0.name(),
+                    message: message.clone(),
+                }));
+            }
+        }
+        Err(e) => {
+            for &i in members {
+                results[i] = Some(Err(e.duplicate()));
+            }
+        }
+    }
+}
+
+/// The error of one call inside a run, as it would be had the call run alone.
+fn call_error(script: &'static Script, code: &str, details: Option<&str>) -> Error {
+    let message = match details {
+        Some(details) => format!("{code} {details}"),
+        None => code.to_owned(),
+    };
+    if code == "NOPERM" || message.contains("can't run this command") {
+        Error::NoPermission { message }
+    } else {
+        Error::Script {
+            script: script.name(),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invocation::{Get, Invocation, Write, WriteOp};
+    use crate::script::{GET, WRITE};
+
+    fn put(entity: &str, slot: u16) -> (&'static Script, PackedCommand, u16) {
+        let key = format!("ns:{{{entity}}}:s");
+        let call = Write::new(&key, WriteOp::Put, Some(b"\x03value"));
+        (&WRITE, call.packed(), slot)
+    }
+
+    fn get(entity: &str, slot: u16) -> (&'static Script, PackedCommand, u16) {
+        let key = format!("ns:{{{entity}}}:s");
+        (&GET, Get { key: &key }.packed(), slot)
+    }
+
+    #[test]
+    fn calls_of_one_slot_become_one_run_with_every_key_and_argument() {
+        let calls = vec![put("a", 0), get("b", 0), put("c", 0)];
+        let plan = plan(&calls, Combine::up_to(64));
+        assert_eq!(members(&plan), vec![vec![0, 1, 2]]);
+        let (script, unit, _) = &plan.units[0];
+        assert_eq!(script.name(), "many");
+        let args: Vec<Vec<u8>> = unit.command().args().map(<[u8]>::to_vec).collect();
+        let text: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        assert_eq!(text[0], "EVALSHA");
+        assert_eq!(text[1], MANY.sha());
+        assert_eq!(text[2..6], ["3", "ns:{a}:s", "ns:{b}:s", "ns:{c}:s"]);
+        // write is script 2 of many, get script 1: (number, keys, arguments, arguments…).
+        assert_eq!(text[6..12], ["2", "1", "3", "put", "\u{3}value", "0"]);
+        assert_eq!(text[12..15], ["1", "1", "0"]);
+        assert_eq!(text[15..21], ["2", "1", "3", "put", "\u{3}value", "0"]);
+        assert_eq!(text.len(), 21);
+    }
+
+    #[test]
+    fn limits_split_runs_and_slots_keep_their_order() {
+        let calls: Vec<_> = (0..5).map(|i| put(&format!("e{i}"), 0)).collect();
+        let split = plan(&calls, Combine::up_to(2));
+        assert_eq!(members(&split), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        assert!(matches!(split.units[2].1, Unit::One(_)));
+        assert_eq!(split.units[2].0.name(), "write");
+
+        let calls = vec![put("a", 7), put("b", 3), put("c", 7), put("d", 9), put("e", 3)];
+        let slots = plan(&calls, Combine::up_to(64));
+        assert_eq!(members(&slots), vec![vec![1, 4], vec![0, 2], vec![3]]);
+        assert_eq!(slots.units.iter().map(|u| u.2).collect::<Vec<_>>(), [3, 7, 9]);
+
+        // Off, or a call larger than a run may be: each alone, in order.
+        let calls = vec![put("a", 0), put("b", 0)];
+        assert_eq!(plan_members(&calls, Combine::OFF), vec![vec![0], vec![1]]);
+        let small = Combine {
+            max_calls: 64,
+            max_bytes: 10,
+        };
+        assert_eq!(plan_members(&calls, small), vec![vec![0], vec![1]]);
+    }
+
+    fn plan_members(calls: &[(&'static Script, PackedCommand, u16)], combine: Combine) -> Vec<Vec<usize>> {
+        members(&plan(calls, combine))
+    }
+
+    fn members(plan: &Plan<'_>) -> Vec<Vec<usize>> {
+        plan.members().map(<[usize]>::to_vec).collect()
+    }
+
+    #[test]
+    fn a_run_reply_goes_back_call_by_call() {
+        let calls = vec![put("a", 0), put("b", 0), put("c", 0)];
+        let error =
+            redis::parse_redis_value(b"*3\r\n:1\r\n-WRONGTYPE Operation against a key\r\n:7\r\n").expect("parses");
+        let mut results = vec![None, None, None];
+        let mut alone = Vec::new();
+        fan_out(&calls, &[0, 1, 2], Ok(error), &mut results, &mut alone);
+        assert!(matches!(results[0], Some(Ok(Value::Int(1)))));
+        match &results[1] {
+            Some(Err(Error::Script { script, message })) => {
+                assert_eq!(*script, "write");
+                assert_eq!(message, "WRONGTYPE Operation against a key");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(results[2], Some(Ok(Value::Int(7)))));
+
+        // Refused as a whole for lack of permission: each call goes again alone.
+        let mut results = vec![None, None, None];
+        let refused = Err(Error::NoPermission {
+            message: "NOPERM no permissions to access one of the keys".into(),
+        });
+        fan_out(&calls, &[0, 2], refused, &mut results, &mut alone);
+        assert_eq!(alone, [0, 2]);
+        assert!(results.iter().all(Option::is_none));
+
+        // A reply of the wrong shape is an error for each call, never a panic.
+        fan_out(&calls, &[0, 1], Ok(Value::Int(3)), &mut results, &mut alone);
+        assert!(matches!(
+            results[0],
+            Some(Err(Error::UnexpectedReply { what: "many", .. }))
+        ));
+        assert!(matches!(results[1], Some(Err(Error::UnexpectedReply { .. }))));
+        // A run that stopped early: the calls it answered keep their replies.
+        let short =
+            redis::parse_redis_value(b"*2\r\n:4\r\n-ERR many: malformed call at argument 7\r\n").expect("parses");
+        let mut results = vec![None, None, None];
+        fan_out(&calls, &[0, 1, 2], Ok(short), &mut results, &mut alone);
+        assert!(matches!(results[0], Some(Ok(Value::Int(4)))));
+        assert!(matches!(&results[1], Some(Err(Error::Script { message, .. })) if message.contains("malformed")));
+        assert!(matches!(
+            results[2],
+            Some(Err(Error::UnexpectedReply { what: "many", .. }))
+        ));
+    }
+}
