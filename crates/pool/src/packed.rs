@@ -60,12 +60,19 @@ impl PackedCommand {
     /// all begin alike (`EVALSHA <sha>`), encoded once. Its buffer is one this thread
     /// recycled, when it has one.
     pub fn starting_with(start: &PackedCommand, bytes: usize) -> Self {
-        let mut buf = SPARE
-            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut spare| spare.pop()))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        buf.reserve(start.buf.len() + bytes);
+        let size = start.buf.len() + bytes;
+        // A command larger than a spare buffer gets its own (a spare would be grown, and then
+        // freed, not kept).
+        let mut buf = if size <= SPARE_CAPACITY_MAX {
+            SPARE
+                .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut spare| spare.pop()))
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        buf.reserve(size);
         buf.extend_from_slice(&start.buf);
         Self {
             buf,
@@ -144,12 +151,25 @@ impl PackedCommand {
     /// assert_eq!(call.arg_bytes, b"$2\r\nv1\r\n$2\r\nv2\r\n");
     /// ```
     pub fn script_call(&self) -> Option<ScriptCall<'_>> {
+        let after_sha = bulk_end(&self.buf, bulk_end(&self.buf, 0)?)?;
+        self.script_call_from(after_sha)
+    }
+
+    /// [`script_call`](Self::script_call) of a command made with
+    /// [`starting_with(start, …)`](Self::starting_with), where `start` is its
+    /// `EVALSHA <sha>`: its first two arguments are not read again. `None` if it does not
+    /// start so.
+    pub fn script_call_after(&self, start: &PackedCommand) -> Option<ScriptCall<'_>> {
+        if start.count != 2 || !self.buf.starts_with(&start.buf) {
+            return None;
+        }
+        self.script_call_from(start.buf.len())
+    }
+
+    /// The script call whose `numkeys` starts at `after_sha`.
+    fn script_call_from(&self, after_sha: usize) -> Option<ScriptCall<'_>> {
         let buf = &self.buf[..];
-        let after_sha = bulk_end(buf, bulk_end(buf, 0)?)?;
-        let after_numkeys = bulk_end(buf, after_sha)?;
-        let numkeys = buf.get(after_sha..after_numkeys)?;
-        // `$<len>\r\n<digits>\r\n`
-        let digits = numkeys.get(numkeys.iter().position(|&b| b == b'\n')? + 1..numkeys.len() - 2)?;
+        let (after_numkeys, digits) = bulk_at(buf, after_sha)?;
         if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
@@ -176,6 +196,12 @@ impl PackedCommand {
         self.buf.extend_from_slice(encoded);
         self.count += u32::try_from(count).unwrap_or(u32::MAX);
         self
+    }
+
+    /// Its arguments as RESP bulk strings, without the `*<count>` header (what
+    /// [`extend_encoded`](Self::extend_encoded) appends), and their number.
+    pub fn encoded(&self) -> (&[u8], usize) {
+        (&self.buf, self.count as usize)
     }
 
     /// The same command as a `redis::Cmd`, for the redis-rs connections.
@@ -225,20 +251,35 @@ pub struct ScriptCall<'a> {
     pub arg_bytes: &'a [u8],
 }
 
-/// Where the bulk string `$<len>\r\n<bytes>\r\n` that starts at `at` ends.
+/// Where the bulk string `$<len>\r\n<bytes>\r\n` that starts at `at` ends, and its bytes.
+fn bulk_at(buf: &[u8], at: usize) -> Option<(usize, &[u8])> {
+    if *buf.get(at)? != b'$' {
+        return None;
+    }
+    // One pass over the length's digits (a call's headers are read for every call batched).
+    let mut len = 0usize;
+    let mut i = at + 1;
+    loop {
+        let b = *buf.get(i)?;
+        if b == b'\r' {
+            break;
+        }
+        if !b.is_ascii_digit() || i - at > 12 {
+            return None;
+        }
+        len = len * 10 + usize::from(b - b'0');
+        i += 1;
+    }
+    if i == at + 1 {
+        return None;
+    }
+    let start = i + 2;
+    let end = start + len + 2;
+    (end <= buf.len()).then(|| (end, &buf[start..start + len]))
+}
+
 fn bulk_end(buf: &[u8], at: usize) -> Option<usize> {
-    let rest = buf.get(at..)?;
-    if rest.first() != Some(&b'$') {
-        return None;
-    }
-    let cr = rest.iter().position(|&b| b == b'\r')?;
-    let digits = rest.get(1..cr)?;
-    if digits.is_empty() || digits.len() > 12 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let len = digits.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
-    let end = at + cr + 2 + len + 2;
-    (end <= buf.len()).then_some(end)
+    bulk_at(buf, at).map(|(end, _)| end)
 }
 
 /// The ASCII digit of `d` (0 to 9).
@@ -485,6 +526,14 @@ mod tests {
             cmd.arg("put").arg(long.as_str()).int(0).arg(&b""[..]);
             let call = cmd.script_call().expect("a script call");
             assert_eq!((call.keys, call.args), (keys, 4));
+            // Read after a known start, the same.
+            let mut start = PackedCommand::default();
+            start.arg("EVALSHA").arg("0123456789abcdef");
+            let after = cmd.script_call_after(&start).expect("starts so");
+            assert_eq!((after.key_bytes, after.arg_bytes), (call.key_bytes, call.arg_bytes));
+            let mut other = PackedCommand::default();
+            other.arg("EVALSHA").arg("fedcba9876543210");
+            assert!(cmd.script_call_after(&other).is_none(), "another script's start");
             // The parts, appended after the same start, give the same command back.
             let mut again = PackedCommand::default();
             again.arg("EVALSHA").arg("0123456789abcdef").int(keys as u64);

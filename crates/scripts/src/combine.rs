@@ -9,7 +9,7 @@
 
 use redis::Value;
 use stateful_redis_core::Error;
-use stateful_redis_pool::{Packable, PackedCommand};
+use stateful_redis_pool::{Packable, PackedCommand, ScriptCall};
 
 use crate::script::{MANY, MANY_SCRIPTS, Script};
 
@@ -43,32 +43,116 @@ impl Combine {
 pub enum Unit<'a> {
     /// A call as it was encoded.
     One(&'a PackedCommand),
-    /// An `EVALSHA many` made of several calls.
-    Many(PackedCommand),
+    /// An `EVALSHA many` made of several calls, written straight from their bytes.
+    Many(Run<'a>),
+}
+
+/// Several calls as one `EVALSHA many`: their parts, read from their encoded bytes.
+#[derive(Debug)]
+pub struct Run<'a> {
+    /// Each call's number in [`MANY`] and its keys and arguments.
+    calls: Vec<(u64, ScriptCall<'a>)>,
+    keys: usize,
+    /// Arguments in all: `EVALSHA`, the SHA, numkeys, the keys, and three plus its own for
+    /// each call.
+    count: usize,
+    bytes: usize,
+}
+
+impl Run<'_> {
+    fn write<W: Args>(&self, cmd: &mut W) {
+        cmd.int(self.keys as u64);
+        for (_, call) in &self.calls {
+            cmd.encoded(call.key_bytes, call.keys);
+        }
+        for (number, call) in &self.calls {
+            cmd.int(*number).int(call.keys as u64).int(call.args as u64);
+            cmd.encoded(call.arg_bytes, call.args);
+        }
+    }
+}
+
+/// Where a run's arguments go: a pipeline's buffer, or a command of its own.
+trait Args {
+    fn int(&mut self, n: u64) -> &mut Self;
+    fn encoded(&mut self, bytes: &[u8], count: usize) -> &mut Self;
+}
+
+impl Args for PackedCommand {
+    fn int(&mut self, n: u64) -> &mut Self {
+        PackedCommand::int(self, n)
+    }
+
+    fn encoded(&mut self, bytes: &[u8], count: usize) -> &mut Self {
+        self.extend_encoded(bytes, count)
+    }
+}
+
+/// Bulk strings written straight into a pipeline's buffer.
+struct Raw<'a>(&'a mut Vec<u8>);
+
+impl Args for Raw<'_> {
+    fn int(&mut self, n: u64) -> &mut Self {
+        if n < 10 {
+            // The usual script number and counts: one digit.
+            self.0
+                .extend_from_slice(&[b'$', b'1', b'\r', b'\n', b'0' + n as u8, b'\r', b'\n']);
+            return self;
+        }
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n);
+        // At most 20 digits: the length is one or two of its own.
+        let len = digits.len();
+        if len < 10 {
+            self.0.extend_from_slice(&[b'$', b'0' + len as u8, b'\r', b'\n']);
+        } else {
+            self.0
+                .extend_from_slice(&[b'$', b'0' + (len / 10) as u8, b'0' + (len % 10) as u8, b'\r', b'\n']);
+        }
+        self.0.extend_from_slice(digits.as_bytes());
+        self.0.extend_from_slice(b"\r\n");
+        self
+    }
+
+    fn encoded(&mut self, bytes: &[u8], _: usize) -> &mut Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
 }
 
 impl Packable for Unit<'_> {
     fn pack_into(&self, out: &mut Vec<u8>) {
         match self {
             Unit::One(cmd) => cmd.pack_into(out),
-            Unit::Many(cmd) => cmd.pack_into(out),
+            Unit::Many(run) => {
+                out.reserve(run.bytes + 64);
+                out.push(b'*');
+                out.extend_from_slice(itoa::Buffer::new().format(run.count).as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(MANY.evalsha().encoded().0);
+                run.write(&mut Raw(out));
+            }
         }
     }
 
     fn packed_len_hint(&self) -> usize {
         match self {
             Unit::One(cmd) => cmd.packed_len_hint(),
-            Unit::Many(cmd) => cmd.packed_len_hint(),
+            Unit::Many(run) => run.bytes + 64,
         }
     }
 }
 
 impl Unit<'_> {
-    /// The command itself.
-    pub fn command(&self) -> &PackedCommand {
+    /// The command as one [`PackedCommand`] (a copy, for a run).
+    pub fn to_packed(&self) -> PackedCommand {
         match self {
-            Unit::One(cmd) => cmd,
-            Unit::Many(cmd) => cmd,
+            Unit::One(cmd) => (*cmd).clone(),
+            Unit::Many(run) => {
+                let mut cmd = PackedCommand::starting_with(MANY.evalsha(), run.bytes);
+                run.write(&mut cmd);
+                cmd
+            }
         }
     }
 }
@@ -181,8 +265,8 @@ fn close<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], group: usize, p
             let (script, cmd, slot) = &calls[members[0]];
             plan.units.push((script, Unit::One(cmd), *slot));
         }
-        _ => match combined(calls, members) {
-            Some(cmd) => plan.units.push((&MANY, Unit::Many(cmd), calls[members[0]].2)),
+        _ => match run(calls, members) {
+            Some(run) => plan.units.push((&MANY, Unit::Many(run), calls[members[0]].2)),
             None => {
                 // Not script calls as `Invocation::packed` writes them: each goes alone.
                 for k in group..plan.order.len() {
@@ -198,29 +282,23 @@ fn close<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], group: usize, p
     plan.ends.push(plan.order.len());
 }
 
-/// `EVALSHA many` of `members`' calls: every key, then each call's number, counts and
-/// arguments.
-fn combined(calls: &[(&'static Script, PackedCommand, u16)], members: &[usize]) -> Option<PackedCommand> {
-    let mut keys = 0;
-    let mut bytes = 0;
+/// The run of `members`' calls: each one's number in [`MANY`], keys and arguments.
+fn run<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], members: &[usize]) -> Option<Run<'a>> {
+    let mut run = Run {
+        calls: Vec::with_capacity(members.len()),
+        keys: 0,
+        count: 3,
+        bytes: 0,
+    };
     for &i in members {
-        let call = calls[i].1.script_call()?;
-        number(calls[i].0)?;
-        keys += call.keys;
-        bytes += calls[i].1.packed_len_hint() + 12;
+        let (script, cmd, _) = &calls[i];
+        let call = cmd.script_call_after(script.evalsha())?;
+        run.keys += call.keys;
+        run.count += call.keys + 3 + call.args;
+        run.bytes += call.key_bytes.len() + call.arg_bytes.len() + 24;
+        run.calls.push((number(script)?, call));
     }
-    let mut cmd = PackedCommand::starting_with(MANY.evalsha(), bytes);
-    cmd.int(keys as u64);
-    for &i in members {
-        let call = calls[i].1.script_call()?;
-        cmd.extend_encoded(call.key_bytes, call.keys);
-    }
-    for &i in members {
-        let call = calls[i].1.script_call()?;
-        cmd.int(number(calls[i].0)?).int(call.keys as u64).int(call.args as u64);
-        cmd.extend_encoded(call.arg_bytes, call.args);
-    }
-    Some(cmd)
+    Some(run)
 }
 
 /// Hands a unit's reply to its calls: `results[i]` for each member `i` (a unit of several
@@ -326,7 +404,15 @@ mod tests {
         assert_eq!(members(&plan), vec![vec![0, 1, 2]]);
         let (script, unit, _) = &plan.units[0];
         assert_eq!(script.name(), "many");
-        let args: Vec<Vec<u8>> = unit.command().args().map(<[u8]>::to_vec).collect();
+        let packed = unit.to_packed();
+        let mut bytes = Vec::new();
+        unit.pack_into(&mut bytes);
+        assert_eq!(
+            bytes,
+            packed.to_bytes(),
+            "written straight or as a command, the same bytes"
+        );
+        let args: Vec<Vec<u8>> = packed.args().map(<[u8]>::to_vec).collect();
         let text: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         assert_eq!(text[0], "EVALSHA");
         assert_eq!(text[1], MANY.sha());

@@ -416,7 +416,7 @@ impl Scripts {
         let (units, batch) = self.plan(calls, combine);
         let commands = units
             .iter()
-            .map(|(script, unit, _)| (*script, unit.command().to_cmd()))
+            .map(|(script, unit, _)| (*script, unit.to_packed().to_cmd()))
             .collect();
         let replies = self.pipeline_or_each(conn, commands, timeout).await;
         let (mut results, alone) = batch.fan_out(calls, replies);

@@ -212,7 +212,12 @@ impl Inner {
     pub(crate) fn encode<I: Invocation>(&self, call: &I) -> Encoded {
         let key = call.routing_key();
         Encoded {
-            hint: fnv1a(hash_tag(key)),
+            // One link (the default): one queue, whatever the hash tag.
+            hint: if self.pool.shared_links() > 1 {
+                fnv1a(hash_tag(key))
+            } else {
+                0
+            },
             op: Call {
                 script: call.script(),
                 cmd: call.packed(),

@@ -66,6 +66,27 @@ async fn operations_go_to_the_master_of_their_slot_and_scripts_heal_on_every_mas
     assert!(stats.nodes.iter().all(|n| n.commands > 0 && n.connected), "{stats:?}");
     assert_eq!(stats.nodes.iter().map(|n| n.slots).sum::<u32>(), 16_384);
     assert_eq!(stats.uncovered_slots, 0);
+    // Calls made together share a pipeline per master; those of one slot share one run of
+    // the `many` script there, and each still gets its own answer.
+    let (same_slot, _) = entities_in_one_slot(8);
+    let ids: Vec<String> = same_slot
+        .into_iter()
+        .chain((0..8).map(|i| format!("apart-{i}")))
+        .collect();
+    let before = exec.script_stats();
+    let values: Vec<Counter> = (0..ids.len() as u64).map(|n| Counter { n: n + 1000 }).collect();
+    let versions =
+        futures_util::future::join_all(ids.iter().zip(&values).map(|(id, value)| state.put(id, value))).await;
+    for ((n, id), version) in ids.iter().enumerate().zip(versions) {
+        assert_eq!(version.expect("put").0, 1, "{id}");
+        let now = state.get(id).await.expect("get").expect("stored");
+        assert_eq!(now.value.n, n as u64 + 1000, "{id}");
+    }
+    let after = exec.script_stats();
+    assert!(
+        after.combined_runs > before.combined_runs && after.combined_calls >= before.combined_calls + 2,
+        "{after:?}"
+    );
     // Every master forgets its scripts: the next calls load them again, on each master.
     let reloads = exec.script_stats().reloads;
     for i in 0..3 {

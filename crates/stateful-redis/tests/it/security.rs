@@ -55,6 +55,42 @@ async fn least_privilege_acl_user_works() {
 }
 
 #[tokio::test]
+async fn a_call_outside_the_users_keys_fails_alone_among_calls_made_together() {
+    let server = RedisServer::builder()
+        .require_admin_password("admin-pw")
+        .acl_user("app", "app-pw-5up3r", &app_rules())
+        .start();
+    let url = format!("redis://app:app-pw-5up3r@127.0.0.1:{}", server.port());
+    let exec = StatefulExecutor::builder()
+        .config(config_for(&url))
+        .build()
+        .await
+        .expect("the limited user connects");
+    let allowed = exec.state::<Counter>("app").expect("namespace");
+    let denied = exec.state::<Counter>("other").expect("namespace");
+    // Made together, the calls share pipelines and runs of the `many` script.
+    let calls = (0..20u64).map(|i| {
+        let (state, id) = if i % 4 == 1 {
+            (&denied, format!("d{i}"))
+        } else {
+            (&allowed, format!("a{i}"))
+        };
+        async move { (i, state.put(&id, &Counter { n: i }).await) }
+    });
+    for (i, result) in futures_util::future::join_all(calls).await {
+        if i % 4 == 1 {
+            assert!(matches!(result, Err(Error::NoPermission { .. })), "{i}: {result:?}");
+        } else {
+            assert_eq!(result.expect("an allowed put").0, 1, "{i}");
+            let stored = allowed.get(&format!("a{i}")).await.expect("get").expect("stored");
+            assert_eq!(stored.value, Counter { n: i });
+        }
+    }
+    assert!(exec.script_stats().combined_runs > 0, "{:?}", exec.script_stats());
+    exec.shutdown().await;
+}
+
+#[tokio::test]
 async fn wrong_password_is_an_auth_error_without_the_password() {
     let server = RedisServer::builder()
         .require_admin_password("admin-pw")
