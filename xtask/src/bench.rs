@@ -566,6 +566,9 @@ enum Client {
     Plain { mode: &'static str, tasks: u32 },
     /// `stateful-redis load --workload <workload>` with this many callers; reads `--json`.
     Load { workload: &'static str, callers: u32 },
+    /// The same with `--calls-per-run 1`: each call its own `EVALSHA`, as redis-benchmark sends
+    /// them, no run of the `many` script.
+    LoadAlone { workload: &'static str, callers: u32 },
     /// The same with OpenTelemetry on: metrics every second and spans (the default 1 % sampling)
     /// exported over OTLP/HTTP to a sink in this process that answers every export.
     LoadOtel { workload: &'static str, callers: u32 },
@@ -579,7 +582,7 @@ impl Client {
             Self::RedisBenchmark { .. } => "request (sent in a pipeline)",
             Self::Plain { mode: "pipeline16", .. } => "pipeline of 16",
             Self::Plain { .. } => "command",
-            Self::Load { .. } | Self::LoadOtel { .. } => "operation",
+            Self::Load { .. } | Self::LoadAlone { .. } | Self::LoadOtel { .. } => "operation",
         }
     }
 }
@@ -630,7 +633,7 @@ fn put_args(plain: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Every case, in the order each round runs them.
 fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_args: &[String]) -> Vec<Case> {
-    use Client::{Load, LoadOtel, Plain, RedisBenchmark};
+    use Client::{Load, LoadAlone, LoadOtel, Plain, RedisBenchmark};
     use Group::{SingleCaller, Throughput};
     const C: u32 = CONCURRENCY;
     let specs = [
@@ -675,6 +678,15 @@ fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_args: &[String
             "executor put",
             Throughput,
             Load {
+                workload: "put",
+                callers: C,
+            },
+        ),
+        (
+            "executor-put-alone",
+            "executor put, one EVALSHA per call",
+            Throughput,
+            LoadAlone {
                 workload: "put",
                 callers: C,
             },
@@ -756,6 +768,13 @@ fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_args: &[String
                     format!(
                         "--url {url} --mode {mode} --concurrency {tasks} --ops {ops} --value-size {VALUE_SIZE} \
                          --entities {ENTITIES} --sha {sha} --json"
+                    ),
+                ),
+                LoadAlone { workload, callers } => (
+                    bins.load.clone(),
+                    format!(
+                        "load --redis {url} --workload {workload} --concurrency {callers} --ops {ops} \
+                         --entities {ENTITIES} --value-size {VALUE_SIZE} --calls-per-run 1 --json"
                     ),
                 ),
                 Load { workload, callers } | LoadOtel { workload, callers } => (
@@ -941,7 +960,9 @@ impl Case {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let mut sample = match self.client {
             Client::RedisBenchmark { .. } => parse_redis_benchmark(&stdout, self.ops)?,
-            Client::Plain { .. } | Client::Load { .. } | Client::LoadOtel { .. } => parse_json_summary(&stdout)?,
+            Client::Plain { .. } | Client::Load { .. } | Client::LoadAlone { .. } | Client::LoadOtel { .. } => {
+                parse_json_summary(&stdout)?
+            }
         };
         if sample.errors > 0 {
             bail!(
@@ -1179,6 +1200,14 @@ impl Report<'_> {
                 "executor_put_vs_redis_benchmark_p16",
                 "executor put / redis-benchmark -P 16: ops/s",
                 put,
+                "redis-benchmark-P16",
+                "ops_per_sec",
+                true,
+            ),
+            ratio(
+                "executor_put_alone_vs_redis_benchmark_p16",
+                "executor put, one EVALSHA per call / redis-benchmark -P 16: ops/s",
+                "executor-put-alone",
                 "redis-benchmark-P16",
                 "ops_per_sec",
                 true,
@@ -1459,7 +1488,10 @@ impl Report<'_> {
             md,
             "\n## Throughput\n\n{CONCURRENCY} concurrent callers, {} operations per run, {ENTITIES} entities, \
              {VALUE_SIZE}-byte values. Every client does the executor's put on the server (`EVALSHA` of \
-             write.lua), except `cas` and `update`.\n",
+             write.lua), except `cas` and `update`. The executor sends the calls of a pipeline as one \
+             `EVALSHA` of its `many` script (`batch.calls_per_run`), which applies them one by one, each \
+             atomic and answered on its own; \"one EVALSHA per call\" turns that off and sends them as \
+             redis-benchmark does.\n",
             plan.ops
         );
         self.case_table(&mut md, Group::Throughput);

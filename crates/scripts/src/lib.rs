@@ -7,6 +7,25 @@
 //! ([`Scripts::invoke`]) or inside pipelines ([`Scripts::invoke_pipeline`]). Each
 //! script has one typed invocation ([`Get`], [`Write`], [`Acquire`], …) and one typed reply.
 //!
+//! A batch of calls can also go as runs of the [`MANY`] script ([`Scripts::run_direct`],
+//! [`Scripts::run_cluster`], [`Scripts::run_pipeline`], limited by a [`Combine`]): one
+//! `EVALSHA` applies several calls one after another, each as atomic as alone, and answers each
+//! with its own reply or error. [`plan`] shows how a batch is grouped:
+//!
+//! ```
+//! use stateful_redis_scripts::{Combine, Invocation, Unit, WRITE, Write, WriteOp, plan};
+//!
+//! let calls: Vec<_> = ["app:{a}:s", "app:{b}:s", "app:{c}:s"]
+//!     .into_iter()
+//!     .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"\x03v")).packed(), 0))
+//!     .collect();
+//! let batch = plan(&calls, Combine::up_to(2));
+//! // Runs of at most two calls: the first two share one `EVALSHA many`, the third goes alone.
+//! assert!(matches!(batch.units[0].1, Unit::Many(_)));
+//! assert!(matches!(batch.units[1].1, Unit::One(_)));
+//! assert_eq!(batch.members().map(<[usize]>::len).collect::<Vec<_>>(), [2, 1]);
+//! ```
+//!
 //! ```no_run
 //! use stateful_redis_scripts::{Scripts, Write, WriteOp, WriteResult};
 //! # async fn run(pool: stateful_redis_pool::Pool) -> Result<(), stateful_redis_core::Error> {
