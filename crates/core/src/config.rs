@@ -437,8 +437,8 @@ pub struct BatchConfig {
     pub wait_deadline: Duration,
     /// Most calls of one pipeline sent as one run of the `many` script (default 64): one
     /// `EVALSHA` applies them one after another, each atomic and answered on its own, and
-    /// costs the server less than an `EVALSHA` each. On a cluster only calls of one slot
-    /// share a run. 1 sends every call as its own `EVALSHA`.
+    /// costs the server less than an `EVALSHA` each. Not used on a cluster (a slot in
+    /// migration refuses runs whose keys are split). 1 sends every call as its own `EVALSHA`.
     pub calls_per_run: usize,
 }
 

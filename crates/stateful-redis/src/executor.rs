@@ -387,7 +387,10 @@ impl PipelineSink for RedisSink {
             ops.into_iter().map(|c| (c.script, c.cmd, c.slot)).collect();
         let combine = Combine::up_to(self.calls_per_run.load(Ordering::Relaxed));
         let results = if self.pool.is_cluster() {
-            self.scripts.run_cluster(&self.pool, &calls, combine).await
+            // No runs on a cluster: while a slot migrates, a run whose keys are split between
+            // the two masters is refused (`TRYAGAIN`) until the migration ends, where single
+            // calls follow their `ASK` one by one (ADR 008).
+            self.scripts.run_cluster(&self.pool, &calls, Combine::OFF).await
         } else {
             self.send_calls(shard, &calls, combine).await
         };
