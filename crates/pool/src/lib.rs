@@ -41,7 +41,7 @@ pub use crate::connect::{ConnectHook, HookFuture};
 pub use crate::direct::Reply;
 pub use crate::error::map_redis_error;
 pub use crate::exclusive::ExclusiveConnection;
-pub use crate::packed::{Packable, PackedCommand, ScriptCall};
+pub use crate::packed::{Packable, PackedCommand, ScriptCall, write_bulk, write_int};
 pub use crate::pool::{CheckoutObserver, Pool, PoolStats};
 pub use crate::shared::SharedConnection;
 pub use redis;

@@ -94,15 +94,8 @@ impl PackedCommand {
 
     /// Appends a number as its decimal text (as `arg(n)` does).
     pub fn int(&mut self, n: u64) -> &mut Self {
-        if n < 10 {
-            // One digit: the usual numkeys, a zero ttl.
-            self.buf.reserve(7);
-            self.buf
-                .extend_from_slice(&[b'$', b'1', b'\r', b'\n', digit(n as usize), b'\r', b'\n']);
-            self.count += 1;
-        } else {
-            self.push(itoa::Buffer::new().format(n).as_bytes());
-        }
+        write_int(&mut self.buf, n);
+        self.count += 1;
         self
     }
 
@@ -214,27 +207,43 @@ impl PackedCommand {
     }
 
     fn push(&mut self, arg: &[u8]) {
-        let n = arg.len();
-        self.buf.reserve(n + 24);
-        // `$<len>\r\n`: most arguments are shorter than 1000 bytes, and a header of known
-        // size is a few stores, where formatting the length and appending a slice of
-        // unknown size would each be a call.
-        if n < 10 {
-            self.buf.extend_from_slice(&[b'$', digit(n), b'\r', b'\n']);
-        } else if n < 100 {
-            self.buf
-                .extend_from_slice(&[b'$', digit(n / 10), digit(n % 10), b'\r', b'\n']);
-        } else if n < 1000 {
-            self.buf
-                .extend_from_slice(&[b'$', digit(n / 100), digit(n / 10 % 10), digit(n % 10), b'\r', b'\n']);
-        } else {
-            self.buf.push(b'$');
-            self.buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            self.buf.extend_from_slice(b"\r\n");
-        }
-        self.buf.extend_from_slice(arg);
-        self.buf.extend_from_slice(b"\r\n");
+        write_bulk(&mut self.buf, arg);
         self.count += 1;
+    }
+}
+
+/// Appends `arg` to `out` as a RESP bulk string, `$<len>\r\n<arg>\r\n`: how
+/// [`PackedCommand`] writes an argument, for bytes written straight into a pipeline.
+#[inline]
+pub fn write_bulk(out: &mut Vec<u8>, arg: &[u8]) {
+    let n = arg.len();
+    out.reserve(n + 24);
+    // `$<len>\r\n`: most arguments are shorter than 1000 bytes, and a header of known
+    // size is a few stores, where formatting the length and appending a slice of
+    // unknown size would each be a call.
+    if n < 10 {
+        out.extend_from_slice(&[b'$', digit(n), b'\r', b'\n']);
+    } else if n < 100 {
+        out.extend_from_slice(&[b'$', digit(n / 10), digit(n % 10), b'\r', b'\n']);
+    } else if n < 1000 {
+        out.extend_from_slice(&[b'$', digit(n / 100), digit(n / 10 % 10), digit(n % 10), b'\r', b'\n']);
+    } else {
+        out.push(b'$');
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(arg);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` to `out` as the bulk string of its decimal text (as [`PackedCommand::int`]).
+#[inline]
+pub fn write_int(out: &mut Vec<u8>, n: u64) {
+    if n < 10 {
+        // One digit: the usual numkeys, a zero ttl.
+        out.extend_from_slice(&[b'$', b'1', b'\r', b'\n', digit(n as usize), b'\r', b'\n']);
+    } else {
+        write_bulk(out, itoa::Buffer::new().format(n).as_bytes());
     }
 }
 

@@ -9,7 +9,7 @@
 
 use redis::Value;
 use stateful_redis_core::Error;
-use stateful_redis_pool::{Packable, PackedCommand, ScriptCall};
+use stateful_redis_pool::{Packable, PackedCommand, ScriptCall, write_int};
 
 use crate::script::{MANY, MANY_SCRIPTS, Script};
 
@@ -93,24 +93,7 @@ struct Raw<'a>(&'a mut Vec<u8>);
 
 impl Args for Raw<'_> {
     fn int(&mut self, n: u64) -> &mut Self {
-        if n < 10 {
-            // The usual script number and counts: one digit.
-            self.0
-                .extend_from_slice(&[b'$', b'1', b'\r', b'\n', b'0' + n as u8, b'\r', b'\n']);
-            return self;
-        }
-        let mut digits = itoa::Buffer::new();
-        let digits = digits.format(n);
-        // At most 20 digits: the length is one or two of its own.
-        let len = digits.len();
-        if len < 10 {
-            self.0.extend_from_slice(&[b'$', b'0' + len as u8, b'\r', b'\n']);
-        } else {
-            self.0
-                .extend_from_slice(&[b'$', b'0' + (len / 10) as u8, b'0' + (len % 10) as u8, b'\r', b'\n']);
-        }
-        self.0.extend_from_slice(digits.as_bytes());
-        self.0.extend_from_slice(b"\r\n");
+        write_int(self.0, n);
         self
     }
 
@@ -144,6 +127,14 @@ impl Packable for Unit<'_> {
 }
 
 impl Unit<'_> {
+    /// The command for a redis-rs connection.
+    pub fn to_cmd(&self) -> redis::Cmd {
+        match self {
+            Unit::One(cmd) => cmd.to_cmd(),
+            Unit::Many(_) => self.to_packed().to_cmd(),
+        }
+    }
+
     /// The command as one [`PackedCommand`] (a copy, for a run).
     pub fn to_packed(&self) -> PackedCommand {
         match self {
@@ -162,35 +153,27 @@ impl Unit<'_> {
 pub struct Plan<'a> {
     /// Each unit with its script ([`MANY`] for a combined one) and its slot.
     pub units: Vec<(&'static Script, Unit<'a>, u16)>,
-    /// The calls (indexes into the batch), unit after unit.
-    order: Vec<usize>,
-    /// Where each unit's calls end in `order`.
-    ends: Vec<usize>,
+    members: Members,
 }
 
 impl<'a> Plan<'a> {
     /// The calls of each unit, in their order.
     pub fn members(&self) -> impl Iterator<Item = &[usize]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(&self.ends).map(|(start, &end)| &self.order[start..end])
+        self.members.iter()
     }
 
-    /// The calls of each unit, apart from the units themselves (which go to be sent).
+    /// The units (which go to be sent) apart from the calls each one carries.
     pub fn into_parts(self) -> (Vec<(&'static Script, Unit<'a>, u16)>, Members) {
-        (
-            self.units,
-            Members {
-                order: self.order,
-                ends: self.ends,
-            },
-        )
+        (self.units, self.members)
     }
 }
 
 /// Which calls each unit of a [`Plan`] carries.
 #[derive(Debug)]
 pub struct Members {
+    /// The calls (indexes into the batch), unit after unit.
     order: Vec<usize>,
+    /// Where each unit's calls end in `order`.
     ends: Vec<usize>,
 }
 
@@ -215,50 +198,59 @@ fn number(script: &Script) -> Option<u64> {
 /// (an entity's calls all have its slot, so each entity keeps its order).
 pub fn plan<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], combine: Combine) -> Plan<'a> {
     let n = calls.len();
-    let mut sorted: Vec<usize> = (0..n).collect();
-    if calls.iter().any(|c| c.2 != calls[0].2) {
-        // Stable: each slot's calls keep their order.
+    // Calls of several slots (a cluster's) are grouped by slot; stable, so each slot's calls
+    // keep their order. A single server's batch is taken as it is.
+    let sorted: Option<Vec<usize>> = calls.iter().any(|c| c.2 != calls[0].2).then(|| {
+        let mut sorted: Vec<usize> = (0..n).collect();
         sorted.sort_by_key(|&i| calls[i].2);
-    }
+        sorted
+    });
     let mut plan = Plan {
         units: Vec::with_capacity(n),
-        order: Vec::with_capacity(n),
-        ends: Vec::with_capacity(n),
+        members: Members {
+            order: Vec::with_capacity(n),
+            ends: Vec::with_capacity(n),
+        },
     };
-    // The open group: `plan.order[group..]`, of `bytes` bytes.
+    // The open group: `plan.members.order[group..]`, of `bytes` bytes.
     let mut group = 0;
     let mut bytes = 0;
-    for i in sorted {
+    for k in 0..n {
+        let i = sorted.as_ref().map_or(k, |sorted| sorted[k]);
         let (script, cmd, slot) = &calls[i];
         let size = cmd.packed_len_hint();
         let fits = combine.max_calls > 1 && size <= combine.max_bytes && number(script).is_some();
-        let open = plan.order.len() - group;
+        let open = plan.members.order.len() - group;
         let joins = fits
             && open < combine.max_calls
             && bytes + size <= combine.max_bytes
-            && plan.order.get(group).is_none_or(|&first| calls[first].2 == *slot);
+            && plan
+                .members
+                .order
+                .get(group)
+                .is_none_or(|&first| calls[first].2 == *slot);
         if !joins {
             close(calls, group, &mut plan);
-            group = plan.order.len();
+            group = plan.members.order.len();
             bytes = 0;
         }
-        plan.order.push(i);
+        plan.members.order.push(i);
         if fits {
             bytes += size;
         } else {
             plan.units.push((script, Unit::One(cmd), *slot));
-            plan.ends.push(plan.order.len());
-            group = plan.order.len();
+            plan.members.ends.push(plan.members.order.len());
+            group = plan.members.order.len();
         }
     }
     close(calls, group, &mut plan);
     plan
 }
 
-/// Ends the open group `plan.order[group..]`: one call alone, or several in one run of
+/// Ends the open group `plan.members.order[group..]`: one call alone, or several in one run of
 /// [`MANY`].
 fn close<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], group: usize, plan: &mut Plan<'a>) {
-    let members = &plan.order[group..];
+    let members = &plan.members.order[group..];
     match members.len() {
         0 => return,
         1 => {
@@ -269,17 +261,17 @@ fn close<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], group: usize, p
             Some(run) => plan.units.push((&MANY, Unit::Many(run), calls[members[0]].2)),
             None => {
                 // Not script calls as `Invocation::packed` writes them: each goes alone.
-                for k in group..plan.order.len() {
-                    let (script, cmd, slot) = &calls[plan.order[k]];
+                for k in group..plan.members.order.len() {
+                    let (script, cmd, slot) = &calls[plan.members.order[k]];
                     plan.units.push((script, Unit::One(cmd), *slot));
-                    if k + 1 < plan.order.len() {
-                        plan.ends.push(k + 1);
+                    if k + 1 < plan.members.order.len() {
+                        plan.members.ends.push(k + 1);
                     }
                 }
             }
         },
     }
-    plan.ends.push(plan.order.len());
+    plan.members.ends.push(plan.members.order.len());
 }
 
 /// The run of `members`' calls: each one's number in [`MANY`], keys and arguments.

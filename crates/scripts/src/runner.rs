@@ -198,17 +198,7 @@ impl Scripts {
             pending = missing;
             pipe = resend;
         }
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Error::UnexpectedReply {
-                        what: "pipeline",
-                        detail: "no reply".into(),
-                    })
-                })
-            })
-            .collect())
+        Ok(answered(results))
     }
 
     /// Sends `calls` as one pipeline on the pool's direct link `link` and returns each
@@ -414,10 +404,7 @@ impl Scripts {
         timeout: Duration,
     ) -> Vec<Result<Value, Error>> {
         let (units, batch) = self.plan(calls, combine);
-        let commands = units
-            .iter()
-            .map(|(script, unit, _)| (*script, unit.to_packed().to_cmd()))
-            .collect();
+        let commands = units.iter().map(|(script, unit, _)| (*script, unit.to_cmd())).collect();
         let replies = self.pipeline_or_each(conn, commands, timeout).await;
         let (mut results, alone) = batch.fan_out(calls, replies);
         if !alone.is_empty() {

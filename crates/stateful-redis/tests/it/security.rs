@@ -10,8 +10,8 @@ fn app_rules() -> String {
     format!("~app:* {}", stateful_redis::ACL_COMMANDS)
 }
 
-#[tokio::test]
-async fn least_privilege_acl_user_works() {
+/// A server whose user `app` may touch `app:*` keys only, and an executor connected as it.
+async fn limited_user() -> (RedisServer, StatefulExecutor) {
     let server = RedisServer::builder()
         .require_admin_password("admin-pw")
         .acl_user("app", "app-pw-5up3r", &app_rules())
@@ -22,6 +22,12 @@ async fn least_privilege_acl_user_works() {
         .build()
         .await
         .expect("the limited user connects");
+    (server, exec)
+}
+
+#[tokio::test]
+async fn least_privilege_acl_user_works() {
+    let (_server, exec) = limited_user().await;
     let counters = exec.state::<Counter>("app").expect("namespace");
     let v = counters.put("e", &Counter { n: 1 }).await.expect("put");
     let got = counters.get("e").await.expect("get").expect("exists");
@@ -56,16 +62,7 @@ async fn least_privilege_acl_user_works() {
 
 #[tokio::test]
 async fn a_call_outside_the_users_keys_fails_alone_among_calls_made_together() {
-    let server = RedisServer::builder()
-        .require_admin_password("admin-pw")
-        .acl_user("app", "app-pw-5up3r", &app_rules())
-        .start();
-    let url = format!("redis://app:app-pw-5up3r@127.0.0.1:{}", server.port());
-    let exec = StatefulExecutor::builder()
-        .config(config_for(&url))
-        .build()
-        .await
-        .expect("the limited user connects");
+    let (_server, exec) = limited_user().await;
     let allowed = exec.state::<Counter>("app").expect("namespace");
     let denied = exec.state::<Counter>("other").expect("namespace");
     // Made together, the calls share pipelines and runs of the `many` script.
