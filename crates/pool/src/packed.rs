@@ -163,10 +163,12 @@ impl PackedCommand {
     fn script_call_from(&self, after_sha: usize) -> Option<ScriptCall<'_>> {
         let buf = &self.buf[..];
         let (after_numkeys, digits) = bulk_at(buf, after_sha)?;
-        if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        if digits.is_empty() || digits.len() > 9 {
             return None;
         }
-        let keys = digits.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+        let keys = digits.iter().try_fold(0usize, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
+        })?;
         let total = (self.count as usize).checked_sub(3)?;
         if keys > total {
             return None;

@@ -66,7 +66,7 @@ impl Run<'_> {
             cmd.encoded(call.key_bytes, call.keys);
         }
         for (number, call) in &self.calls {
-            cmd.int(*number).int(call.keys as u64).int(call.args as u64);
+            cmd.call_header(*number, call.keys as u64, call.args as u64);
             cmd.encoded(call.arg_bytes, call.args);
         }
     }
@@ -76,6 +76,11 @@ impl Run<'_> {
 trait Args {
     fn int(&mut self, n: u64) -> &mut Self;
     fn encoded(&mut self, bytes: &[u8], count: usize) -> &mut Self;
+
+    /// A call's script number, number of keys and number of arguments.
+    fn call_header(&mut self, number: u64, keys: u64, args: u64) {
+        self.int(number).int(keys).int(args);
+    }
 }
 
 impl Args for PackedCommand {
@@ -100,6 +105,21 @@ impl Args for Raw<'_> {
     fn encoded(&mut self, bytes: &[u8], _: usize) -> &mut Self {
         self.0.extend_from_slice(bytes);
         self
+    }
+
+    fn call_header(&mut self, number: u64, keys: u64, args: u64) {
+        if number < 10 && keys < 10 && args < 10 {
+            // The usual call: three one-digit bulk strings in one append.
+            let digit = |n: u64| b'0' + n as u8;
+            #[rustfmt::skip]
+            self.0.extend_from_slice(&[
+                b'$', b'1', b'\r', b'\n', digit(number), b'\r', b'\n',
+                b'$', b'1', b'\r', b'\n', digit(keys), b'\r', b'\n',
+                b'$', b'1', b'\r', b'\n', digit(args), b'\r', b'\n',
+            ]);
+        } else {
+            self.int(number).int(keys).int(args);
+        }
     }
 }
 
