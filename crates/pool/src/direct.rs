@@ -352,6 +352,16 @@ fn parse_value(buf: &[u8], at: usize) -> Result<Option<(Parsed, usize)>, String>
             let mut items = Vec::with_capacity(len.min(1024) as usize);
             let mut at = next;
             for _ in 0..len {
+                // An integer (a write's version: most replies of a run of calls) is read in
+                // place, without a level of recursion.
+                if buf.get(at) == Some(&b':') {
+                    let Some((text, next)) = line(buf, at + 1) else {
+                        return Ok(None);
+                    };
+                    items.push(Value::Int(number(text)?));
+                    at = next;
+                    continue;
+                }
                 match parse_value(buf, at)? {
                     Some((Parsed::Value(v), used)) => {
                         items.push(v);
@@ -643,6 +653,20 @@ mod tests {
             assert_eq!(one(&array[..cut]), None, "cut at {cut}");
         }
         assert_eq!(one(b"$5\r\nab"), None);
+        // A run's replies: integers read in place, each cut short is "not yet", a bad one
+        // an error.
+        let ints = b"*3\r\n:1\r\n:-22\r\n:333\r\n";
+        assert_eq!(
+            one(ints),
+            Some((
+                Ok(Value::Array(vec![Value::Int(1), Value::Int(-22), Value::Int(333)])),
+                ints.len()
+            ))
+        );
+        for cut in 1..ints.len() {
+            assert_eq!(one(&ints[..cut]), None, "cut at {cut}");
+        }
+        assert!(parse(b"*2\r\n:1\r\n:1x\r\n").is_err());
         assert!(parse(b"?what\r\n").is_err());
         assert!(parse(b":x1\r\n").is_err());
         // Integers at and past the edges of i64.

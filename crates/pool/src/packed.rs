@@ -29,6 +29,19 @@ pub struct PackedCommand {
     /// The arguments, each `$<len>\r\n<bytes>\r\n`.
     buf: Vec<u8>,
     count: u32,
+    /// Where [`keys`](Self::keys) wrote a script call's `numkeys` and how its keys ended, so
+    /// that [`script_call`](Self::script_call) finds them without reading the bytes again.
+    keys: Option<KeysWritten>,
+}
+
+/// What [`PackedCommand::keys`] wrote: `numkeys` at byte `numkeys_at`, the keys from
+/// `keys_at` to `keys_end`, `count` of them.
+#[derive(Debug, Clone, Copy)]
+struct KeysWritten {
+    numkeys_at: u32,
+    keys_at: u32,
+    keys_end: u32,
+    count: u32,
 }
 
 impl std::fmt::Debug for PackedCommand {
@@ -53,6 +66,7 @@ impl PackedCommand {
         Self {
             buf: Vec::with_capacity(bytes),
             count: 0,
+            keys: None,
         }
     }
 
@@ -77,6 +91,7 @@ impl PackedCommand {
         Self {
             buf,
             count: start.count,
+            keys: None,
         }
     }
 
@@ -96,6 +111,33 @@ impl PackedCommand {
     pub fn int(&mut self, n: u64) -> &mut Self {
         write_int(&mut self.buf, n);
         self.count += 1;
+        self
+    }
+
+    /// Appends a script call's `numkeys` and its keys, and remembers where they are: a
+    /// command written so is read back as a [`ScriptCall`] without parsing its bytes.
+    pub fn keys(&mut self, keys: &[&[u8]]) -> &mut Self {
+        let numkeys_at = self.buf.len();
+        self.int(keys.len() as u64);
+        let keys_at = self.buf.len();
+        for key in keys {
+            self.push(key);
+        }
+        // Offsets past u32 (a 4 GiB command) are simply not remembered: read back by parsing.
+        self.keys = match (
+            u32::try_from(numkeys_at),
+            u32::try_from(keys_at),
+            u32::try_from(self.buf.len()),
+            u32::try_from(keys.len()),
+        ) {
+            (Ok(numkeys_at), Ok(keys_at), Ok(keys_end), Ok(count)) => Some(KeysWritten {
+                numkeys_at,
+                keys_at,
+                keys_end,
+                count,
+            }),
+            _ => None,
+        };
         self
     }
 
@@ -162,6 +204,18 @@ impl PackedCommand {
     /// The script call whose `numkeys` starts at `after_sha`.
     fn script_call_from(&self, after_sha: usize) -> Option<ScriptCall<'_>> {
         let buf = &self.buf[..];
+        if let Some(k) = self.keys
+            && k.numkeys_at as usize == after_sha
+        {
+            // Written by `keys`: `numkeys` and the keys are where it put them.
+            let args = (self.count as usize).checked_sub(3 + k.count as usize)?;
+            return Some(ScriptCall {
+                keys: k.count as usize,
+                key_bytes: buf.get(k.keys_at as usize..k.keys_end as usize)?,
+                args,
+                arg_bytes: buf.get(k.keys_end as usize..)?,
+            });
+        }
         let (after_numkeys, digits) = bulk_at(buf, after_sha)?;
         if digits.is_empty() || digits.len() > 9 {
             return None;
@@ -551,6 +605,18 @@ mod tests {
             again.extend_encoded(call.key_bytes, call.keys);
             again.extend_encoded(call.arg_bytes, call.args);
             assert_eq!(again.to_bytes(), cmd.to_bytes());
+            // Written with `keys`: the same bytes, and the same call read back from where
+            // `keys` put them (not parsed), whole or after the start.
+            let mut written = PackedCommand::starting_with(&start, 0);
+            let key_refs: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+            written.keys(&key_refs).arg("put").arg(long.as_str()).int(0).arg(&b""[..]);
+            assert_eq!(written.to_bytes(), cmd.to_bytes());
+            for read in [written.script_call(), written.script_call_after(&start)] {
+                let read = read.expect("a script call");
+                assert_eq!((read.keys, read.args), (keys, 4));
+                assert_eq!((read.key_bytes, read.arg_bytes), (call.key_bytes, call.arg_bytes));
+            }
+            assert!(written.script_call_after(&other).is_none(), "another script's start");
         }
     }
 

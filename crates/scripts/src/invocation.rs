@@ -21,6 +21,16 @@ pub trait Args {
     fn int(&mut self, n: u64) -> &mut Self {
         self.arg(n)
     }
+
+    /// Appends `numkeys` and the keys. A [`PackedCommand`] remembers where they end, so
+    /// that calls combined into one run are not read again to find them.
+    fn keys(&mut self, keys: &[&[u8]]) -> &mut Self {
+        self.int(keys.len() as u64);
+        for key in keys {
+            self.bytes(key);
+        }
+        self
+    }
 }
 
 impl Args for Cmd {
@@ -40,6 +50,10 @@ impl Args for PackedCommand {
 
     fn int(&mut self, n: u64) -> &mut Self {
         PackedCommand::int(self, n)
+    }
+
+    fn keys(&mut self, keys: &[&[u8]]) -> &mut Self {
+        PackedCommand::keys(self, keys)
     }
 }
 
@@ -151,7 +165,7 @@ impl Invocation for Get<'_> {
     }
 
     fn write_args<A: Args>(&self, cmd: &mut A) {
-        cmd.int(1).bytes(self.key.as_bytes());
+        cmd.keys(&[self.key.as_bytes()]);
     }
 
     fn parse(&self, reply: Value) -> Result<Self::Reply, String> {
@@ -335,14 +349,14 @@ impl Invocation for Write<'_> {
 
     fn write_args<A: Args>(&self, cmd: &mut A) {
         match (&self.guard, self.fence.is_some() || self.message.is_some()) {
-            (Some(g), true) => cmd
-                .arg(5)
-                .arg(self.key)
-                .arg(g.fence)
-                .arg(g.lease)
-                .arg(g.messages)
-                .arg(g.outcomes),
-            _ => cmd.int(1).bytes(self.key.as_bytes()),
+            (Some(g), true) => cmd.keys(&[
+                self.key.as_bytes(),
+                g.fence.as_bytes(),
+                g.lease.as_bytes(),
+                g.messages.as_bytes(),
+                g.outcomes.as_bytes(),
+            ]),
+            _ => cmd.keys(&[self.key.as_bytes()]),
         };
         let op = match self.op {
             WriteOp::Put => "put",
@@ -448,9 +462,7 @@ impl Invocation for Acquire<'_> {
     }
 
     fn write_args<A: Args>(&self, cmd: &mut A) {
-        cmd.arg(2)
-            .arg(self.lease)
-            .arg(self.fence)
+        cmd.keys(&[self.lease.as_bytes(), self.fence.as_bytes()])
             .arg(self.owner)
             .arg(self.ttl_ms);
     }
@@ -535,8 +547,7 @@ impl Invocation for Renew<'_> {
     }
 
     fn write_args<A: Args>(&self, cmd: &mut A) {
-        cmd.arg(1)
-            .arg(self.lease)
+        cmd.keys(&[self.lease.as_bytes()])
             .arg(self.token)
             .arg(self.owner)
             .arg(self.ttl_ms);
@@ -559,7 +570,7 @@ impl Invocation for Release<'_> {
     }
 
     fn write_args<A: Args>(&self, cmd: &mut A) {
-        cmd.arg(1).arg(self.lease).arg(self.token).arg(self.owner);
+        cmd.keys(&[self.lease.as_bytes()]).arg(self.token).arg(self.owner);
     }
 
     fn parse(&self, reply: Value) -> Result<LeaseReply, String> {
@@ -599,7 +610,7 @@ impl Invocation for Presence<'_> {
     }
 
     fn write_args<A: Args>(&self, cmd: &mut A) {
-        cmd.arg(1).arg(self.shard);
+        cmd.keys(&[self.shard.as_bytes()]);
         match self.op {
             PresenceOp::Beat(entities) => cmd.arg("beat").arg(0).arg(entities),
             PresenceOp::Count(window) => cmd.arg("count").arg(window),
