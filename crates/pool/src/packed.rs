@@ -609,7 +609,12 @@ mod tests {
             // `keys` put them (not parsed), whole or after the start.
             let mut written = PackedCommand::starting_with(&start, 0);
             let key_refs: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
-            written.keys(&key_refs).arg("put").arg(long.as_str()).int(0).arg(&b""[..]);
+            written
+                .keys(&key_refs)
+                .arg("put")
+                .arg(long.as_str())
+                .int(0)
+                .arg(&b""[..]);
             assert_eq!(written.to_bytes(), cmd.to_bytes());
             for read in [written.script_call(), written.script_call_after(&start)] {
                 let read = read.expect("a script call");
