@@ -492,11 +492,72 @@ impl Batch {
     ) -> (Vec<Option<Result<Value, Error>>>, Vec<usize>) {
         let mut results: Vec<Option<Result<Value, Error>>> = (0..calls.len()).map(|_| None).collect();
         let mut alone = Vec::new();
-        for (members, reply) in self.members.iter().zip(replies) {
+        // The units refused as a whole, by their place in the pipeline.
+        let mut refused = Vec::new();
+        for (unit, (members, reply)) in self.members.iter().zip(replies).enumerate() {
+            let before = alone.len();
             combine::fan_out(calls, members, reply, &mut results, &mut alone);
+            if alone.len() > before {
+                refused.push(unit);
+            }
+        }
+        if !refused.is_empty() {
+            self.hold_back_out_of_order(calls, &refused, &mut results, &mut alone);
         }
         (results, alone)
     }
+
+    /// Keeps each entity's order when runs were refused. A refused run's calls are sent again
+    /// after the whole pipeline; a call whose entity (the hash tag of its first key) also had
+    /// a call in a later unit of this pipeline, which the server did run, would then apply after
+    /// it. Such a call is not sent again: it gets an error that says it was not applied.
+    fn hold_back_out_of_order(
+        &self,
+        calls: &[(&'static Script, PackedCommand, u16)],
+        refused: &[usize],
+        results: &mut [Option<Result<Value, Error>>],
+        alone: &mut Vec<usize>,
+    ) {
+        let units: Vec<&[usize]> = self.members.iter().collect();
+        let mut held = Vec::new();
+        for (k, &unit) in refused.iter().enumerate() {
+            // Units after this one that were not refused: the server ran them.
+            let ran_later: std::collections::HashSet<&str> = (unit + 1..units.len())
+                .filter(|u| !refused[k + 1..].contains(u))
+                .flat_map(|u| units[u].iter())
+                .filter_map(|&i| entity_tag(&calls[i].1))
+                .collect();
+            held.extend(
+                units[unit]
+                    .iter()
+                    .copied()
+                    .filter(|&i| entity_tag(&calls[i].1).is_some_and(|tag| ran_later.contains(tag))),
+            );
+        }
+        for &i in &held {
+            results[i] = Some(Err(Error::Server {
+                message: format!(
+                    "not applied: Redis refused the run of calls this {} call was sent in (NOPERM: \
+                     another call's key is outside the ACL user's keys), and a later call of the same \
+                     entity has run since; sent again now it would apply out of order",
+                    calls[i].0.name()
+                ),
+            }));
+        }
+        alone.retain(|i| !held.contains(i));
+    }
+}
+
+/// The hash tag of a script call's first key: what its entity's keys share. `None` for a
+/// call without keys.
+fn entity_tag(cmd: &PackedCommand) -> Option<&str> {
+    let call = cmd.script_call()?;
+    if call.keys == 0 {
+        return None;
+    }
+    // `EVALSHA`, the sha, `numkeys`, then the first key.
+    let key = std::str::from_utf8(cmd.args().nth(3)?).ok()?;
+    Some(stateful_redis_core::hash_tag(key))
 }
 
 /// Every call's result; one that got none (which a pipeline that answered at all never

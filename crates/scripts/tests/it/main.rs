@@ -620,3 +620,66 @@ async fn a_run_with_keys_the_user_may_not_touch_answers_each_call_on_its_own() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_refused_run_never_applies_a_call_after_a_later_call_of_its_entity() {
+    let server = RedisServer::builder()
+        .require_admin_password("admin-pw")
+        .acl_user(
+            "app",
+            "app-pw",
+            &format!("~t:* {}", stateful_redis_scripts::ACL_COMMANDS),
+        )
+        .start();
+    let scripts = Arc::new(Scripts::new());
+    let hook: Arc<dyn ConnectHook> = Arc::clone(&scripts) as Arc<dyn ConnectHook>;
+    let url = format!("redis://app:app-pw@127.0.0.1:{}", server.port());
+    let pool = Pool::connect(&RedisConfig::with_url(url), vec![hook])
+        .await
+        .expect("connect");
+    // Runs of two: [x first, a denied key], then [x second, y] runs. The first run is refused
+    // as a whole; x's first put must not be applied after its second, y's runs once.
+    let writes = [
+        ("t:{x}:s", "first"),
+        ("x:{d}:s", "denied"),
+        ("t:{x}:s", "second"),
+        ("t:{y}:s", "y"),
+        ("t:{z}:s", "z"),
+        ("x:{d}:s", "denied again"),
+    ];
+    let calls: Vec<_> = writes
+        .iter()
+        .map(|(key, value)| {
+            (
+                &WRITE,
+                Write::new(key, WriteOp::Put, Some(value.as_bytes())).packed(),
+                0,
+            )
+        })
+        .collect();
+    let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(2)).await;
+    assert_eq!(scripts.stats().combined_runs, 3);
+    assert!(
+        matches!(&results[0], Err(Error::Server { message }) if message.contains("not applied")),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        matches!(results[1], Err(Error::NoPermission { .. })),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+    assert!(results[3].is_ok(), "{:?}", results[3]);
+    // z's run was refused too and no later call of z ran: z is sent again and applied.
+    assert!(results[4].is_ok(), "{:?}", results[4]);
+    assert!(
+        matches!(results[5], Err(Error::NoPermission { .. })),
+        "{:?}",
+        results[5]
+    );
+    assert_eq!(server.cli(&["HGET", "t:{x}:s", "d"]), "second");
+    assert_eq!(server.cli(&["HGET", "t:{x}:s", "v"]), "1", "x was written once");
+    assert_eq!(server.cli(&["HGET", "t:{y}:s", "v"]), "1");
+    assert_eq!(server.cli(&["HGET", "t:{z}:s", "d"]), "z");
+}
