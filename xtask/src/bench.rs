@@ -1253,6 +1253,22 @@ impl Report<'_> {
                 false,
             ),
             ratio(
+                "executor_put_vs_redis_benchmark_p16_client_cpu",
+                "executor put / redis-benchmark -P 16: client CPU",
+                put,
+                "redis-benchmark-P16",
+                "client_cpu_s_per_100k",
+                false,
+            ),
+            ratio(
+                "executor_put_vs_plain_pipeline16_client_cpu",
+                "executor put / plain pipeline16: client CPU",
+                put,
+                "plain-pipeline16",
+                "client_cpu_s_per_100k",
+                false,
+            ),
+            ratio(
                 "executor_put_vs_plain_shared_client_cpu",
                 "executor put / plain shared: client CPU",
                 put,
