@@ -588,8 +588,9 @@ async fn a_run_the_server_lost_is_loaded_again_and_each_call_applies_once() {
     }
 }
 
-#[tokio::test]
-async fn a_run_with_keys_the_user_may_not_touch_answers_each_call_on_its_own() {
+/// A server whose user `app` may touch only keys under `t:`, and a pool of that user with the
+/// scripts preloaded.
+async fn limited_user() -> (RedisServer, Arc<Scripts>, Pool) {
     let server = RedisServer::builder()
         .require_admin_password("admin-pw")
         .acl_user(
@@ -604,6 +605,12 @@ async fn a_run_with_keys_the_user_may_not_touch_answers_each_call_on_its_own() {
     let pool = Pool::connect(&RedisConfig::with_url(url), vec![hook])
         .await
         .expect("connect");
+    (server, scripts, pool)
+}
+
+#[tokio::test]
+async fn a_run_with_keys_the_user_may_not_touch_answers_each_call_on_its_own() {
+    let (server, scripts, pool) = limited_user().await;
     let keys = ["t:{a}:s", "x:{b}:s", "t:{c}:s", "x:{d}:s"];
     let calls: Vec<_> = keys
         .iter()
@@ -623,20 +630,7 @@ async fn a_run_with_keys_the_user_may_not_touch_answers_each_call_on_its_own() {
 
 #[tokio::test]
 async fn a_refused_run_never_applies_a_call_after_a_later_call_of_its_entity() {
-    let server = RedisServer::builder()
-        .require_admin_password("admin-pw")
-        .acl_user(
-            "app",
-            "app-pw",
-            &format!("~t:* {}", stateful_redis_scripts::ACL_COMMANDS),
-        )
-        .start();
-    let scripts = Arc::new(Scripts::new());
-    let hook: Arc<dyn ConnectHook> = Arc::clone(&scripts) as Arc<dyn ConnectHook>;
-    let url = format!("redis://app:app-pw@127.0.0.1:{}", server.port());
-    let pool = Pool::connect(&RedisConfig::with_url(url), vec![hook])
-        .await
-        .expect("connect");
+    let (server, scripts, pool) = limited_user().await;
     // Runs of two: [x first, a denied key], then [x second, y] runs. The first run is refused
     // as a whole; x's first put must not be applied after its second, y's runs once.
     let writes = [
