@@ -124,20 +124,15 @@ impl PackedCommand {
             self.push(key);
         }
         // Offsets past u32 (a 4 GiB command) are simply not remembered: read back by parsing.
-        self.keys = match (
-            u32::try_from(numkeys_at),
-            u32::try_from(keys_at),
-            u32::try_from(self.buf.len()),
-            u32::try_from(keys.len()),
-        ) {
-            (Ok(numkeys_at), Ok(keys_at), Ok(keys_end), Ok(count)) => Some(KeysWritten {
-                numkeys_at,
-                keys_at,
-                keys_end,
-                count,
-            }),
-            _ => None,
-        };
+        let at = |n: usize| u32::try_from(n).ok();
+        self.keys = (|| {
+            Some(KeysWritten {
+                numkeys_at: at(numkeys_at)?,
+                keys_at: at(keys_at)?,
+                keys_end: at(self.buf.len())?,
+                count: at(keys.len())?,
+            })
+        })();
         self
     }
 

@@ -551,13 +551,12 @@ impl Batch {
 /// The hash tag of a script call's first key: what its entity's keys share. `None` for a
 /// call without keys.
 fn entity_tag(cmd: &PackedCommand) -> Option<&str> {
-    let call = cmd.script_call()?;
-    if call.keys == 0 {
+    // `EVALSHA`, the sha, `numkeys`, then the first key.
+    let mut args = cmd.args().skip(2);
+    if args.next()? == b"0" {
         return None;
     }
-    // `EVALSHA`, the sha, `numkeys`, then the first key.
-    let key = std::str::from_utf8(cmd.args().nth(3)?).ok()?;
-    Some(stateful_redis_core::hash_tag(key))
+    Some(stateful_redis_core::hash_tag(std::str::from_utf8(args.next()?).ok()?))
 }
 
 /// Every call's result; one that got none (which a pipeline that answered at all never
