@@ -466,13 +466,29 @@ impl Stateless {
 /// What a call's outcome says, without the parts that differ between a call alone and the
 /// same call inside a run: the server's wording around an error, and the clock.
 fn outcome(result: &Result<redis::Value, Error>) -> String {
-    /// Times (ms since the epoch, 13 digits) as `time`.
+    /// Times (ms since the epoch, 13 digits) as `time`, and the remaining ms of a lease held
+    /// by another owner (`[0, owner, ms]`, which the clock moves between two servers) as
+    /// `remaining`, once checked to be within the lease's 60 s.
     fn timeless(value: &redis::Value) -> redis::Value {
         match value {
             redis::Value::BulkString(b) if b.len() == 13 && b.iter().all(u8::is_ascii_digit) => {
                 redis::Value::SimpleString("time".into())
             }
-            redis::Value::Array(items) => redis::Value::Array(items.iter().map(timeless).collect()),
+            redis::Value::Array(items) => match items.as_slice() {
+                [
+                    zero @ redis::Value::Int(0),
+                    owner @ redis::Value::BulkString(_),
+                    redis::Value::Int(ms),
+                ] => {
+                    assert!((1..=60_000).contains(ms), "remaining ms {ms}");
+                    redis::Value::Array(vec![
+                        zero.clone(),
+                        owner.clone(),
+                        redis::Value::SimpleString("remaining".into()),
+                    ])
+                }
+                _ => redis::Value::Array(items.iter().map(timeless).collect()),
+            },
             other => other.clone(),
         }
     }
