@@ -175,6 +175,15 @@ pub enum Error {
         /// The queue's capacity.
         capacity: usize,
     },
+    /// Redis refused to run the command for now, and said so: it is over `maxmemory`
+    /// (`OOM`), or the entity's cluster slot stayed in migration (`TRYAGAIN`) or the cluster
+    /// stayed down (`CLUSTERDOWN`) for longer than the response timeout. Nothing was
+    /// applied: the same call may be sent again later.
+    #[error("not applied, Redis refused it for now: {message}")]
+    Unavailable {
+        /// What Redis said.
+        message: String,
+    },
     /// A script failed on the server.
     #[error("script {script} failed: {message}")]
     Script {
@@ -249,6 +258,8 @@ pub enum ErrorKind {
     Overloaded,
     /// [`Error::Dropped`].
     Dropped,
+    /// [`Error::Unavailable`].
+    Unavailable,
     /// [`Error::Script`].
     Script,
     /// [`Error::Server`].
@@ -263,7 +274,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 25] = [
+    pub const ALL: [ErrorKind; 26] = [
         ErrorKind::InvalidId,
         ErrorKind::InvalidArgument,
         ErrorKind::Conflict,
@@ -284,6 +295,7 @@ impl ErrorKind {
         ErrorKind::PoolExhausted,
         ErrorKind::Overloaded,
         ErrorKind::Dropped,
+        ErrorKind::Unavailable,
         ErrorKind::Script,
         ErrorKind::Server,
         ErrorKind::UnexpectedReply,
@@ -341,6 +353,7 @@ impl ErrorKind {
             ErrorKind::PoolExhausted => "pool_exhausted",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Dropped => "dropped",
+            ErrorKind::Unavailable => "unavailable",
             ErrorKind::Script => "script",
             ErrorKind::Server => "server",
             ErrorKind::UnexpectedReply => "unexpected_reply",
@@ -374,6 +387,7 @@ impl Error {
             Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
             Error::Overloaded { .. } => ErrorKind::Overloaded,
             Error::Dropped { .. } => ErrorKind::Dropped,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Script { .. } => ErrorKind::Script,
             Error::Server { .. } => ErrorKind::Server,
             Error::UnexpectedReply { .. } => ErrorKind::UnexpectedReply,
@@ -403,6 +417,9 @@ impl Error {
                 message: message.clone(),
             },
             Error::Server { message } => Error::Server {
+                message: message.clone(),
+            },
+            Error::Unavailable { message } => Error::Unavailable {
                 message: message.clone(),
             },
             Error::UnexpectedReply { what, detail } => Error::UnexpectedReply {

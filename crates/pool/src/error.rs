@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use redis::{ErrorKind as RedisKind, RedisError, ServerErrorKind};
+use redis::{ErrorKind as RedisKind, RedisError};
 use stateful_redis_core::Error;
 
 /// Maps a driver error to [`Error`]. `response_timeout` is the limit that applied.
@@ -20,9 +20,6 @@ pub fn map_redis_error(err: RedisError, response_timeout: Duration) -> Error {
         RedisKind::AuthenticationFailed => Error::Auth {
             message: err.detail().unwrap_or("the server refused the credentials").to_owned(),
         },
-        RedisKind::Server(ServerErrorKind::NoPerm) => Error::NoPermission {
-            message: err.to_string(),
-        },
         RedisKind::Io | RedisKind::ClusterConnectionNotFound => Error::Connection {
             message: err.to_string(),
             source: Some(Box::new(err)),
@@ -31,20 +28,35 @@ pub fn map_redis_error(err: RedisError, response_timeout: Duration) -> Error {
             message: format!("invalid client configuration: {}", err.detail().unwrap_or("")),
             source: None,
         },
-        RedisKind::Server(_) | RedisKind::Extension => {
-            // WRONGPASS arrives as a server error from AUTH/HELLO on some paths.
-            if err.code() == Some("WRONGPASS") {
-                return Error::Auth {
-                    message: err.to_string(),
-                };
-            }
-            Error::Server {
-                message: err.to_string(),
-            }
-        }
+        // WRONGPASS arrives as a server error from AUTH/HELLO on some paths.
+        RedisKind::Server(_) | RedisKind::Extension => server_error(None, err.to_string()),
         _ => Error::UnexpectedReply {
             what: "Redis request",
             detail: err.to_string(),
+        },
+    }
+}
+
+/// Maps an error reply of the server (`-ERR …`, `-NOPERM …`) to [`Error`]: the one place
+/// where error replies are told apart. `script` names the script the reply answered, if any.
+///
+/// A refusal to run for now (`OOM`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`) is
+/// [`Error::Unavailable`]: the server did not apply the command. A script that raised one
+/// of these from inside (`OOM` on its first write) did not apply anything either, since our
+/// scripts check everything before their first write.
+pub fn server_error(script: Option<&'static str>, message: String) -> Error {
+    let code = message.split(' ').next().unwrap_or("");
+    match code {
+        "NOPERM" => Error::NoPermission { message },
+        "WRONGPASS" => Error::Auth { message },
+        "OOM" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "LOADING" => Error::Unavailable { message },
+        // A script refused by ACL from inside (`redis.call` of a denied command).
+        _ if message.contains("can't run this command") || message.contains("No permissions to access") => {
+            Error::NoPermission { message }
+        }
+        _ => match script {
+            Some(script) => Error::Script { script, message },
+            None => Error::Server { message },
         },
     }
 }

@@ -39,7 +39,7 @@ mod shared;
 pub use crate::cluster::{ClusterStats, NodeStats, SLOTS, key_slot};
 pub use crate::connect::{ConnectHook, HookFuture};
 pub use crate::direct::Reply;
-pub use crate::error::map_redis_error;
+pub use crate::error::{map_redis_error, server_error};
 pub use crate::exclusive::ExclusiveConnection;
 pub use crate::packed::{Packable, PackedCommand, ScriptCall, write_bulk, write_int};
 pub use crate::pool::{CheckoutObserver, Pool, PoolStats};

@@ -382,14 +382,7 @@ fn call_error(script: &'static Script, code: &str, details: Option<&str>) -> Err
         Some(details) => format!("{code} {details}"),
         None => code.to_owned(),
     };
-    if code == "NOPERM" || message.contains("can't run this command") {
-        Error::NoPermission { message }
-    } else {
-        Error::Script {
-            script: script.name(),
-            message,
-        }
-    }
+    stateful_redis_pool::server_error(Some(script.name()), message)
 }
 
 #[cfg(test)]

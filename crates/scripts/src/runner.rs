@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use stateful_redis_core::Error;
-use stateful_redis_pool::{ConnectHook, HookFuture, Packable, PackedCommand, Pool, Reply, map_redis_error};
+use stateful_redis_pool::{ConnectHook, HookFuture, Packable, PackedCommand, Pool, Reply, map_redis_error, server_error};
 
 use crate::combine::{self, Combine, Members, Unit};
 use crate::invocation::Invocation;
@@ -46,11 +46,7 @@ fn is_noscript(e: &RedisError) -> bool {
 
 fn script_error(script: &'static Script, e: RedisError, timeout: Duration) -> Error {
     match e.kind() {
-        ErrorKind::Server(ServerErrorKind::NoPerm) => map_redis_error(e, timeout),
-        ErrorKind::Server(_) | ErrorKind::Extension => Error::Script {
-            script: script.name(),
-            message: e.to_string(),
-        },
+        ErrorKind::Server(_) | ErrorKind::Extension => server_error(Some(script.name()), e.to_string()),
         _ => map_redis_error(e, timeout),
     }
 }
@@ -577,14 +573,5 @@ fn answered(results: Vec<Option<Result<Value, Error>>>) -> Vec<Result<Value, Err
 
 /// One call's result from a direct link's reply.
 fn reply_result(script: &'static Script, reply: Reply) -> Result<Value, Error> {
-    reply.map_err(|message| {
-        if message.starts_with("NOPERM") || message.contains("can't run this command") {
-            Error::NoPermission { message }
-        } else {
-            Error::Script {
-                script: script.name(),
-                message,
-            }
-        }
-    })
+    reply.map_err(|message| server_error(Some(script.name()), message))
 }
