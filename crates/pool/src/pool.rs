@@ -10,6 +10,8 @@ use stateful_redis_core::{Error, PoolConfig, RedisConfig};
 use crate::cluster::{ClusterRouter, ClusterStats};
 use crate::connect::{ConnectHook, Connector};
 use crate::direct::{DirectLink, Reply, Target};
+use crate::error::map_redis_error;
+use crate::eviction::EvictionPolicy;
 use crate::exclusive::{ExclusiveConnection, Manager, ping};
 use crate::packed::Packable;
 use crate::shared::{Link, LinkCounters, SharedConnection};
@@ -53,6 +55,9 @@ pub struct PoolStats {
     pub bytes_sent: u64,
     /// Bytes read from Redis on the direct links (cumulative).
     pub bytes_received: u64,
+    /// Servers (masters) whose `maxmemory-policy` may evict keys, as the last health check
+    /// read it: above 0, leases and exactly-once are at risk (see [`EvictionPolicy`]).
+    pub evicting_servers: u32,
 }
 
 /// Called with how long each checkout of an exclusive connection took (see
@@ -88,6 +93,8 @@ struct Inner {
     on_checkout: OnCheckout,
     /// With `redis.cluster`: the slot map and a link per master.
     cluster: Option<ClusterRouter>,
+    /// Every server's `maxmemory-policy` as last read.
+    policies: Mutex<Vec<EvictionPolicy>>,
 }
 
 #[derive(Default)]
@@ -139,6 +146,7 @@ impl Pool {
             closed: AtomicBool::new(false),
             on_checkout: OnCheckout::default(),
             cluster,
+            policies: Mutex::new(Vec::new()),
         });
         // Open the links the hot path uses now: a bad address or password fails here. With
         // direct links, the redis-rs shared links open on first use of `shared()`.
@@ -244,6 +252,59 @@ impl Pool {
             Some(router) => router.to_every_master(commands).await,
             None => Vec::new(),
         }
+    }
+
+    /// Reads every server's `maxmemory-policy` ([`eviction_policies`](Self::eviction_policies)),
+    /// keeps it for [`PoolStats::evicting_servers`], and logs a warning when a server's policy
+    /// changed to one that evicts. The health check calls it on every round.
+    pub async fn check_eviction(&self) -> Result<Vec<EvictionPolicy>, Error> {
+        let policies = self.eviction_policies().await?;
+        let mut known = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner());
+        for policy in policies.iter().filter(|p| !p.keeps_every_key()) {
+            if !known.contains(policy) {
+                tracing::warn!(
+                    server = %policy.node,
+                    policy = %policy.policy,
+                    "maxmemory-policy evicts keys: {}",
+                    policy.what_it_breaks()
+                );
+            }
+        }
+        known.clone_from(&policies);
+        Ok(policies)
+    }
+
+    /// The server's address (`host:port` of the URL; a cluster's first seed), without credentials.
+    pub fn address(&self) -> String {
+        self.inner.connector.address()
+    }
+
+    /// Sends `commands` as one pipeline to a standalone server (on a direct link, else a
+    /// shared link) and returns each one's reply.
+    pub(crate) async fn on_one_link(&self, commands: &[redis::Cmd]) -> Result<Vec<Reply>, Error> {
+        if !self.inner.direct.is_empty() {
+            return self.pipeline(0, commands).await;
+        }
+        let mut conn = self.shared().await?;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for cmd in commands {
+            pipe.add_command(cmd.clone());
+        }
+        let replies: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| map_redis_error(e, self.response_timeout()))?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply {
+                redis::Value::ServerError(e) => Err(match e.details() {
+                    Some(details) => format!("{} {details}", e.code()),
+                    None => e.code().to_owned(),
+                }),
+                other => Ok(other),
+            })
+            .collect())
     }
 
     /// Cluster only: the `host:port` of the master serving `slot` in the pool's map.
@@ -390,6 +451,8 @@ impl Pool {
         }
         stats.bytes_sent = links.bytes_sent.load(Ordering::Relaxed);
         stats.bytes_received = links.bytes_received.load(Ordering::Relaxed);
+        let policies = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner());
+        stats.evicting_servers = policies.iter().filter(|p| !p.keeps_every_key()).count() as u32;
         stats
     }
 
@@ -501,6 +564,16 @@ async fn health_check(inner: Weak<Inner>, every: Duration) {
                 tracing::warn!(error = %e, "health check: cannot read the cluster's topology");
             }
             router.probe().await;
+        }
+        // An operator may change the policy at run time, or a failover bring a master with
+        // another one.
+        if let Err(e) = (Pool {
+            inner: Arc::clone(&inner),
+        })
+        .check_eviction()
+        .await
+        {
+            tracing::debug!(error = %e, "health check: cannot read maxmemory-policy");
         }
         let Some(pool) = inner.exclusive.read().unwrap_or_else(|p| p.into_inner()).clone() else {
             return;

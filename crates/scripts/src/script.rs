@@ -109,6 +109,8 @@ fn build_many() -> String {
         if let Some((_, clock)) = CLOCKS.iter().find(|(name, _)| *name == script.name()) {
             body = body.replacen(TIME, clock, 1);
         }
+        // Through the run's maxmemory check (see many.lua).
+        body = body.replace("redis.call(", "call(").replace("redis.pcall(", "pcall_(");
         functions.push_str(&format!(
             "local function script_{}(KEYS, ARGV)\n{}\nend\n",
             script.name(),
@@ -125,7 +127,8 @@ fn build_many() -> String {
 /// Scripts run their commands as the calling user, so these include what the scripts call.
 pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +select +time +exists +del +get +set +incr +pttl +pexpire \
      +hget +hmget +hset +hdel +hincrby \
-     +zadd +zcard +zcount +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank";
+     +zadd +zcard +zcount +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank \
+     +setrange +info";
 
 /// Every script, in the order they are preloaded.
 pub static ALL: [&Script; 7] = [&GET, &WRITE, &ACQUIRE, &RENEW, &RELEASE, &PRESENCE, &MANY];

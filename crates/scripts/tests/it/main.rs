@@ -19,6 +19,7 @@ const WRITE_PARSER: Write<'static> = Write {
     guard: None,
     fence: None,
     message: None,
+    nonce: "",
 };
 
 async fn setup(server: &RedisServer) -> (Pool, Arc<Scripts>) {
