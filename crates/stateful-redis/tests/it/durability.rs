@@ -48,7 +48,7 @@ async fn a_killed_fsync_always_server_loses_no_acknowledged_write_and_applies_ea
     let leases = exec.leases("it").expect("namespace");
 
     // Fenced consumers hold their entity under a guarded lease, long enough to outlive the
-    // outage; the short lease is left to expire while the server is down.
+    // outage. The short lease runs out during the test (while the server is down, or later).
     let mut guards = Vec::new();
     for f in 0..FENCED {
         let guard = leases
@@ -58,7 +58,7 @@ async fn a_killed_fsync_always_server_loses_no_acknowledged_write_and_applies_ea
         guards.push(guard);
     }
     let short = leases
-        .acquire("short", "holder", Duration::from_millis(300))
+        .acquire("short", "holder", Duration::from_secs(2))
         .await
         .expect("acquire");
     let counters = exec.state::<Counter>("it").expect("namespace");
@@ -177,7 +177,7 @@ async fn a_killed_fsync_always_server_loses_no_acknowledged_write_and_applies_ea
         assert_eq!(server.cli(&["GET", &fence_key]), guard.token().to_string());
     }
 
-    // The short lease expired meanwhile. Its holder's writes are fenced; the entity is granted
+    // Once the short lease has run out, its holder's writes are fenced and the entity is granted
     // again, with a larger token: the fence counter came back from the AOF, no token is reused.
     let successor = loop {
         match leases.acquire("short", "holder", Duration::from_secs(10)).await {
