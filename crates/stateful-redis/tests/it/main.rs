@@ -4,6 +4,7 @@ mod advisor;
 mod alerts;
 mod batching;
 mod cluster;
+mod durability;
 mod input;
 mod leases;
 mod monitor;
