@@ -1,5 +1,6 @@
 //! `stateful-redis`: drive and inspect stateful-redis against a Redis server.
 
+mod check;
 mod config;
 mod embedded;
 mod load;
@@ -26,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run many concurrent callers against Redis and report throughput and latency.
     Load(load::LoadArgs),
+    /// Check that a Redis deployment keeps the guarantees (eviction, persistence, ACL,
+    /// scripts, cluster slots); exits non-zero when one is at risk.
+    Check(check::CheckArgs),
     /// Print the effective configuration (defaults, file, environment, flags), secrets redacted.
     Config(config::ConfigArgs),
 }
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Load(args) => load::run(args).await,
+            Command::Check(args) => check::run(args).await,
             Command::Config(args) => config::run(args),
         }
     });

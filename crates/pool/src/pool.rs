@@ -88,6 +88,9 @@ struct Inner {
     on_checkout: OnCheckout,
     /// With `redis.cluster`: the slot map and a link per master.
     cluster: Option<ClusterRouter>,
+    /// The standalone server's `host:port` (no credentials), as [`Pool::to_each_server`]
+    /// names it.
+    server: String,
 }
 
 #[derive(Default)]
@@ -139,6 +142,7 @@ impl Pool {
             closed: AtomicBool::new(false),
             on_checkout: OnCheckout::default(),
             cluster,
+            server: server_address(config),
         });
         // Open the links the hot path uses now: a bad address or password fails here. With
         // direct links, the redis-rs shared links open on first use of `shared()`.
@@ -244,6 +248,46 @@ impl Pool {
             Some(router) => router.to_every_master(commands).await,
             None => Vec::new(),
         }
+    }
+
+    /// Sends `commands` as one pipeline to every server the pool writes to (the standalone
+    /// server, or every master of a cluster, all at once) and returns each server's
+    /// `host:port` with each command's reply in order, or the error of its connection.
+    /// For what every server must answer for itself: settings, script loads, the checks of
+    /// `stateful-redis check`. Commands with exactly one reply only (as for
+    /// [`pipeline`](Self::pipeline)).
+    pub async fn to_each_server(&self, commands: &[redis::Cmd]) -> Vec<(String, Result<Vec<Reply>, Error>)> {
+        if let Some(router) = &self.inner.cluster {
+            return router.to_every_master(commands).await;
+        }
+        let replies = if self.direct_links() > 0 {
+            self.pipeline(0, commands).await
+        } else {
+            self.shared_pipeline(commands).await
+        };
+        vec![(self.inner.server.clone(), replies)]
+    }
+
+    /// `commands` on a shared link, each answered on its own (an error reply does not fail
+    /// the others).
+    async fn shared_pipeline(&self, commands: &[redis::Cmd]) -> Result<Vec<Reply>, Error> {
+        let mut conn = self.shared_at(0).await?;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for cmd in commands {
+            pipe.add_command(cmd.clone());
+        }
+        let values: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| crate::error::map_redis_error(e, self.response_timeout()))?;
+        Ok(values
+            .into_iter()
+            .map(|value| match value {
+                redis::Value::ServerError(e) => Err(e.to_string()),
+                other => Ok(other),
+            })
+            .collect())
     }
 
     /// Cluster only: the `host:port` of the master serving `slot` in the pool's map.
@@ -412,6 +456,17 @@ impl Pool {
         if let Some(router) = &self.inner.cluster {
             router.close();
         }
+    }
+}
+
+/// `host:port` of the configured URL, or the URL without its password when it has no
+/// host (a unix socket).
+fn server_address(config: &RedisConfig) -> String {
+    match url::Url::parse(config.url.expose()) {
+        Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => {
+            format!("{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or(6379))
+        }
+        _ => config.url.redacted(),
     }
 }
 
