@@ -112,7 +112,7 @@ fn a_user_lacking_a_command_the_scripts_call_is_named_and_its_password_never_sho
 
 #[test]
 fn a_cluster_reports_every_slot_served_by_its_masters() {
-    let cluster = RedisCluster::start_with(3, 0);
+    let mut cluster = RedisCluster::start_with(3, 0);
     let urls = cluster.urls();
     let (ok, stdout, stderr) = check(&["--cluster", "--redis", &urls[0], "--json"]);
     // The test servers keep nothing on disk: warnings, nothing at risk.
@@ -136,6 +136,17 @@ fn a_cluster_reports_every_slot_served_by_its_masters() {
         findings(&report, "persistence").iter().all(|f| f["level"] == "warning"),
         "{report}"
     );
+
+    // A master down (no replica to take over): at risk, and the report names it.
+    let down = cluster.nodes()[2].port();
+    cluster.stop_node(2);
+    let (ok, stdout, _) = check(&["--cluster", "--redis", &urls[0], "--json"]);
+    assert!(!ok, "{stdout}");
+    let report = json(&stdout);
+    assert_eq!(report["verdict"], "at_risk", "{report}");
+    let unreachable = findings(&report, "connectivity");
+    assert_eq!(unreachable.len(), 1, "{report}");
+    assert_eq!(unreachable[0]["server"], format!("127.0.0.1:{down}"), "{report}");
 }
 
 #[test]
