@@ -269,7 +269,8 @@ impl Pool {
     }
 
     /// `commands` on a shared link, each answered on its own (an error reply does not fail
-    /// the others).
+    /// the others) and error replies as the server sent them (`NOPERM this user…`), as on
+    /// the direct links, so that [`server_error`](crate::server_error) classifies them alike.
     async fn shared_pipeline(&self, commands: &[redis::Cmd]) -> Result<Vec<Reply>, Error> {
         let mut conn = self.shared_at(0).await?;
         let mut pipe = redis::pipe();
@@ -284,7 +285,10 @@ impl Pool {
         Ok(values
             .into_iter()
             .map(|value| match value {
-                redis::Value::ServerError(e) => Err(e.to_string()),
+                redis::Value::ServerError(e) => Err(match e.details() {
+                    Some(details) => format!("{} {details}", e.code()),
+                    None => e.code().to_owned(),
+                }),
                 other => Ok(other),
             })
             .collect())
@@ -459,14 +463,15 @@ impl Pool {
     }
 }
 
-/// `host:port` of the configured URL, or the URL without its password when it has no
-/// host (a unix socket).
+/// `host:port` of the configured URL, or its path when it has no host (a unix socket);
+/// never its credentials.
 fn server_address(config: &RedisConfig) -> String {
     match url::Url::parse(config.url.expose()) {
         Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => {
             format!("{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or(6379))
         }
-        _ => config.url.redacted(),
+        Ok(url) => url.path().to_owned(),
+        Err(_) => config.url.redacted(),
     }
 }
 

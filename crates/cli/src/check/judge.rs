@@ -289,6 +289,10 @@ fn scripts(at: &str, facts: &ServerFacts) -> Finding {
         .fix("use Redis 7.0 or later with Lua scripting enabled");
     }
     let total = stateful_redis::SCRIPTS.len();
+    if let Some(why) = &facts.scripts_refused {
+        return Finding::new(Level::Warning, "scripts", at, format!("not verified: {why}"))
+            .fix("grant +script|load (see acl)");
+    }
     let cached = match &facts.scripts_cached {
         Some(Ok(n)) => format!("{n} of {total} were cached before"),
         _ => "SCRIPT EXISTS not allowed".to_owned(),

@@ -8,26 +8,7 @@ use stateful_redis::{Error, Pool, RedisUrl};
 
 use self::judge::{Finding, Level};
 
-/// Options of `check`.
-///
-/// Checks, on the standalone server or on every master of a cluster: connectivity and auth,
-/// the server version, `maxmemory-policy` (anything but `noeviction` can evict leases,
-/// message ids, state or fence counters), persistence (AOF and `appendfsync`, RDB `save`)
-/// and what it means for durability, that the scripts load, and that the connected user may
-/// run every command the scripts need (`stateful_redis::ACL_COMMANDS`); on a cluster also
-/// that every one of the 16384 slots is served. Settings come from `CONFIG GET`, else
-/// from `INFO`; what this user may not read is reported as not verified.
-///
-/// The permissions are probed by a read-only script (`#!lua flags=no-writes`) that calls
-/// each command once as this user: the server checks the ACL before it refuses a write, so
-/// nothing is written. The check loads that script and the stateful-redis scripts into the
-/// script cache (as every executor does on connect); it changes nothing else.
-///
-/// Exit status: 0 when nothing is at risk (warnings are printed), 1 when a guarantee is at
-/// risk or the server cannot be reached.
-///
-/// Needs the server to check (`--redis`, `--config` or `STATEFUL_REDIS_REDIS__URL`): unlike
-/// `load`, it starts no throw-away server, whose settings would say nothing about yours.
+/// Options of `check` (what it checks is its `--help`, in main.rs).
 #[derive(Debug, clap::Args)]
 pub(crate) struct CheckArgs {
     /// Redis URL to check, as the application connects (its user and password; the password

@@ -25,6 +25,8 @@ pub(crate) struct ServerFacts {
     pub(crate) scripts_cached: Option<Read<usize>>,
     /// A script the server refused to load, with its reason (not for lack of permission).
     pub(crate) script_errors: Vec<(&'static str, String)>,
+    /// Why this user may not load the scripts (`SCRIPT LOAD` refused), if so.
+    pub(crate) scripts_refused: Option<String>,
     /// Each ACL rule of [`ACL_COMMANDS`] and what the probe found.
     pub(crate) permissions: Vec<(String, Permission)>,
     /// The digest of the loaded permission probe.
@@ -254,13 +256,11 @@ fn facts_of(address: String, replies: Result<Vec<Reply>, Error>, rules: &[String
         Err(message) => Err(message.clone()),
     });
     for (script, reply) in SCRIPTS.iter().zip(&replies[SCRIPT_LOADS..]) {
-        if let Err(message) = reply
-            && !matches!(
-                stateful_redis::server_error(None, message.clone()),
-                Error::NoPermission { .. }
-            )
-        {
-            facts.script_errors.push((script.name(), message.clone()));
+        if let Err(message) = reply {
+            match stateful_redis::server_error(None, message.clone()) {
+                Error::NoPermission { .. } => facts.scripts_refused = Some(message.clone()),
+                _ => facts.script_errors.push((script.name(), message.clone())),
+            }
         }
     }
     // Unknown until the probe answers (an empty reason: not asked yet).
