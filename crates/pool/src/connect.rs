@@ -43,13 +43,6 @@ pub(crate) struct Connector {
     pub(crate) connect_timeout: std::time::Duration,
 }
 
-impl Connector {
-    /// The server's address (`host:port`, or the socket's path): never credentials.
-    pub(crate) fn address(&self) -> String {
-        self.client.get_connection_info().addr().to_string()
-    }
-}
-
 impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The client's connection info holds the password: show nothing of it.

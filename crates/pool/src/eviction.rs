@@ -57,12 +57,8 @@ impl Pool {
                 cmd
             },
         ];
-        let replies: Vec<(String, Result<Vec<Reply>, Error>)> = if self.is_cluster() {
-            self.to_every_master(&commands).await
-        } else {
-            vec![(self.address(), self.on_one_link(&commands).await)]
-        };
-        replies
+        self.to_each_server(&commands)
+            .await
             .into_iter()
             .map(|(node, replies)| {
                 let replies = replies?;

@@ -10,7 +10,6 @@ use stateful_redis_core::{Error, PoolConfig, RedisConfig};
 use crate::cluster::{ClusterRouter, ClusterStats};
 use crate::connect::{ConnectHook, Connector};
 use crate::direct::{DirectLink, Reply, Target};
-use crate::error::map_redis_error;
 use crate::eviction::EvictionPolicy;
 use crate::exclusive::{ExclusiveConnection, Manager, ping};
 use crate::packed::Packable;
@@ -95,6 +94,9 @@ struct Inner {
     cluster: Option<ClusterRouter>,
     /// Every server's `maxmemory-policy` as last read.
     policies: Mutex<Vec<EvictionPolicy>>,
+    /// The standalone server's `host:port` (no credentials), as [`Pool::to_each_server`]
+    /// names it.
+    server: String,
 }
 
 #[derive(Default)]
@@ -147,6 +149,7 @@ impl Pool {
             on_checkout: OnCheckout::default(),
             cluster,
             policies: Mutex::new(Vec::new()),
+            server: server_address(config),
         });
         // Open the links the hot path uses now: a bad address or password fails here. With
         // direct links, the redis-rs shared links open on first use of `shared()`.
@@ -274,30 +277,41 @@ impl Pool {
         Ok(policies)
     }
 
-    /// The server's address (`host:port` of the URL; a cluster's first seed), without credentials.
-    pub fn address(&self) -> String {
-        self.inner.connector.address()
+    /// Sends `commands` as one pipeline to every server the pool writes to (the standalone
+    /// server, or every master of a cluster, all at once) and returns each server's
+    /// `host:port` with each command's reply in order, or the error of its connection.
+    /// For what every server must answer for itself: settings, script loads, the checks of
+    /// `stateful-redis check`. Commands with exactly one reply only (as for
+    /// [`pipeline`](Self::pipeline)).
+    pub async fn to_each_server(&self, commands: &[redis::Cmd]) -> Vec<(String, Result<Vec<Reply>, Error>)> {
+        if let Some(router) = &self.inner.cluster {
+            return router.to_every_master(commands).await;
+        }
+        let replies = if self.direct_links() > 0 {
+            self.pipeline(0, commands).await
+        } else {
+            self.shared_pipeline(commands).await
+        };
+        vec![(self.inner.server.clone(), replies)]
     }
 
-    /// Sends `commands` as one pipeline to a standalone server (on a direct link, else a
-    /// shared link) and returns each one's reply.
-    pub(crate) async fn on_one_link(&self, commands: &[redis::Cmd]) -> Result<Vec<Reply>, Error> {
-        if !self.inner.direct.is_empty() {
-            return self.pipeline(0, commands).await;
-        }
-        let mut conn = self.shared().await?;
+    /// `commands` on a shared link, each answered on its own (an error reply does not fail
+    /// the others) and error replies as the server sent them (`NOPERM this user…`), as on
+    /// the direct links, so that [`server_error`](crate::server_error) classifies them alike.
+    async fn shared_pipeline(&self, commands: &[redis::Cmd]) -> Result<Vec<Reply>, Error> {
+        let mut conn = self.shared_at(0).await?;
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for cmd in commands {
             pipe.add_command(cmd.clone());
         }
-        let replies: Vec<redis::Value> = pipe
+        let values: Vec<redis::Value> = pipe
             .query_async(&mut conn)
             .await
-            .map_err(|e| map_redis_error(e, self.response_timeout()))?;
-        Ok(replies
+            .map_err(|e| crate::error::map_redis_error(e, self.response_timeout()))?;
+        Ok(values
             .into_iter()
-            .map(|reply| match reply {
+            .map(|value| match value {
                 redis::Value::ServerError(e) => Err(match e.details() {
                     Some(details) => format!("{} {details}", e.code()),
                     None => e.code().to_owned(),
@@ -475,6 +489,18 @@ impl Pool {
         if let Some(router) = &self.inner.cluster {
             router.close();
         }
+    }
+}
+
+/// `host:port` of the configured URL, or its path when it has no host (a unix socket);
+/// never its credentials.
+fn server_address(config: &RedisConfig) -> String {
+    match url::Url::parse(config.url.expose()) {
+        Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => {
+            format!("{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or(6379))
+        }
+        Ok(url) => url.path().to_owned(),
+        Err(_) => config.url.redacted(),
     }
 }
 
