@@ -40,7 +40,7 @@ mod shared;
 pub use crate::cluster::{ClusterStats, NodeStats, SLOTS, key_slot};
 pub use crate::connect::{ConnectHook, HookFuture};
 pub use crate::direct::Reply;
-pub use crate::error::{map_redis_error, server_error};
+pub use crate::error::{map_redis_error, reply_text, server_error};
 pub use crate::eviction::EvictionPolicy;
 pub use crate::exclusive::ExclusiveConnection;
 pub use crate::packed::{Packable, PackedCommand, ScriptCall, write_bulk, write_int};

@@ -7,7 +7,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use stateful_redis_core::Error;
 use stateful_redis_pool::{
-    ConnectHook, HookFuture, Packable, PackedCommand, Pool, Reply, map_redis_error, server_error,
+    ConnectHook, HookFuture, Packable, PackedCommand, Pool, Reply, map_redis_error, reply_text, server_error,
 };
 
 use crate::combine::{self, Combine, Members, Unit};
@@ -48,7 +48,7 @@ fn is_noscript(e: &RedisError) -> bool {
 
 fn script_error(script: &'static Script, e: RedisError, timeout: Duration) -> Error {
     match e.kind() {
-        ErrorKind::Server(_) | ErrorKind::Extension => server_error(Some(script.name()), e.to_string()),
+        ErrorKind::Server(_) | ErrorKind::Extension => server_error(Some(script.name()), reply_text(&e)),
         _ => map_redis_error(e, timeout),
     }
 }
