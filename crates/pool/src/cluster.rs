@@ -567,7 +567,11 @@ impl ClusterRouter {
                 let mut replies = replies.into_iter();
                 for mut command in members {
                     let i = command.index;
-                    let refused = if command.asking() { replies.next().and_then(Result::err) } else { None };
+                    let refused = if command.asking() {
+                        replies.next().and_then(Result::err)
+                    } else {
+                        None
+                    };
                     let reply = match (refused, replies.next()) {
                         // A refused `ASKING` (an ACL without it) explains the refusal that
                         // followed (`MOVED` back to the source), which would loop.

@@ -277,7 +277,11 @@ impl RedisCluster {
         let redis_cli = find_on_path("redis-cli")
             .unwrap_or_else(|| panic!("redis-cli not found on PATH: install it with `apt-get install redis-tools`"));
         let output = Command::new(redis_cli)
-            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", self.nodes[from].port())])
+            .args([
+                "--cluster",
+                "reshard",
+                &format!("127.0.0.1:{}", self.nodes[from].port()),
+            ])
             .args(["--cluster-from", &self.node_id(from)])
             .args(["--cluster-to", &self.node_id(to)])
             .args(["--cluster-slots", &slots.to_string()])

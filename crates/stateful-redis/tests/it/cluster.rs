@@ -373,7 +373,8 @@ fn spawn_guarded_load(
                     once.apply_once(&entity, &id, Change::Cas(Version(k), &value)),
                 );
                 match (first, second) {
-                    (Ok(a), Ok(b)) if a.version == Version(k + 1) && b.version == a.version && a.replayed != b.replayed => {}
+                    (Ok(a), Ok(b))
+                        if a.version == Version(k + 1) && b.version == a.version && a.replayed != b.replayed => {}
                     other => {
                         seen.failures.push(format!("{entity} {id}: {other:?}"));
                         break;
@@ -420,9 +421,7 @@ async fn take_turn(
         if let Some(other) = h.holder.insert(entity.to_owned(), lease.token()) {
             return Err(format!("token {} granted while token {other} is held", lease.token()));
         }
-        let previous = h
-            .newest
-            .insert(entity.to_owned(), (lease.token(), owner.to_owned()));
+        let previous = h.newest.insert(entity.to_owned(), (lease.token(), owner.to_owned()));
         if let Some((token, _)) = &previous
             && *token >= lease.token()
         {
@@ -545,7 +544,10 @@ async fn leases_fences_and_apply_once_hold_through_a_resharding() {
     assert_eq!(cluster.master_of_slot(RedisCluster::slot_of(&resharded[0])), from);
     check_guarded(&exec, "it", &entities, &seen).await;
     let stats = exec.pool().cluster_stats().expect("cluster");
-    assert!(stats.ask > 0 && stats.retried > 0, "the load never met the migration: {stats:?}");
+    assert!(
+        stats.ask > 0 && stats.retried > 0,
+        "the load never met the migration: {stats:?}"
+    );
     exec.shutdown().await;
 }
 
@@ -594,5 +596,48 @@ async fn a_least_privilege_user_works_on_a_cluster_through_a_migration() {
     check_guarded(&exec, "app", &entities, &seen).await;
     let stats = exec.pool().cluster_stats().expect("cluster");
     assert!(stats.ask > 0, "the load never met the migration: {stats:?}");
+    exec.shutdown().await;
+}
+
+/// A migration that stalls with an entity's keys split: its multi-key operations wait the
+/// response timeout, then fail with `Unavailable` having changed nothing, and go on once the
+/// slot has moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_migration_fails_multi_key_operations_as_unavailable_after_the_response_timeout() {
+    let cluster = RedisCluster::start_with(3, 0);
+    let mut config = cluster_config(&cluster);
+    config.redis.response_timeout = Duration::from_millis(500);
+    let exec = StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .expect("executor");
+    let leases = exec.leases("it").expect("namespace");
+    let first = leases
+        .acquire("stall", "me", Duration::from_secs(30))
+        .await
+        .expect("acquire");
+    leases.release(&first).await.expect("release");
+    // Left: the fence counter; a state value beside it.
+    let state = exec.state::<Counter>("it").expect("namespace");
+    state.put("stall", &Counter { n: 1 }).await.expect("put");
+    let slot = RedisCluster::slot_of("stall");
+    let from = cluster.master_of_slot(slot);
+    let to = (0..3).find(|&i| i != from).expect("another master");
+    cluster.begin_migration(slot, to);
+    assert_eq!(cluster.migrate_keys(slot, from, to, 1), 1);
+    // The lease key is missing on both nodes: acquire meets TRYAGAIN until the slot moves.
+    match leases.acquire("stall", "me", Duration::from_secs(30)).await {
+        Err(Error::Unavailable { message }) => assert!(message.starts_with("TRYAGAIN"), "{message}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(exec.pool().cluster_stats().expect("cluster").retried > 1);
+    while cluster.migrate_keys(slot, from, to, 10) > 0 {}
+    cluster.finish_migration(slot, to);
+    let next = leases
+        .acquire("stall", "me", Duration::from_secs(30))
+        .await
+        .expect("acquire after the migration");
+    assert_eq!(next.token(), first.token() + 1, "the refused acquire took no token");
     exec.shutdown().await;
 }
