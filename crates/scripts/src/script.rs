@@ -125,10 +125,13 @@ fn build_many() -> String {
 /// The commands an ACL user needs for every script, as ACL rules: grant them with a key
 /// pattern for your namespaces, e.g. `ACL SETUSER app on >secret ~fleet:* <ACL_COMMANDS>`.
 /// Scripts run their commands as the calling user, so these include what the scripts call.
+/// On a Redis Cluster the executor also reads the topology (`CLUSTER SLOTS`) and follows
+/// `ASK` redirects during a slot migration (`ASKING`).
 pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +select +time +exists +del +get +set +incr +pttl +pexpire \
      +hget +hmget +hset +hdel +hincrby \
      +zadd +zcard +zcount +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank \
-     +setrange +info";
+     +setrange +info \
+     +asking +cluster|slots";
 
 /// Every script, in the order they are preloaded.
 pub static ALL: [&Script; 7] = [&GET, &WRITE, &ACQUIRE, &RENEW, &RELEASE, &PRESENCE, &MANY];

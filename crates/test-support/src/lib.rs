@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 use crate::tls::TlsFiles;
 
 pub use crate::alertmanager::Alertmanager;
-pub use crate::cluster::{ClusterNode, RedisCluster};
+pub use crate::cluster::{ClusterBuilder, ClusterNode, RedisCluster};
 
 const NOT_FOUND: &str = "redis-server not found on PATH: install it with \
     `apt-get install redis-server redis-tools` (cargo xtask test does this when run as root)";
