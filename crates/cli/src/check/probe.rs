@@ -109,6 +109,8 @@ const PROBE_ARGS: &[(&str, &str)] = &[
     ("zrangebyscore", "K 0 1"),
     ("zremrangebyscore", "K 0 1"),
     ("zremrangebyrank", "K 0 1"),
+    ("setrange", "K 0 x"),
+    ("info", "memory"),
 ];
 
 /// The commands of [`ACL_COMMANDS`] (`+script|load` is `script|load`).
