@@ -107,7 +107,10 @@ fn a_user_lacking_a_command_the_scripts_call_is_named_and_its_password_never_sho
     assert_eq!(policy[0]["level"], "ok", "{report}");
     let persistence = findings(&report, "persistence");
     assert!(
-        persistence[0]["message"].as_str().unwrap_or("").contains("not verified"),
+        persistence[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not verified"),
         "{report}"
     );
 }

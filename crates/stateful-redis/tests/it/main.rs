@@ -5,6 +5,7 @@ mod alerts;
 mod batching;
 mod cluster;
 mod durability;
+mod guarantees;
 mod input;
 mod leases;
 mod monitor;
