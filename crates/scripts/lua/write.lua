@@ -56,10 +56,6 @@ if msg ~= '' then
   newest = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
 end
 
-local function valid(v)
-  return #v <= 19 and string.find(v, '^[1-9]%d*$') ~= nil and (#v < 19 or v <= '9223372036854775807')
-end
-
 local key, op, data, fence = KEYS[1], ARGV[1], ARGV[2], ARGV[4] or '0'
 local result
 if fence ~= '0' then
@@ -74,7 +70,7 @@ if op == 'cas' or op == 'del' then
   local cur = redis.call('HGET', key, 'v')
   if not cur then
     cur = '0'
-  elseif not valid(cur) then
+  elseif #cur > 19 or not string.find(cur, '^[1-9]%d*$') or (#cur == 19 and cur > '9223372036854775807') then
     return {5, cur}
   end
   if op == 'del' and cur == '0' then
