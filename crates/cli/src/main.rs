@@ -1,5 +1,6 @@
 //! `stateful-redis`: drive and inspect stateful-redis against a Redis server.
 
+mod check;
 mod config;
 mod embedded;
 mod load;
@@ -26,6 +27,28 @@ struct Cli {
 enum Command {
     /// Run many concurrent callers against Redis and report throughput and latency.
     Load(load::LoadArgs),
+    /// Check that a Redis deployment keeps the guarantees (eviction, persistence, ACL,
+    /// scripts, cluster slots); exits non-zero when one is at risk.
+    ///
+    /// Checks the standalone server, or every master of a cluster: connectivity and auth, the
+    /// server version, `maxmemory-policy` (anything but `noeviction` can evict leases, message
+    /// ids, state or fence counters), persistence (AOF and `appendfsync`, RDB `save`) and what
+    /// it means for durability, that the scripts load, and that the connected user may run
+    /// every command the scripts need (`ACL_COMMANDS`); on a cluster also that all 16384
+    /// slots are served. Settings come from `CONFIG GET`, else from `INFO`; what this user
+    /// may not read is reported as not verified (a warning).
+    ///
+    /// Permissions are probed by a read-only script (`#!lua flags=no-writes`) that calls each
+    /// command once as this user: the server checks the ACL before it refuses a write, so
+    /// nothing is written. The check loads that script and the stateful-redis scripts into
+    /// the script cache, as every executor does on connect, and changes nothing else.
+    ///
+    /// Exit status: 0 when nothing is at risk (warnings are printed), 1 when a guarantee is
+    /// at risk or the server cannot be reached.
+    ///
+    /// It needs the server to check (--redis, --config or STATEFUL_REDIS_REDIS__URL): unlike
+    /// `load`, it starts no throw-away server, whose settings would say nothing about yours.
+    Check(check::CheckArgs),
     /// Print the effective configuration (defaults, file, environment, flags), secrets redacted.
     Config(config::ConfigArgs),
 }
@@ -57,6 +80,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Load(args) => load::run(args).await,
+            Command::Check(args) => check::run(args).await,
             Command::Config(args) => config::run(args),
         }
     });

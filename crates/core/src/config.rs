@@ -302,6 +302,16 @@ pub struct RedisConfig {
     /// Longest wait for a reply (default 1 s).
     #[serde(with = "duration")]
     pub response_timeout: Duration,
+    /// Build even when a server's `maxmemory-policy` is not `noeviction` (default false:
+    /// `build()` fails with `Error::UnsafeEviction`). Under memory pressure such a policy
+    /// evicts keys the guarantees rest on: `volatile-*` the leases (a second holder while the
+    /// first still writes) and remembered message ids (`apply_once` applies a redelivery
+    /// again); `allkeys-*` also state (lost updates) and fence counters (an old fencing token
+    /// is accepted again). With this on, the executor logs a warning naming the server and
+    /// what breaks, and `PoolStats::evicting_servers` counts such servers; the health check
+    /// reads the policies again on every round. Acceptable only where Redis is a cache that
+    /// never reaches `maxmemory`.
+    pub allow_eviction: bool,
     /// Pool settings.
     pub pool: PoolConfig,
 }
@@ -315,6 +325,7 @@ impl Default for RedisConfig {
             tls_ca_file: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
+            allow_eviction: false,
             pool: PoolConfig::default(),
         }
     }
@@ -582,6 +593,24 @@ impl Default for RetryConfig {
             attempts: 3,
             backoff: Duration::from_millis(20),
         }
+    }
+}
+
+impl RetryConfig {
+    /// The longest a call and its retries can take with `response_timeout` per attempt: every
+    /// attempt's timeout plus the doubling pauses between them. A message id must be
+    /// remembered at least this long, or a retry of a write that did apply would apply again.
+    pub fn span(&self, response_timeout: Duration) -> Duration {
+        let mut span = Duration::ZERO;
+        let mut pause = self.backoff;
+        for attempt in 0..self.attempts {
+            span = span.saturating_add(response_timeout);
+            if attempt + 1 < self.attempts {
+                span = span.saturating_add(pause);
+                pause = pause.saturating_mul(2);
+            }
+        }
+        span
     }
 }
 
@@ -1270,6 +1299,20 @@ impl ExecutorConfig {
                 "idempotency.keep_for",
                 duration::format(self.idempotency.keep_for),
                 "must be at most 10 years",
+            ));
+        }
+        // A retry of an `apply_once` that did apply must still find its id.
+        let span = self.retry.span(self.redis.response_timeout);
+        if self.idempotency.keep_for <= span {
+            return Err(ConfigError::new(
+                "idempotency.keep_for",
+                duration::format(self.idempotency.keep_for),
+                format!(
+                    "must be longer than the span of a call and its retries ({}: retry.attempts × \
+                     redis.response_timeout plus the retry.backoff pauses); a retry after a lost reply \
+                     would otherwise find its message id forgotten and apply again",
+                    duration::format(span)
+                ),
             ));
         }
         let drift = self.leases.drift_factor;

@@ -184,6 +184,20 @@ pub enum Error {
         /// What Redis said.
         message: String,
     },
+    /// A server's `maxmemory-policy` may evict keys the guarantees rest on, and
+    /// `redis.allow_eviction` is off: the executor was not built.
+    #[error(
+        "maxmemory-policy {policy} on {node} breaks the guarantees: {reason}; set it to noeviction \
+         (CONFIG SET maxmemory-policy noeviction), or accept the risk with redis.allow_eviction = true"
+    )]
+    UnsafeEviction {
+        /// The server (`host:port`).
+        node: String,
+        /// Its policy.
+        policy: String,
+        /// What the policy breaks.
+        reason: &'static str,
+    },
     /// A script failed on the server.
     #[error("script {script} failed: {message}")]
     Script {
@@ -260,6 +274,8 @@ pub enum ErrorKind {
     Dropped,
     /// [`Error::Unavailable`].
     Unavailable,
+    /// [`Error::UnsafeEviction`].
+    UnsafeEviction,
     /// [`Error::Script`].
     Script,
     /// [`Error::Server`].
@@ -274,7 +290,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 26] = [
+    pub const ALL: [ErrorKind; 27] = [
         ErrorKind::InvalidId,
         ErrorKind::InvalidArgument,
         ErrorKind::Conflict,
@@ -296,6 +312,7 @@ impl ErrorKind {
         ErrorKind::Overloaded,
         ErrorKind::Dropped,
         ErrorKind::Unavailable,
+        ErrorKind::UnsafeEviction,
         ErrorKind::Script,
         ErrorKind::Server,
         ErrorKind::UnexpectedReply,
@@ -354,6 +371,7 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Dropped => "dropped",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::UnsafeEviction => "unsafe_eviction",
             ErrorKind::Script => "script",
             ErrorKind::Server => "server",
             ErrorKind::UnexpectedReply => "unexpected_reply",
@@ -388,6 +406,7 @@ impl Error {
             Error::Overloaded { .. } => ErrorKind::Overloaded,
             Error::Dropped { .. } => ErrorKind::Dropped,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::UnsafeEviction { .. } => ErrorKind::UnsafeEviction,
             Error::Script { .. } => ErrorKind::Script,
             Error::Server { .. } => ErrorKind::Server,
             Error::UnexpectedReply { .. } => ErrorKind::UnexpectedReply,

@@ -14,6 +14,47 @@ impl Version {
     pub fn get(self) -> u64 {
         self.0
     }
+
+    /// The one definition of a version as Redis holds it, shared with the scripts: canonical
+    /// decimal text from `0` to `9223372036854775807` (`HINCRBY`'s range), no sign, no leading
+    /// zero, no space. `None` for anything else (`+7`, `007`, `7 `), which a script would
+    /// compare as text and never match: such a record is corrupt, not a conflict.
+    pub fn parse(text: &[u8]) -> Option<Version> {
+        match text {
+            [b'0'] => Some(Version::NONE),
+            [b'1'..=b'9', rest @ ..] if rest.len() < 19 && rest.iter().all(u8::is_ascii_digit) => {
+                let n = std::str::from_utf8(text).ok()?.parse::<u64>().ok()?;
+                (n <= i64::MAX as u64).then_some(Version(n))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_text_is_a_version() {
+        assert_eq!(Version::parse(b"0"), Some(Version(0)));
+        assert_eq!(Version::parse(b"7"), Some(Version(7)));
+        assert_eq!(Version::parse(b"9223372036854775807"), Some(Version(i64::MAX as u64)));
+        for bad in [
+            &b"+7"[..],
+            b"007",
+            b"00",
+            b"-1",
+            b"7 ",
+            b" 7",
+            b"",
+            b"9223372036854775808",
+            b"1e3",
+            b"7.0",
+        ] {
+            assert_eq!(Version::parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 }
 
 impl fmt::Display for Version {

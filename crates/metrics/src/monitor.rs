@@ -220,6 +220,9 @@ pub struct Gauges {
     pub bytes_sent: u64,
     /// Bytes read from Redis on the pipeline links (cumulative).
     pub bytes_received: u64,
+    /// Servers whose `maxmemory-policy` may evict keys (`redis.allow_eviction`): above 0,
+    /// leases and exactly-once are at risk.
+    pub evicting_servers: u64,
 }
 
 /// Where a monitor reads [`Gauges`] from; the executor provides one.
@@ -375,6 +378,7 @@ impl MetricsSnapshot {
             "scripts.reloads" => g.script_reloads as f64,
             "pool.waiters" => g.pool_waiters as f64,
             "pool.timeouts" => g.pool_timeouts as f64,
+            "servers.evicting" => g.evicting_servers as f64,
             "leases.lost" => self.leases_lost as f64,
             "errors.conflict" => self.errors.get("conflict").copied().unwrap_or(0) as f64,
             "errors.fenced" => self.errors.get("fenced").copied().unwrap_or(0) as f64,
@@ -387,7 +391,7 @@ impl MetricsSnapshot {
 /// `operations.dropped`, `operations.retries`, `scripts.reloads`, `pool.waits`,
 /// `pool.timeouts`, `leases.lost`, `errors.*`, `bytes.*`) are totals since the start; alert
 /// rules take their rate. `operations.failure_rate` is failures per call over the window.
-pub const ALERT_METRICS: [&str; 23] = [
+pub const ALERT_METRICS: [&str; 24] = [
     "operations.rate",
     "operations.failure_rate",
     "operations.p50_ms",
@@ -405,6 +409,7 @@ pub const ALERT_METRICS: [&str; 23] = [
     "pool.waits",
     "pool.wait_p99_ms",
     "pool.timeouts",
+    "servers.evicting",
     "leases.lost",
     "entities.active",
     "errors.conflict",

@@ -366,7 +366,13 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<
             );
         })
         .build();
-    let pool_levels: [(&str, &str, &str, Read); 2] = [
+    let pool_levels: [(&str, &str, &str, Read); 3] = [
+        (
+            "stateful_redis.servers.evicting",
+            "{server}",
+            "Servers whose maxmemory-policy may evict keys (redis.allow_eviction): leases and exactly-once are at risk.",
+            |s| s.gauges.evicting_servers,
+        ),
         (
             semmetric::DB_CLIENT_CONNECTION_MAX,
             "{connection}",

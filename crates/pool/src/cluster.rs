@@ -18,13 +18,17 @@ use crate::shared::LinkCounters;
 /// Slots in a Redis Cluster.
 pub const SLOTS: u16 = 16384;
 
-/// How often one command may be redirected before it fails (a slot moving twice while
-/// a command is in flight is already rare).
+/// How often one command may be redirected (`MOVED`, `ASK`) in a row before it fails (a
+/// slot moving twice while a command is in flight is already rare).
 const MAX_REDIRECTS: usize = 5;
 
-/// The pause before a command that met `TRYAGAIN` (a slot in migration, its keys split) or
-/// `CLUSTERDOWN` is sent again.
-const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// The first pause before a command that met `TRYAGAIN` or `CLUSTERDOWN` is sent again;
+/// it doubles up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// The longest pause between two sends of a command that meets `TRYAGAIN`: a migration
+/// that ends is noticed within it.
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The shortest time between two topology refreshes that a redirect or a failure asked for.
 const REFRESH_SPACING: Duration = Duration::from_millis(100);
@@ -206,9 +210,31 @@ impl Drop for Ticket<'_> {
     }
 }
 
-/// The commands going to one node: their positions, and whether each is sent after
-/// `ASKING`.
-type Group = (Arc<Node>, Vec<(usize, bool)>);
+/// The commands going to one node, in their order.
+type Group = (Arc<Node>, Vec<Pending>);
+
+/// A command still to send: its position, where it goes, and the redirects it followed
+/// since it last met `TRYAGAIN`.
+struct Pending {
+    index: usize,
+    route: Route,
+    redirects: usize,
+}
+
+impl Pending {
+    fn to_slot(index: usize, slot: u16, redirects: usize) -> Self {
+        Self {
+            index,
+            route: Route::Slot(slot),
+            redirects,
+        }
+    }
+
+    /// Whether it is sent after `ASKING`.
+    fn asking(&self) -> bool {
+        matches!(self.route, Route::Ask(_))
+    }
+}
 
 /// Where one command goes.
 #[derive(Debug, Clone)]
@@ -339,8 +365,12 @@ impl ClusterRouter {
                         Err(e) => last_error = Some(e),
                     },
                     Some(Err(message)) => {
-                        last_error = Some(Error::Server {
-                            message: format!("{address} does not serve as a cluster node: {message}"),
+                        // A user without `cluster|slots` gets `NoPermission`.
+                        last_error = Some(match crate::error::server_error(None, message) {
+                            Error::Server { message } => Error::Server {
+                                message: format!("{address} does not serve as a cluster node: {message}"),
+                            },
+                            other => other,
                         })
                     }
                     None => {}
@@ -434,24 +464,36 @@ impl ClusterRouter {
 
     /// Sends `commands`, each to the master of its slot, one pipeline per node, all nodes
     /// at once, and returns each command's reply in order: redirects are followed
-    /// (`MOVED` also updates the map, and asks for a refresh), `TRYAGAIN` and
-    /// `CLUSTERDOWN` are retried after a pause, a few times. A node that cannot be reached
-    /// fails its commands with the connection's error (their outcome unknown) and asks
-    /// for a refresh, since a failover may have moved its slots.
+    /// (`MOVED` also updates the map, and asks for a refresh), up to [`MAX_REDIRECTS`] in a
+    /// row. A node that cannot be reached fails its commands with the connection's error
+    /// (their outcome unknown) and asks for a refresh, since a failover may have moved its
+    /// slots.
+    ///
+    /// `TRYAGAIN` and `CLUSTERDOWN` are sent again after a pause (10 ms doubling to 100 ms)
+    /// until the response timeout has passed since the first send; then the command gets
+    /// the server's reply (`Error::Unavailable`: not applied). In a migrating slot, Redis
+    /// answers `TRYAGAIN` to a command on several keys while any of them is missing on the
+    /// importing node, and an entity's lease, fence and message-id keys often are missing
+    /// (free lease, first message): such a command can run only once the slot is
+    /// moved (`SETSLOT NODE`), so it waits for that rather than fail. Keeping every key
+    /// present instead would need leases and message ids without expiry, and would still
+    /// meet `TRYAGAIN` for a new entity and while `MIGRATE` splits an entity's keys. A
+    /// `TRYAGAIN` starts the redirect count again: `ASK` then `TRYAGAIN` is the normal
+    /// cycle of a migrating slot, bounded by the deadline.
     pub(crate) async fn pipeline<C: Packable + Sync>(&self, commands: &[(u16, &C)]) -> Vec<Result<Reply, Error>> {
         let n = commands.len();
         let mut results: Vec<Option<Result<Reply, Error>>> = (0..n).map(|_| None).collect();
-        let mut pending: Vec<(usize, Route)> = commands
+        let mut pending: Vec<Pending> = commands
             .iter()
             .enumerate()
-            .map(|(i, (slot, _))| (i, Route::Slot(*slot)))
+            .map(|(i, (slot, _))| Pending::to_slot(i, *slot, 0))
             .collect();
         let mut refresh_wanted = false;
+        let deadline = Instant::now() + self.template.response_timeout();
+        let mut pause = FIRST_RETRY_PAUSE;
         let ticket = self.order.enter();
-        for round in 0..=MAX_REDIRECTS {
-            if pending.is_empty() {
-                break;
-            }
+        let mut round = 0;
+        while !pending.is_empty() {
             if round > 0 {
                 // Commands sent earlier on the same entities (in pipelines still retrying
                 // their own redirects) go first; bounded, so that a pipeline stuck on a dead
@@ -464,17 +506,18 @@ impl ClusterRouter {
                 refresh_wanted = false;
             }
             let map = self.current();
-            let mut pending_unowned: Vec<(usize, Route)> = Vec::new();
+            let mut pending_unowned: Vec<Pending> = Vec::new();
             // Group by node, keeping each node's commands in their order.
             let mut groups: Vec<Group> = Vec::new();
-            for (i, route) in pending.drain(..) {
-                let (node, asking) = match &route {
+            for command in pending.drain(..) {
+                let i = command.index;
+                let node = match &command.route {
                     Route::Slot(slot) => match map.owner(*slot) {
-                        Some(node) => (Arc::clone(node), false),
+                        Some(node) => Arc::clone(node),
                         // Read the map again once: a new master may serve it by now.
                         None if round == 0 => {
                             refresh_wanted = true;
-                            pending_unowned.push((i, route.clone()));
+                            pending_unowned.push(command);
                             continue;
                         }
                         None => {
@@ -486,7 +529,7 @@ impl ClusterRouter {
                         }
                     },
                     Route::Ask(address) => match self.node(address) {
-                        Some(node) => (node, true),
+                        Some(node) => node,
                         None => {
                             results[i] = Some(Ok(Err(format!("ASK to an unusable address {address}"))));
                             continue;
@@ -494,19 +537,19 @@ impl ClusterRouter {
                     },
                 };
                 match groups.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &node)) {
-                    Some((_, members)) => members.push((i, asking)),
-                    None => groups.push((node, vec![(i, asking)])),
+                    Some((_, members)) => members.push(command),
+                    None => groups.push((node, vec![command])),
                 }
             }
             let sends = groups.iter().map(|(node, members)| {
                 let mut packed = Vec::with_capacity(members.len() * 128);
                 let mut count = 0;
-                for &(i, asking) in members {
-                    if asking {
+                for command in members {
+                    if command.asking() {
                         redis::cmd("ASKING").write_packed_command(&mut packed);
                         count += 1;
                     }
-                    commands[i].1.pack_into(&mut packed);
+                    commands[command.index].1.pack_into(&mut packed);
                     count += 1;
                 }
                 node.commands.fetch_add(members.len() as u64, Ordering::Relaxed);
@@ -514,50 +557,64 @@ impl ClusterRouter {
                 async move { node.link.pipeline(&packed, count).await }
             });
             let replies = futures_util::future::join_all(sends).await;
-            let mut pause = false;
-            for ((_, members), outcome) in groups.iter().zip(replies) {
+            let mut retry = false;
+            for ((_, members), outcome) in groups.into_iter().zip(replies) {
                 let replies = match outcome {
                     Ok(replies) => replies,
                     Err(e) => {
                         refresh_wanted = true;
-                        for &(i, _) in members {
-                            results[i] = Some(Err(e.duplicate()));
+                        for command in members {
+                            results[command.index] = Some(Err(e.duplicate()));
                         }
                         continue;
                     }
                 };
                 let mut replies = replies.into_iter();
-                for &(i, asking) in members {
-                    if asking {
-                        let _ = replies.next();
-                    }
-                    let reply = replies.next().unwrap_or_else(|| Err("no reply".to_owned()));
-                    let last = round == MAX_REDIRECTS;
-                    match &reply {
-                        Err(message) if !last && message.starts_with("MOVED ") => {
+                for mut command in members {
+                    let i = command.index;
+                    let refused = if command.asking() {
+                        replies.next().and_then(Result::err)
+                    } else {
+                        None
+                    };
+                    let reply = match (refused, replies.next()) {
+                        // A refused `ASKING` (an ACL without it) explains the refusal that
+                        // followed (`MOVED` back to the source), which would loop.
+                        (Some(refused), Some(Err(_))) => Err(refused),
+                        (_, reply) => reply.unwrap_or_else(|| Err("no reply".to_owned())),
+                    };
+                    let Err(message) = &reply else {
+                        results[i] = Some(Ok(reply));
+                        continue;
+                    };
+                    let redirect_to = redirect(message);
+                    let kind = message.split(' ').next().unwrap_or("");
+                    match (kind, redirect_to) {
+                        ("MOVED" | "ASK", Some(_)) if command.redirects >= MAX_REDIRECTS => {
+                            results[i] = Some(Ok(Err(format!(
+                                "redirected more than {MAX_REDIRECTS} times in a row, the cluster's topology keeps \
+                                 changing: {message}"
+                            ))));
+                        }
+                        ("MOVED", Some((slot, address))) => {
                             self.counters.moved.fetch_add(1, Ordering::Relaxed);
-                            if let Some((slot, address)) = redirect(message) {
-                                self.note_moved(slot, address);
-                            }
+                            self.note_moved(slot, address);
                             refresh_wanted = true;
-                            pending.push((i, Route::Slot(commands[i].0)));
+                            pending.push(Pending::to_slot(i, commands[i].0, command.redirects + 1));
                         }
-                        Err(message) if !last && message.starts_with("ASK ") => {
+                        ("ASK", Some((_, address))) => {
                             self.counters.ask.fetch_add(1, Ordering::Relaxed);
-                            match redirect(message) {
-                                Some((_, address)) => pending.push((i, Route::Ask(address.to_owned()))),
-                                None => results[i] = Some(Ok(reply.clone())),
-                            }
+                            command.route = Route::Ask(address.to_owned());
+                            command.redirects += 1;
+                            pending.push(command);
                         }
-                        Err(message)
-                            if !last && (message.starts_with("TRYAGAIN") || message.starts_with("CLUSTERDOWN")) =>
-                        {
+                        ("TRYAGAIN" | "CLUSTERDOWN", _) if Instant::now() < deadline => {
                             self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                            if message.starts_with("CLUSTERDOWN") {
+                            if kind == "CLUSTERDOWN" {
                                 refresh_wanted = true;
                             }
-                            pause = true;
-                            pending.push((i, Route::Slot(commands[i].0)));
+                            retry = true;
+                            pending.push(Pending::to_slot(i, commands[i].0, 0));
                         }
                         _ => results[i] = Some(Ok(reply)),
                     }
@@ -565,10 +622,12 @@ impl ClusterRouter {
             }
             pending.extend(pending_unowned);
             // Redirected commands go again in their original order.
-            pending.sort_by_key(|(i, _)| *i);
-            if pause && !pending.is_empty() {
-                tokio::time::sleep(RETRY_PAUSE).await;
+            pending.sort_by_key(|command| command.index);
+            if retry && !pending.is_empty() {
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
             }
+            round += 1;
         }
         drop(ticket);
         if refresh_wanted {
@@ -576,13 +635,7 @@ impl ClusterRouter {
         }
         results
             .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Ok(Err(format!(
-                        "redirected more than {MAX_REDIRECTS} times; the cluster's topology keeps changing"
-                    )))
-                })
-            })
+            .map(|r| r.unwrap_or_else(|| Ok(Err("no reply".to_owned()))))
             .collect()
     }
 

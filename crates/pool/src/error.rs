@@ -29,11 +29,21 @@ pub fn map_redis_error(err: RedisError, response_timeout: Duration) -> Error {
             source: None,
         },
         // WRONGPASS arrives as a server error from AUTH/HELLO on some paths.
-        RedisKind::Server(_) | RedisKind::Extension => server_error(None, err.to_string()),
+        RedisKind::Server(_) | RedisKind::Extension => server_error(None, reply_text(&err)),
         _ => Error::UnexpectedReply {
             what: "Redis request",
             detail: err.to_string(),
         },
+    }
+}
+
+/// An error reply as the server sent it (`OOM command not allowed…`), not as the driver
+/// displays it (`"OOM": command not allowed…`).
+pub fn reply_text(err: &RedisError) -> String {
+    match (err.code(), err.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_owned(),
+        _ => err.to_string(),
     }
 }
 

@@ -10,6 +10,7 @@ use stateful_redis_core::{Error, PoolConfig, RedisConfig};
 use crate::cluster::{ClusterRouter, ClusterStats};
 use crate::connect::{ConnectHook, Connector};
 use crate::direct::{DirectLink, Reply, Target};
+use crate::eviction::EvictionPolicy;
 use crate::exclusive::{ExclusiveConnection, Manager, ping};
 use crate::packed::Packable;
 use crate::shared::{Link, LinkCounters, SharedConnection};
@@ -53,6 +54,9 @@ pub struct PoolStats {
     pub bytes_sent: u64,
     /// Bytes read from Redis on the direct links (cumulative).
     pub bytes_received: u64,
+    /// Servers (masters) whose `maxmemory-policy` may evict keys, as the last health check
+    /// read it: above 0, leases and exactly-once are at risk (see [`EvictionPolicy`]).
+    pub evicting_servers: u32,
 }
 
 /// Called with how long each checkout of an exclusive connection took (see
@@ -88,6 +92,11 @@ struct Inner {
     on_checkout: OnCheckout,
     /// With `redis.cluster`: the slot map and a link per master.
     cluster: Option<ClusterRouter>,
+    /// Every server's `maxmemory-policy` as last read.
+    policies: Mutex<Vec<EvictionPolicy>>,
+    /// The standalone server's `host:port` (no credentials), as [`Pool::to_each_server`]
+    /// names it.
+    server: String,
 }
 
 #[derive(Default)]
@@ -139,6 +148,8 @@ impl Pool {
             closed: AtomicBool::new(false),
             on_checkout: OnCheckout::default(),
             cluster,
+            policies: Mutex::new(Vec::new()),
+            server: server_address(config),
         });
         // Open the links the hot path uses now: a bad address or password fails here. With
         // direct links, the redis-rs shared links open on first use of `shared()`.
@@ -244,6 +255,70 @@ impl Pool {
             Some(router) => router.to_every_master(commands).await,
             None => Vec::new(),
         }
+    }
+
+    /// Reads every server's `maxmemory-policy` ([`eviction_policies`](Self::eviction_policies)),
+    /// keeps it for [`PoolStats::evicting_servers`], and logs a warning when a server's policy
+    /// changed to one that evicts. The health check calls it on every round.
+    pub async fn check_eviction(&self) -> Result<Vec<EvictionPolicy>, Error> {
+        let policies = self.eviction_policies().await?;
+        let mut known = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner());
+        for policy in policies.iter().filter(|p| !p.keeps_every_key()) {
+            if !known.contains(policy) {
+                tracing::warn!(
+                    server = %policy.node,
+                    policy = %policy.policy,
+                    "maxmemory-policy evicts keys: {}",
+                    policy.what_it_breaks()
+                );
+            }
+        }
+        known.clone_from(&policies);
+        Ok(policies)
+    }
+
+    /// Sends `commands` as one pipeline to every server the pool writes to (the standalone
+    /// server, or every master of a cluster, all at once) and returns each server's
+    /// `host:port` with each command's reply in order, or the error of its connection.
+    /// For what every server must answer for itself: settings, script loads, the checks of
+    /// `stateful-redis check`. Commands with exactly one reply only (as for
+    /// [`pipeline`](Self::pipeline)).
+    pub async fn to_each_server(&self, commands: &[redis::Cmd]) -> Vec<(String, Result<Vec<Reply>, Error>)> {
+        if let Some(router) = &self.inner.cluster {
+            return router.to_every_master(commands).await;
+        }
+        let replies = if self.direct_links() > 0 {
+            self.pipeline(0, commands).await
+        } else {
+            self.shared_pipeline(commands).await
+        };
+        vec![(self.inner.server.clone(), replies)]
+    }
+
+    /// `commands` on a shared link, each answered on its own (an error reply does not fail
+    /// the others) and error replies as the server sent them (`NOPERM this user…`), as on
+    /// the direct links, so that [`server_error`](crate::server_error) classifies them alike.
+    async fn shared_pipeline(&self, commands: &[redis::Cmd]) -> Result<Vec<Reply>, Error> {
+        let mut conn = self.shared_at(0).await?;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for cmd in commands {
+            pipe.add_command(cmd.clone());
+        }
+        let values: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| crate::error::map_redis_error(e, self.response_timeout()))?;
+        Ok(values
+            .into_iter()
+            .map(|value| match value {
+                redis::Value::ServerError(e) => Err(match e.details() {
+                    Some(details) => format!("{} {details}", e.code()),
+                    None => e.code().to_owned(),
+                }),
+                other => Ok(other),
+            })
+            .collect())
     }
 
     /// Cluster only: the `host:port` of the master serving `slot` in the pool's map.
@@ -390,6 +465,8 @@ impl Pool {
         }
         stats.bytes_sent = links.bytes_sent.load(Ordering::Relaxed);
         stats.bytes_received = links.bytes_received.load(Ordering::Relaxed);
+        let policies = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner());
+        stats.evicting_servers = policies.iter().filter(|p| !p.keeps_every_key()).count() as u32;
         stats
     }
 
@@ -412,6 +489,18 @@ impl Pool {
         if let Some(router) = &self.inner.cluster {
             router.close();
         }
+    }
+}
+
+/// `host:port` of the configured URL, or its path when it has no host (a unix socket);
+/// never its credentials.
+fn server_address(config: &RedisConfig) -> String {
+    match url::Url::parse(config.url.expose()) {
+        Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => {
+            format!("{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or(6379))
+        }
+        Ok(url) => url.path().to_owned(),
+        Err(_) => config.url.redacted(),
     }
 }
 
@@ -501,6 +590,16 @@ async fn health_check(inner: Weak<Inner>, every: Duration) {
                 tracing::warn!(error = %e, "health check: cannot read the cluster's topology");
             }
             router.probe().await;
+        }
+        // An operator may change the policy at run time, or a failover bring a master with
+        // another one.
+        if let Err(e) = (Pool {
+            inner: Arc::clone(&inner),
+        })
+        .check_eviction()
+        .await
+        {
+            tracing::debug!(error = %e, "health check: cannot read maxmemory-policy");
         }
         let Some(pool) = inner.exclusive.read().unwrap_or_else(|p| p.into_inner()).clone() else {
             return;

@@ -14,6 +14,43 @@
 -- The calls share one reading of the server's clock (TIME), except a write with a message
 -- id, which reads its own, so that message ids keep their order of arrival.
 
+-- Redis checks maxmemory once per script, before its first write: in a run, a delete or a
+-- lease renewal would be that write, and the calls after it would write past maxmemory. So
+-- the run learns the server's state first (SETRANGE of nothing: refused when over
+-- maxmemory, changes nothing otherwise) and, when over, refuses each call's first
+-- memory-growing write as Redis would refuse it alone. The scripts' `redis.call` and
+-- `redis.pcall` are `call` and `pcall_` here.
+local call, pcall_ = redis.call, redis.pcall
+local wrote = false
+local GROWS = {HINCRBY = true, HSET = true, ZADD = true, INCR = true, SET = true}
+local WRITES = {DEL = true, PEXPIRE = true, HDEL = true, ZREMRANGEBYSCORE = true, ZREMRANGEBYRANK = true}
+local probe = redis.pcall('SETRANGE', KEYS[1], 0, '')
+if type(probe) == 'table' and probe.err and string.sub(probe.err, 1, 4) == 'OOM ' then
+  local oom = probe.err
+  local function refused(command)
+    local name = string.upper(command)
+    if GROWS[name] and not wrote then
+      return true
+    end
+    if GROWS[name] or WRITES[name] then
+      wrote = true
+    end
+    return false
+  end
+  call = function(command, ...)
+    if refused(command) then
+      error({err = oom})
+    end
+    return redis.call(command, ...)
+  end
+  pcall_ = function(command, ...)
+    if refused(command) then
+      return {err = oom}
+    end
+    return redis.pcall(command, ...)
+  end
+end
+
 local shared_time
 local function clock(fresh)
   if fresh and fresh ~= '' then
@@ -47,6 +84,7 @@ while a <= n do
   end
   k = k + nk
   a = a + 3 + na
+  wrote = false
   local ok, reply = pcall(script, keys, args)
   if not ok then
     if type(reply) == 'table' and reply.err then

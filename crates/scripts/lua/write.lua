@@ -3,28 +3,35 @@
 -- KEYS[1] state hash (fields v, d, st, t, f)
 -- With a fence token or a message id, also:
 --   KEYS[2] fence counter, KEYS[3] lease,
---   KEYS[4] message ids (zset: id -> µs), KEYS[5] first outcomes (hash: id -> 'code|detail')
+--   KEYS[4] message ids (zset: id -> arrival number), KEYS[5] first outcomes (hash: id -> 'code:nonce|detail')
 -- ARGV[1]  op: 'put' | 'cas' | 'tr' | 'del'
 -- ARGV[2]  the encoded value ('': none; stored values are never empty)
 -- ARGV[3]  ttl in ms ('0': leave the expiry as it is)
 -- ARGV[4]  fence token ('0' or absent: not fenced), ARGV[5] the fence's lease owner
 -- ARGV[6]  message id ('' or absent: not idempotent)
 -- ARGV[7]  message ids kept per entity, ARGV[8] for how many ms
--- ARGV[9]  expected version (cas, del; '0': must not exist)
--- ARGV[10] new status (tr)
--- ARGV[11..] allowed current statuses (tr; '' stands for "no status yet")
+-- ARGV[9]  the caller's nonce, stored with the first outcome ('': none)
+-- ARGV[10] expected version (cas, del; '0': must not exist)
+-- ARGV[11] new status (tr)
+-- ARGV[12..] allowed current statuses (tr; '' stands for "no status yet")
 -- A plain put sends ARGV[1..3] only: the hot path is short.
 --
 -- Returns the new version (an integer; 0 after a delete) when applied, else {code, detail}:
 --   0 conflict (current version)   -1 not found   3 refused (actual status, '' for none)
---  -2 fenced (the entity's current fence)   2 replay ('code|detail' of the first outcome)
--- A fenced refusal is not recorded under the message id: the message stays for the
--- rightful holder to apply. Message ids are scored in microseconds, so that ids keep their
--- order of arrival when the oldest are forgotten.
--- Versions are compared as strings: exact whatever their size. Writes come after every
--- check, and HINCRBY (which fails on a corrupt version) comes first among them; the ttl and
--- the message window are range-checked before anything is written: an error never leaves a
--- half-done change. With a message id, an applied write returns {1, version}.
+--  -2 fenced (the entity's current fence)   2 replay ('code:nonce|detail' of the first outcome)
+--   5 corrupt (the stored version, which is not a version)
+-- With a message id, an applied write returns {1, version}. A fenced refusal and a corrupt
+-- record are not recorded under the message id: the message stays to be applied later.
+--
+-- Every check comes before the first write, for every key the script touches: a wrong type
+-- fails a read (GET, HGET, ZRANGE) before anything changes, and HINCRBY, the first write, fails
+-- alone on a corrupt version (and is undone when the stored version was below 1). An error
+-- never leaves a half-done change.
+-- A version is canonical decimal text from 1 to 2^63-1, as the client reads it: '+7' or
+-- '007' are corrupt, never compared as text.
+-- Message ids are numbered in order of arrival: the microseconds of the server's clock, or one
+-- more than the newest id's number when the clock stepped back, so a new id is never the first
+-- one forgotten.
 
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
@@ -35,6 +42,7 @@ local ttl = tonumber(ARGV[3])
 if not ttl or ttl < 0 or ttl > limit then
   return redis.error_reply('ERR ttl out of range: ' .. tostring(ARGV[3]))
 end
+local newest
 if msg ~= '' then
   local age = tonumber(ARGV[8])
   if not age or age < 1 or age > limit then
@@ -44,9 +52,10 @@ if msg ~= '' then
   if first then
     return {2, first}
   end
+  -- Also the type check of the ids' zset, before anything is written.
+  newest = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
 end
 
--- Checks first; the hot path (an unfenced put) makes just TIME, HINCRBY and one HSET.
 local key, op, data, fence = KEYS[1], ARGV[1], ARGV[2], ARGV[4] or '0'
 local result
 if fence ~= '0' then
@@ -54,14 +63,19 @@ if fence ~= '0' then
   local lease = redis.call('GET', KEYS[3])
   -- Only the newest lease, while it is live and held by the same owner, may write.
   if tonumber(fence) < tonumber(current) or lease ~= fence .. ':' .. ARGV[5] then
-    result = {-2, current}
+    return {-2, current}
   end
 end
-if not result and (op == 'cas' or op == 'del') then
-  local cur = redis.call('HGET', key, 'v') or '0'
+if op == 'cas' or op == 'del' then
+  local cur = redis.call('HGET', key, 'v')
+  if not cur then
+    cur = '0'
+  elseif #cur > 19 or not string.find(cur, '^[1-9]%d*$') or (#cur == 19 and cur > '9223372036854775807') then
+    return {5, cur}
+  end
   if op == 'del' and cur == '0' then
     result = {-1, ''}
-  elseif cur ~= ARGV[9] then
+  elseif cur ~= ARGV[10] then
     result = {0, cur}
   elseif op == 'del' then
     redis.call('DEL', key)
@@ -70,13 +84,13 @@ if not result and (op == 'cas' or op == 'del') then
       return 0
     end
   end
-elseif not result and op == 'tr' then
+elseif op == 'tr' then
   if redis.call('EXISTS', key) == 0 then
     result = {-1, ''}
   else
     local st = redis.call('HGET', key, 'st') or ''
     local allowed = false
-    for i = 11, #ARGV do
+    for i = 12, #ARGV do
       if ARGV[i] == st then
         allowed = true
         break
@@ -88,7 +102,18 @@ elseif not result and op == 'tr' then
   end
 end
 if not result then
-  local v = redis.call('HINCRBY', key, 'v', 1)
+  local v = redis.pcall('HINCRBY', key, 'v', 1)
+  if type(v) == 'table' then
+    local err = v.err or ''
+    if string.find(err, 'not an integer', 1, true) or string.find(err, 'overflow', 1, true) then
+      return {5, redis.call('HGET', key, 'v')}
+    end
+    -- A wrong type, or refused (OOM): nothing was written.
+    return v
+  elseif v < 1 then
+    redis.call('HINCRBY', key, 'v', -1)
+    return {5, string.format('%d', v - 1)}
+  end
   if data ~= '' and op ~= 'tr' and fence == '0' then
     redis.call('HSET', key, 't', now, 'd', data)
   else
@@ -99,7 +124,7 @@ if not result then
     end
     if op == 'tr' then
       fields[#fields + 1] = 'st'
-      fields[#fields + 1] = ARGV[10]
+      fields[#fields + 1] = ARGV[11]
     end
     if fence ~= '0' then
       fields[#fields + 1] = 'f'
@@ -116,22 +141,27 @@ if not result then
   result = {1, v}
 end
 
-if msg ~= '' and result[1] ~= -2 then
+if msg ~= '' then
   local keep, age = tonumber(ARGV[7]), tonumber(ARGV[8])
   local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local since = us - age * 1000
+  local number = us
+  if #newest == 2 and tonumber(newest[2]) >= us then
+    number = tonumber(newest[2]) + 1
+  end
   local detail = result[2]
   if type(detail) == 'number' then
     -- %d, not Lua's default %.14g, which would write 1e+14.
     detail = string.format('%d', detail)
   end
-  redis.call('HSET', KEYS[5], msg, result[1] .. '|' .. detail)
-  redis.call('ZADD', KEYS[4], us, msg)
-  -- Forget ids older than the window, then the oldest beyond the count.
-  local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. since)
+  redis.call('HSET', KEYS[5], msg, result[1] .. ':' .. (ARGV[9] or '') .. '|' .. detail)
+  redis.call('ZADD', KEYS[4], string.format('%d', number), msg)
+  -- Forget ids older than the window by the clock, then the oldest beyond the count. The new
+  -- id is never among them: its number is at least the clock's and the highest.
+  local since = string.format('(%d', us - age * 1000)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', since)
   if #old > 0 then
     redis.call('HDEL', KEYS[5], unpack(old))
-    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. since)
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', since)
   end
   local n = redis.call('ZCARD', KEYS[4])
   if n > keep then

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use redis::{Cmd, ToRedisArgs, Value};
+use stateful_redis_core::Version;
 use stateful_redis_pool::PackedCommand;
 
 use crate::script::{ACQUIRE, GET, PRESENCE, RELEASE, RENEW, Script, WRITE};
@@ -117,6 +118,17 @@ pub struct Get<'a> {
     pub key: &'a str,
 }
 
+/// A version as Redis holds it: canonical decimal text (see [`Version::parse`]).
+fn version(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::Int(i) if *i >= 0 => Ok(*i as u64),
+        Value::BulkString(b) => Version::parse(b)
+            .map(Version::get)
+            .ok_or_else(|| format!("{:?} is not a version", String::from_utf8_lossy(b))),
+        other => Err(format!("expected a version, got {other:?}")),
+    }
+}
+
 fn int(v: &Value) -> Result<u64, String> {
     match v {
         Value::Int(i) if *i >= 0 => Ok(*i as u64),
@@ -189,7 +201,10 @@ impl Get<'_> {
         let record = (|| {
             let version = match &v {
                 Value::Nil => return Err("the version field `v` is missing".to_owned()),
-                other => int(other).map_err(|e| format!("field `v`: {e}"))?,
+                other => match version(other).map_err(|e| format!("field `v`: {e}"))? {
+                    0 => return Err("field `v`: \"0\" is not a version".to_owned()),
+                    n => n,
+                },
             };
             let data = match d {
                 Value::BulkString(b) => Bytes::from(b),
@@ -279,6 +294,10 @@ pub struct Write<'a> {
     pub fence: Option<(u64, &'a str)>,
     /// Message id for exactly-once application, and how long ids are kept.
     pub message: Option<(&'a str, MessageWindow)>,
+    /// With a message id: a token of this call (the same for each of its retries), stored
+    /// with the first outcome, so that a retry of an attempt that did apply is told from
+    /// another delivery of the message (`""`: none; every replay then counts as one).
+    pub nonce: &'a str,
 }
 
 impl<'a> Write<'a> {
@@ -292,6 +311,7 @@ impl<'a> Write<'a> {
             guard: None,
             fence: None,
             message: None,
+            nonce: "",
         }
     }
 }
@@ -310,6 +330,9 @@ pub enum WriteResult {
     /// Not applied: the fence is stale, or its lease is gone or held by another owner;
     /// the entity's current fence.
     Fenced(u64),
+    /// Not applied: the stored version is not a version (see [`Version::parse`]); what is
+    /// stored instead.
+    Corrupt(String),
 }
 
 /// A write's result, and whether it is the stored first outcome of a replayed message.
@@ -323,11 +346,16 @@ pub struct WriteReply {
 
 fn write_result(code: i64, detail: Value) -> Result<WriteResult, String> {
     Ok(match code {
-        1 => WriteResult::Applied(int(&detail)?),
-        0 => WriteResult::Conflict(int(&detail)?),
+        1 => WriteResult::Applied(version(&detail)?),
+        0 => WriteResult::Conflict(version(&detail)?),
         -1 => WriteResult::NotFound,
         3 => WriteResult::Refused(Some(text(detail)?).filter(|s| !s.is_empty())),
         -2 => WriteResult::Fenced(int(&detail)?),
+        5 => WriteResult::Corrupt(match detail {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::Nil => String::new(),
+            other => format!("{other:?}"),
+        }),
         other => return Err(format!("unknown outcome {other}")),
     })
 }
@@ -380,7 +408,8 @@ impl Invocation for Write<'_> {
             .arg(owner)
             .arg(message)
             .arg(window.keep)
-            .arg(window.keep_ms);
+            .arg(window.keep_ms)
+            .arg(self.nonce);
         match self.op {
             WriteOp::Cas { expected } | WriteOp::Delete { expected } => cmd.arg(expected),
             WriteOp::Transition { from, to } => cmd.arg(0).arg(to).arg(from),
@@ -389,13 +418,21 @@ impl Invocation for Write<'_> {
     }
 
     fn parse(&self, reply: Value) -> Result<WriteReply, String> {
-        Self::parse_reply(reply)
+        Self::parse_reply_for(reply, self.nonce)
     }
 }
 
 impl Write<'_> {
-    /// Reads a reply of the `write` script (what [`Invocation::parse`] does, without a call).
+    /// Reads a reply of the `write` script for a call without a nonce: every stored first
+    /// outcome is a replay.
     pub fn parse_reply(reply: Value) -> Result<WriteReply, String> {
+        Self::parse_reply_for(reply, "")
+    }
+
+    /// Reads a reply of the `write` script (what [`Invocation::parse`] does, without a call)
+    /// for the call with `nonce`: a stored first outcome with the same (non-empty) nonce is
+    /// this call's own earlier attempt, not a replay.
+    pub fn parse_reply_for(reply: Value, nonce: &str) -> Result<WriteReply, String> {
         if let Value::Int(version) = reply {
             return Ok(WriteReply {
                 result: WriteResult::Applied(u64::try_from(version).map_err(|_| format!("version {version}"))?),
@@ -410,15 +447,16 @@ impl Write<'_> {
                 replayed: false,
             });
         }
-        // A replay: the first outcome, stored as 'code|detail'.
+        // A stored first outcome: 'code:nonce|detail' ('code|detail' before nonces).
         let stored = text(detail)?;
-        let (code, detail) = stored
+        let (head, detail) = stored
             .split_once('|')
             .ok_or_else(|| format!("stored outcome {stored:?} has no separator"))?;
+        let (code, first_nonce) = head.split_once(':').unwrap_or((head, ""));
         let code: i64 = code.parse().map_err(|_| format!("stored outcome {stored:?}"))?;
         Ok(WriteReply {
             result: write_result(code, Value::BulkString(detail.as_bytes().to_vec()))?,
-            replayed: true,
+            replayed: nonce.is_empty() || first_nonce != nonce,
         })
     }
 }

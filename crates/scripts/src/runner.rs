@@ -6,7 +6,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use stateful_redis_core::Error;
-use stateful_redis_pool::{ConnectHook, HookFuture, Packable, PackedCommand, Pool, Reply, map_redis_error, server_error};
+use stateful_redis_pool::{
+    ConnectHook, HookFuture, Packable, PackedCommand, Pool, Reply, map_redis_error, reply_text, server_error,
+};
 
 use crate::combine::{self, Combine, Members, Unit};
 use crate::invocation::Invocation;
@@ -46,7 +48,7 @@ fn is_noscript(e: &RedisError) -> bool {
 
 fn script_error(script: &'static Script, e: RedisError, timeout: Duration) -> Error {
     match e.kind() {
-        ErrorKind::Server(_) | ErrorKind::Extension => server_error(Some(script.name()), e.to_string()),
+        ErrorKind::Server(_) | ErrorKind::Extension => server_error(Some(script.name()), reply_text(&e)),
         _ => map_redis_error(e, timeout),
     }
 }
@@ -161,27 +163,23 @@ impl Scripts {
                     break;
                 }
             };
-            let mut missing: Vec<usize> = Vec::new();
-            let mut resend = redis::pipe();
-            resend.ignore_errors();
+            // Each NOSCRIPT call with its command, to be sent again once its script loads.
+            let mut missing: Vec<(usize, Cmd)> = Vec::new();
             for ((&i, reply), cmd) in pending.iter().zip(replies).zip(pipe.cmd_iter()) {
                 match into_result(reply) {
-                    Err(e) if is_noscript(&e) && round < 2 => {
-                        missing.push(i);
-                        resend.add_command(cmd.clone());
-                    }
+                    Err(e) if is_noscript(&e) && round < 2 => missing.push((i, cmd.clone())),
                     Err(e) => results[i] = Some(Err(script_error(scripts[i], e, timeout))),
                     Ok(v) => results[i] = Some(Ok(v)),
                 }
             }
             let mut loaded: Vec<&'static str> = Vec::new();
-            for &i in &missing {
+            for &(i, _) in &missing {
                 let script = scripts[i];
                 if !loaded.contains(&script.name()) {
                     if let Err(e) = self.load(conn, script).await {
                         // Its calls fail with the reason; the others go on.
                         let error = script_error(script, e, timeout);
-                        for &j in &missing {
+                        for &(j, _) in &missing {
                             if scripts[j].name() == script.name() {
                                 results[j] = Some(Err(error.duplicate()));
                             }
@@ -190,9 +188,18 @@ impl Scripts {
                     loaded.push(script.name());
                 }
             }
-            missing.retain(|&i| results[i].is_none());
-            pending = missing;
-            pipe = resend;
+            // The resend carries exactly the calls still pending: a call whose script failed
+            // to load is answered above and must not take a place among the replies.
+            missing.retain(|(i, _)| results[*i].is_none());
+            pipe = redis::pipe();
+            pipe.ignore_errors();
+            pending = missing
+                .into_iter()
+                .map(|(i, cmd)| {
+                    pipe.add_command(cmd);
+                    i
+                })
+                .collect();
         }
         Ok(answered(results))
     }

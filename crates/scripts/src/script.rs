@@ -109,6 +109,8 @@ fn build_many() -> String {
         if let Some((_, clock)) = CLOCKS.iter().find(|(name, _)| *name == script.name()) {
             body = body.replacen(TIME, clock, 1);
         }
+        // Through the run's maxmemory check (see many.lua).
+        body = body.replace("redis.call(", "call(").replace("redis.pcall(", "pcall_(");
         functions.push_str(&format!(
             "local function script_{}(KEYS, ARGV)\n{}\nend\n",
             script.name(),
@@ -123,9 +125,13 @@ fn build_many() -> String {
 /// The commands an ACL user needs for every script, as ACL rules: grant them with a key
 /// pattern for your namespaces, e.g. `ACL SETUSER app on >secret ~fleet:* <ACL_COMMANDS>`.
 /// Scripts run their commands as the calling user, so these include what the scripts call.
+/// On a Redis Cluster the executor also reads the topology (`CLUSTER SLOTS`) and follows
+/// `ASK` redirects during a slot migration (`ASKING`).
 pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +select +time +exists +del +get +set +incr +pttl +pexpire \
      +hget +hmget +hset +hdel +hincrby \
-     +zadd +zcard +zcount +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank";
+     +zadd +zcard +zcount +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank \
+     +setrange +info \
+     +asking +cluster|slots";
 
 /// Every script, in the order they are preloaded.
 pub static ALL: [&Script; 7] = [&GET, &WRITE, &ACQUIRE, &RENEW, &RELEASE, &PRESENCE, &MANY];

@@ -60,6 +60,10 @@ impl ExecutorBuilder {
         let scripts = Arc::new(Scripts::new());
         let hook: Arc<dyn ConnectHook> = Arc::clone(&scripts) as Arc<dyn ConnectHook>;
         let pool = Pool::connect(&self.config.redis, vec![hook]).await?;
+        if let Err(e) = check_eviction(&pool, self.config.redis.allow_eviction).await {
+            pool.close();
+            return Err(e);
+        }
         let envelope = Envelope::new(self.config.state.max_value_size, self.config.state.compress_above);
         let monitor = PerformanceMonitor::default();
         let telemetry = match crate::telemetry::start(&self.config, &monitor) {
@@ -272,17 +276,30 @@ impl Inner {
         let attempts = if safe { retry.attempts } else { 1 };
         let mut pause = retry.backoff;
         let mut attempt = 1;
+        // The first attempt whose outcome is unknown: once one may have applied, a later
+        // attempt's error (an overloaded queue, a refusal) cannot say that nothing happened.
+        let mut unknown: Option<Error> = None;
         loop {
             match self.submit(encode()?).await {
                 Err(e) if e.is_outcome_unknown() && attempt < attempts => {
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(script = script.name(), attempt, error = %e, "retrying a safe call");
+                    unknown.get_or_insert(e);
                     // Boxed: the pause is rare, and every call's future would carry it.
                     Box::pin(tokio::time::sleep(pause)).await;
                     pause = pause.saturating_mul(2);
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    return Err(match unknown {
+                        Some(first) if !e.is_outcome_unknown() => {
+                            tracing::debug!(script = script.name(), attempt, error = %e,
+                                "a retry failed after an attempt whose outcome is unknown");
+                            first
+                        }
+                        _ => e,
+                    });
+                }
                 Ok(value) => {
                     return parse(value).map_err(|detail| Error::UnexpectedReply {
                         what: script.name(),
@@ -297,6 +314,35 @@ impl Inner {
     pub(crate) async fn run_many_safe<I: Invocation>(&self, calls: &[I]) -> Vec<Result<I::Reply, Error>> {
         futures_util::future::join_all(calls.iter().map(|call| self.run_safe(call))).await
     }
+}
+
+/// Refuses a server whose `maxmemory-policy` evicts, unless `allow` (then warns). The
+/// guarantees rest on keys that must never be evicted (leases, message ids, fences).
+async fn check_eviction(pool: &Pool, allow: bool) -> Result<(), Error> {
+    let policies = match pool.check_eviction().await {
+        Ok(policies) => policies,
+        Err(e) if allow => {
+            tracing::warn!(error = %e, "redis.allow_eviction: the servers' maxmemory-policy is unknown");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for policy in policies.iter().filter(|p| !p.keeps_every_key()) {
+        if !allow {
+            return Err(Error::UnsafeEviction {
+                node: policy.node.clone(),
+                policy: policy.policy.clone(),
+                reason: policy.what_it_breaks(),
+            });
+        }
+        tracing::warn!(
+            server = %policy.node,
+            policy = %policy.policy,
+            "redis.allow_eviction: guarantees off: {}",
+            policy.what_it_breaks()
+        );
+    }
+    Ok(())
 }
 
 /// The executor's gauges, read when a snapshot is taken.
@@ -329,6 +375,7 @@ impl GaugeSource for ExecutorGauges {
         g.queue_capacity = (inner.batcher.config().queue_capacity * inner.pool.shared_links()) as u64;
         g.bytes_sent = pool.bytes_sent;
         g.bytes_received = pool.bytes_received;
+        g.evicting_servers = u64::from(pool.evicting_servers);
         g
     }
 }

@@ -58,7 +58,9 @@ pub enum Change<'a, T> {
 pub struct Applied {
     /// The version the change produced (0 after a delete), the first time it was applied.
     pub version: Version,
-    /// True when the message was applied before: this call changed nothing.
+    /// True when another delivery of the message was applied before: this call changed
+    /// nothing. A call whose own first attempt applied (its reply lost, then retried by the
+    /// executor) is not a replay: it made the change.
     pub replayed: bool,
 }
 
@@ -288,16 +290,12 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 keep_ms: config.idempotency.keep_for.as_millis().max(1) as u64,
             };
         }
-        // Every attempt's timeout plus the doubling pauses between them (at least a minute).
-        let mut budget = Duration::ZERO;
-        let mut pause = config.retry.backoff;
-        for _ in 0..config.retry.attempts {
-            budget = budget
-                .saturating_add(config.redis.response_timeout)
-                .saturating_add(pause);
-            pause = pause.saturating_mul(2);
-        }
-        let budget = budget.saturating_mul(2).max(Duration::from_secs(60));
+        // Twice the longest a call and its retries take (at least a minute).
+        let budget = config
+            .retry
+            .span(config.redis.response_timeout)
+            .saturating_mul(2)
+            .max(Duration::from_secs(60));
         MessageWindow {
             keep: 1000,
             keep_ms: budget.as_millis().min(MAX_TTL_MS) as u64,
@@ -341,6 +339,16 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         });
         // Only a write with a message id needs its window.
         let message = message.map(|id| (id, self.message_window(automatic)));
+        // A caller's id gets a nonce of this call, stored with the first outcome: a retry of
+        // an attempt that applied finds it and is not a replay (an automatic id is unique to
+        // this call already).
+        let nonce_text;
+        let nonce = if message.is_some() && !automatic {
+            nonce_text = call_nonce();
+            nonce_text.as_str()
+        } else {
+            ""
+        };
         // The key and the sealed value are built in the thread's scratch buffers, for
         // each attempt: the command copies them, and nothing is allocated for them.
         let encode = || -> Result<Encoded, Error> {
@@ -366,6 +374,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                     }),
                     fence: fence.map(|f| (f.token, f.owner.as_str())),
                     message,
+                    nonce,
                 };
                 Ok(self.exec.encode(&call))
             })
@@ -373,7 +382,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         let _op = self.exec.begin()?;
         let reply = self
             .exec
-            .run_encoded(&WRITE, guarded, encode, Write::parse_reply)
+            .run_encoded(&WRITE, guarded, encode, |reply| Write::parse_reply_for(reply, nonce))
             .await?;
         let expected = match prepared.op {
             WriteOp::Cas { expected } | WriteOp::Delete { expected } => Version(expected),
@@ -382,7 +391,11 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         match reply.result {
             WriteResult::Applied(v) => Ok(Applied {
                 version: Version(v),
-                replayed: reply.replayed,
+                replayed: reply.replayed && !automatic,
+            }),
+            WriteResult::Corrupt(stored) => Err(Error::Corrupt {
+                entity: entity.to_owned(),
+                detail: format!("the version field `v` holds {stored:?}, which is not a version"),
             }),
             WriteResult::Conflict(current) => {
                 // Every conflicting write (update attempts too) counts for the advisor's hot entities.
@@ -666,6 +679,13 @@ fn automatic_message_id() -> String {
     let a = std::collections::hash_map::RandomState::new().build_hasher().finish();
     let b = std::collections::hash_map::RandomState::new().build_hasher().finish();
     format!("~{a:016x}{b:016x}")
+}
+
+/// A token of one call, the same for each of its retries: 16 hex digits from the process's
+/// random `RandomState` keys.
+fn call_nonce() -> String {
+    let n = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("{n:016x}")
 }
 
 /// Sleeps a random time, growing with the attempt, so that contending writers spread out.

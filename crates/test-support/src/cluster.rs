@@ -30,6 +30,46 @@ pub struct RedisCluster {
     nodes: Vec<RedisServer>,
 }
 
+/// Configures a [`RedisCluster`] before it starts; from [`RedisCluster::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a ClusterBuilder starts nothing until `.start()`"]
+pub struct ClusterBuilder {
+    masters: usize,
+    replicas: usize,
+    users: Vec<(String, String, String)>,
+}
+
+impl ClusterBuilder {
+    /// How many masters (at least 3; default 3).
+    pub fn masters(mut self, masters: usize) -> Self {
+        self.masters = masters;
+        self
+    }
+
+    /// How many replicas each master has (default 1).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Adds the ACL user `name` on every node, as [`ServerBuilder::acl_user`] does. The
+    /// default user keeps every right: the cluster is created and driven (`MIGRATE`,
+    /// `SETSLOT`) as it.
+    ///
+    /// [`ServerBuilder::acl_user`]: crate::ServerBuilder::acl_user
+    pub fn acl_user(mut self, name: &str, password: &str, rules: &str) -> Self {
+        self.users
+            .push((name.to_owned(), password.to_owned(), rules.to_owned()));
+        self
+    }
+
+    /// Starts the nodes, joins them with `redis-cli --cluster create`, and waits until
+    /// every node agrees and every replica is in sync.
+    pub fn start(self) -> RedisCluster {
+        RedisCluster::start_from(self)
+    }
+}
+
 /// One line of `CLUSTER NODES`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterNode {
@@ -56,16 +96,37 @@ impl RedisCluster {
     /// `masters` masters with `replicas` replicas each; waits until every node reports
     /// `cluster_state:ok`, knows every other node, and every replica is in sync.
     pub fn start_with(masters: usize, replicas: usize) -> RedisCluster {
+        Self::builder().masters(masters).replicas(replicas).start()
+    }
+
+    /// A builder for a cluster of another shape, or with ACL users on its nodes.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            masters: 3,
+            replicas: 1,
+            users: Vec::new(),
+        }
+    }
+
+    fn start_from(builder: ClusterBuilder) -> RedisCluster {
+        let ClusterBuilder {
+            masters,
+            replicas,
+            users,
+        } = builder;
         assert!(masters >= 3, "a Redis Cluster needs at least 3 masters");
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                RedisServer::builder()
+                let mut server = RedisServer::builder()
                     .arg("cluster-enabled", "yes")
                     .arg("cluster-config-file", "nodes.conf")
                     .arg("cluster-node-timeout", "3000")
                     .arg("cluster-require-full-coverage", "no")
-                    .arg("cluster-allow-replica-migration", "no")
-                    .start()
+                    .arg("cluster-allow-replica-migration", "no");
+                for (name, password, rules) in &users {
+                    server = server.acl_user(name, password, rules);
+                }
+                server.start()
             })
             .collect();
         let redis_cli = find_on_path("redis-cli")
@@ -206,6 +267,53 @@ impl RedisCluster {
         let reply = self.cli(from, &args);
         assert!(reply == "OK" || reply == "NOKEY", "MIGRATE failed: {reply}");
         keys.len()
+    }
+
+    /// Moves `slots` slots from master `from` to master `to` with `redis-cli --cluster
+    /// reshard`, `pipeline` keys per `MIGRATE`; waits until every node agrees. It takes the
+    /// lowest slots `from` serves.
+    pub fn reshard(&self, from: usize, to: usize, slots: usize, pipeline: usize) {
+        let moving = self.first_slot_of(from);
+        let redis_cli = find_on_path("redis-cli")
+            .unwrap_or_else(|| panic!("redis-cli not found on PATH: install it with `apt-get install redis-tools`"));
+        let output = Command::new(redis_cli)
+            .args([
+                "--cluster",
+                "reshard",
+                &format!("127.0.0.1:{}", self.nodes[from].port()),
+            ])
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string()])
+            .args(["--cluster-pipeline", &pipeline.to_string()])
+            .arg("--cluster-yes")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli --cluster reshard: {e}"));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && !text.contains("[ERR]"),
+            "redis-cli --cluster reshard failed:\n{text}"
+        );
+        let to_port = self.nodes[to].port();
+        self.wait_until("every node sees the resharded slots' new owner", |c| {
+            (0..c.nodes.len()).filter(|&i| c.nodes[i].is_running()).all(|i| {
+                parse_nodes(&c.cli(i, &["CLUSTER", "NODES"]))
+                    .iter()
+                    .any(|n| n.port == to_port && n.slots.iter().any(|&(a, b)| (a..=b).contains(&moving)))
+            })
+        });
+    }
+
+    /// The lowest slot master `i` serves.
+    pub fn first_slot_of(&self, i: usize) -> u16 {
+        let port = self.nodes[i].port();
+        self.topology()
+            .into_iter()
+            .filter(|n| n.port == port)
+            .flat_map(|n| n.slots)
+            .map(|(a, _)| a)
+            .min()
+            .unwrap_or_else(|| panic!("node {i} serves no slot"))
     }
 
     /// Ends a migration: every master learns that `slot` is served by `to`.

@@ -3,8 +3,9 @@
 //!
 //! Every [`RedisServer`] is its own process with its own temporary directory (configuration,
 //! log, certificates). It listens on `127.0.0.1` only, keeps nothing on disk (`save ""`,
-//! `appendonly no`), allows `DEBUG` (tests use `DEBUG SLEEP`) and never daemonizes. Dropping the
-//! `RedisServer` kills the process, reaps it and removes the directory. A test process that is
+//! `appendonly no`) unless built [`persistent`](ServerBuilder::persistent), allows `DEBUG`
+//! (tests use `DEBUG SLEEP`) and never daemonizes. Dropping the `RedisServer` kills the
+//! process, reaps it and removes the directory. A test process that is
 //! itself killed can leave its servers behind; nothing here can prevent that.
 //!
 //! Readiness is checked over raw TCP (`INFO server`, which also tells whether the answering
@@ -27,6 +28,13 @@
 //! server.stop();
 //! server.restart(); // same port(s), same configuration, data gone
 //! assert_eq!(server.cli(&["PING"]), "PONG");
+//!
+//! // An append-only file fsynced before every reply: a crash loses nothing acknowledged.
+//! let mut durable = RedisServer::builder().persistent().start();
+//! durable.cli(&["SET", "k", "v"]);
+//! durable.stop(); // SIGKILL, as in a crash: no clean shutdown
+//! durable.restart(); // same port, same directory: the AOF is loaded again
+//! assert_eq!(durable.cli(&["GET", "k"]), "v");
 //! ```
 //!
 //! [`RedisCluster`] starts a local Redis Cluster (3 masters and 3 replicas by default) from such
@@ -63,7 +71,7 @@ use std::time::{Duration, Instant};
 use crate::tls::TlsFiles;
 
 pub use crate::alertmanager::Alertmanager;
-pub use crate::cluster::{ClusterNode, RedisCluster};
+pub use crate::cluster::{ClusterBuilder, ClusterNode, RedisCluster};
 
 const NOT_FOUND: &str = "redis-server not found on PATH: install it with \
     `apt-get install redis-server redis-tools` (cargo xtask test does this when run as root)";
@@ -109,6 +117,7 @@ pub struct ServerBuilder {
     users: Vec<AclUser>,
     admin_password: Option<String>,
     tls: bool,
+    persistent: bool,
     args: Vec<(String, String)>,
 }
 
@@ -163,6 +172,10 @@ impl RedisServer {
 
     /// Kills the process (SIGKILL) and waits for it. The port number and the temporary directory
     /// are kept for [`restart`](Self::restart). Does nothing when the server is not running.
+    ///
+    /// This is a crash, not a shutdown: the server gets no chance to flush, fsync or save
+    /// anything. What a [`persistent`](ServerBuilder::persistent) server acknowledged is on
+    /// disk all the same; see [`restart`](Self::restart).
     pub fn stop(&mut self) {
         let child = self.child.get_mut().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(child) = child {
@@ -171,8 +184,12 @@ impl RedisServer {
     }
 
     /// Starts the server again on the same port(s) with the same configuration and waits until
-    /// it answers. Stops it first if it is still running. Nothing survives a restart: the server
-    /// keeps no data on disk.
+    /// it answers. Stops it first if it is still running (SIGKILL, see [`stop`](Self::stop)).
+    ///
+    /// The server starts in the same directory. By default nothing survives: the server keeps
+    /// no data on disk. A [`persistent`](ServerBuilder::persistent) server loads its
+    /// append-only file before it answers, so it comes back with every write it acknowledged
+    /// (a record cut short by the kill is dropped: `aof-load-truncated` is on by default).
     ///
     /// Retries for up to 10 seconds while the port is still held by something else.
     pub fn restart(&mut self) {
@@ -396,6 +413,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Keeps the data on disk, in an append-only file that the server fsyncs before it replies
+    /// (`appendonly yes`, `appendfsync always`): everything it acknowledged survives
+    /// [`RedisServer::stop`] (a SIGKILL) and is back after [`RedisServer::restart`]. RDB
+    /// snapshots stay off (`save ""`).
+    ///
+    /// [`arg`](Self::arg) overrides either setting, e.g. `.arg("appendfsync", "everysec")`.
+    pub fn persistent(mut self) -> Self {
+        self.persistent = true;
+        self
+    }
+
     /// Passes `--NAME VALUE` to `redis-server`, after the generated configuration, so it wins.
     /// A leading `--` on `name` is ignored. An empty value is passed as `""`.
     ///
@@ -473,11 +501,15 @@ impl ServerBuilder {
              dir {dir}\n\
              logfile {log}\n\
              save \"\"\n\
-             appendonly no\n\
              enable-debug-command yes\n",
             dir = quote(&dir.to_string_lossy()),
             log = quote(&log.to_string_lossy()),
         );
+        if self.persistent {
+            config.push_str("appendonly yes\nappendfsync always\n");
+        } else {
+            config.push_str("appendonly no\n");
+        }
         if let Some(password) = &self.admin_password {
             let _ = writeln!(config, "requirepass {}", quote(password));
         }
@@ -744,5 +776,16 @@ mod tests {
         );
         assert!(config.contains("\ndir \"/tmp/x y\"\n"), "{config}");
         assert!(config.contains("\nlogfile \"/tmp/x y/redis.log\"\n"), "{config}");
+        assert!(config.contains("\nappendonly no\n"), "{config}");
+    }
+
+    #[test]
+    fn persistent_config_fsyncs_an_append_only_file() {
+        let config = RedisServer::builder()
+            .persistent()
+            .render_config(Path::new("/tmp/x"), 7000, None);
+        assert!(config.contains("\nappendonly yes\nappendfsync always\n"), "{config}");
+        assert!(!config.contains("appendonly no"), "{config}");
+        assert!(config.contains("\nsave \"\"\n"), "{config}");
     }
 }

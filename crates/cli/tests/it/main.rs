@@ -1,5 +1,7 @@
 //! The `stateful-redis` binary, run as users run it.
 
+mod check;
+
 use std::process::Command;
 
 use stateful_redis_test_support::{RedisCluster, RedisServer};

@@ -192,3 +192,40 @@ async fn a_silent_direct_link_is_reopened_by_the_health_check() {
     assert_eq!(replies[0], Ok(redis::Value::SimpleString("PONG".into())));
     assert!(pool.stats().closed > closed_before, "{:?}", pool.stats());
 }
+
+#[tokio::test]
+async fn to_each_server_answers_alike_on_direct_and_shared_links() {
+    let socket = std::env::temp_dir().join(format!("sr-pool-each-{}.sock", std::process::id()));
+    let socket = socket.to_str().expect("utf-8 path").to_owned();
+    let server = RedisServer::builder()
+        .acl_user("app", "app-pw", "~* +ping")
+        .arg("unixsocket", &socket)
+        .start();
+    let commands = [redis::cmd("PING"), redis::cmd("CONFIG").arg("GET").arg("save").clone()];
+    let tcp = format!("redis://app:app-pw@127.0.0.1:{}", server.port());
+    let unix = format!("redis+unix://{socket}?user=app&pass=app-pw");
+    let mut answers = Vec::new();
+    for url in [tcp, unix] {
+        let pool = Pool::connect(&RedisConfig::with_url(url), Vec::new())
+            .await
+            .expect("connect");
+        let mut each = pool.to_each_server(&commands).await;
+        assert_eq!(each.len(), 1, "one standalone server");
+        let (address, replies) = each.pop().expect("one");
+        answers.push((address, replies.expect("replies")));
+    }
+    // Direct link (TCP) and shared link (unix socket): the same replies, error replies as
+    // the server sent them, so that `server_error` classifies both alike.
+    assert_eq!(answers[0].0, format!("127.0.0.1:{}", server.port()));
+    assert_eq!(answers[1].0, socket);
+    assert_eq!(answers[0].1, answers[1].1);
+    assert_eq!(answers[0].1[0], Ok(redis::Value::SimpleString("PONG".into())));
+    let refused = answers[1].1[1].clone().expect_err("CONFIG refused");
+    assert!(refused.starts_with("NOPERM "), "{refused}");
+    assert!(matches!(
+        stateful_redis_pool::server_error(None, refused),
+        Error::NoPermission { .. }
+    ));
+    drop(server);
+    let _ = std::fs::remove_file(&socket);
+}

@@ -19,6 +19,7 @@ const WRITE_PARSER: Write<'static> = Write {
     guard: None,
     fence: None,
     message: None,
+    nonce: "",
 };
 
 async fn setup(server: &RedisServer) -> (Pool, Arc<Scripts>) {
@@ -692,4 +693,145 @@ async fn a_refused_run_never_applies_a_call_after_a_later_call_of_its_entity() {
     assert_eq!(server.cli(&["HGET", "t:{x}:s", "v"]), "1", "x was written once");
     assert_eq!(server.cli(&["HGET", "t:{y}:s", "v"]), "1");
     assert_eq!(server.cli(&["HGET", "t:{z}:s", "d"]), "z");
+}
+
+/// Redis checks `maxmemory` once per script, before its first write: in a run of `many`, a
+/// delete used to be that write, and the put after it then wrote past `maxmemory`.
+#[tokio::test]
+async fn over_maxmemory_a_run_refuses_what_each_call_alone_would_be_refused() {
+    let server = RedisServer::start();
+    let (pool, scripts) = setup(&server).await;
+    let t = pool.response_timeout();
+    server.cli(&["HSET", "t:{c}:s", "v", "1", "d", "x"]);
+    server.cli(&["HSET", "t:{d}:s", "v", "1", "d", "x"]);
+    assert_eq!(server.cli(&["DEBUG", "POPULATE", "20000", "fill", "100"]), "OK");
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]), "OK");
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "1mb"]), "OK");
+
+    // Alone: the put is refused, the delete (which frees memory) is not.
+    let mut conn = pool.shared().await.expect("conn");
+    let put = |key| Write::new(key, WriteOp::Put, Some(b"v"));
+    match scripts.invoke(&mut conn, &put("t:{a}:s"), t).await {
+        Err(Error::Unavailable { message }) => assert!(message.starts_with("OOM"), "{message}"),
+        other => panic!("a put alone over maxmemory: expected Unavailable, got {other:?}"),
+    }
+
+    // In runs: the same answers, call by call.
+    let calls = vec![
+        (
+            &WRITE,
+            Write::new("t:{c}:s", WriteOp::Delete { expected: 1 }, None).packed(),
+            0,
+        ),
+        (&WRITE, put("t:{c}:s").packed(), 0),
+        (
+            &WRITE,
+            Write::new("t:{d}:s", WriteOp::Delete { expected: 1 }, None).packed(),
+            0,
+        ),
+        (&WRITE, put("t:{d}:s").packed(), 0),
+    ];
+    let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(2)).await;
+    assert_eq!(scripts.stats().combined_runs, 2);
+    for (i, result) in results.into_iter().enumerate() {
+        if i % 2 == 0 {
+            let reply = result.expect("delete");
+            assert_eq!(
+                WRITE_PARSER.parse(reply).expect("parse").result,
+                WriteResult::Applied(0)
+            );
+        } else {
+            assert!(
+                matches!(&result, Err(Error::Unavailable { message }) if message.starts_with("OOM")),
+                "call {i}, a put after a delete in one run: {result:?}"
+            );
+        }
+    }
+    for key in ["t:{a}:s", "t:{c}:s", "t:{d}:s"] {
+        assert_eq!(server.cli(&["EXISTS", key]), "0", "{key} was written past maxmemory");
+    }
+
+    // Under maxmemory again, runs write as before.
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
+    let results = scripts
+        .run_direct(&pool, 0, &[calls[1].clone(), calls[3].clone()], Combine::up_to(2))
+        .await;
+    for result in results {
+        assert_eq!(
+            WRITE_PARSER.parse(result.expect("put")).expect("parse").result,
+            WriteResult::Applied(1)
+        );
+    }
+}
+
+/// A connection to a real server that fails the `SCRIPT LOAD` of one script, as a broken
+/// link or a timeout would.
+struct FailingLoad<C> {
+    conn: C,
+    script: &'static stateful_redis_scripts::Script,
+}
+
+impl<C: redis::aio::ConnectionLike + Send> redis::aio::ConnectionLike for FailingLoad<C> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        let source = self.script.source().as_bytes();
+        let is_its_load = cmd
+            .args_iter()
+            .any(|arg| matches!(arg, redis::Arg::Simple(a) if a == source));
+        if is_its_load {
+            return Box::pin(async {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "load failed (injected)",
+                )))
+            });
+        }
+        self.conn.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.conn.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
+/// After NOSCRIPT for two scripts, the reload of one fails: its calls fail, and the calls of
+/// the other are sent again and answered with their own replies (the resend once carried the
+/// failed calls too, got more replies than calls, and failed calls that had applied).
+#[tokio::test]
+async fn a_failed_reload_fails_only_its_own_calls_on_a_redis_rs_link() {
+    let server = RedisServer::start();
+    let (pool, scripts) = setup(&server).await;
+    let conn = pool.shared().await.expect("conn");
+    let mut conn = FailingLoad {
+        conn,
+        script: &stateful_redis_scripts::GET,
+    };
+    assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
+    let calls = vec![
+        (&WRITE, Write::new("t:{a}:s", WriteOp::Put, Some(b"x")).command()),
+        (&stateful_redis_scripts::GET, Get { key: "t:{b}:s" }.command()),
+        (&WRITE, Write::new("t:{c}:s", WriteOp::Put, Some(b"x")).command()),
+    ];
+    let results = scripts
+        .invoke_pipeline(&mut conn, calls, pool.response_timeout())
+        .await
+        .expect("pipeline");
+    assert!(matches!(results[1], Err(Error::Connection { .. })), "{:?}", results[1]);
+    for (i, result) in results.into_iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let reply = result.unwrap_or_else(|e| panic!("write {i} was applied: {e}"));
+        assert_eq!(
+            WRITE_PARSER.parse(reply).expect("parse").result,
+            WriteResult::Applied(1)
+        );
+    }
+    assert_eq!(server.cli(&["HGET", "t:{a}:s", "v"]), "1");
+    assert_eq!(server.cli(&["HGET", "t:{c}:s", "v"]), "1");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use stateful_redis::{Error, StatefulExecutor};
+use stateful_redis::{Change, Error, Fence, StatefulExecutor, Version};
 use stateful_redis_test_support::RedisCluster;
 
 use crate::{Counter, Topology};
@@ -294,5 +294,350 @@ async fn a_lost_master_without_replica_fails_its_slots_only_and_in_time() {
             }
         }
     }
+    exec.shutdown().await;
+}
+
+/// `count` entity ids `{prefix}-{n}` whose keys fall into `slot`.
+fn entities_in_slot(prefix: &str, slot: u16, count: usize) -> Vec<String> {
+    (0u64..)
+        .map(|n| format!("{prefix}-{n}"))
+        .filter(|id| RedisCluster::slot_of(id) == slot)
+        .take(count)
+        .collect()
+}
+
+/// What the guarded load saw, per entity: fenced increments acknowledged, messages
+/// applied; and every failure and broken guarantee, as text.
+#[derive(Debug, Default)]
+struct Guarded {
+    fenced: BTreeMap<String, u64>,
+    messages: BTreeMap<String, u64>,
+    failures: Vec<String>,
+}
+
+/// The lease holder and newest token of each entity, as the holders believe.
+#[derive(Debug, Default)]
+struct Holders {
+    holder: BTreeMap<String, u64>,
+    newest: BTreeMap<String, (u64, String)>,
+}
+
+/// On every entity until `stop`: two owners take turns with its lease (acquire, a fenced
+/// increment, a write under the previous holder's fence that must be refused, renew,
+/// another fenced increment, release), and a consumer applies messages once each through
+/// `apply_once`, every message delivered twice at once and again after the next one.
+/// Leases and fenced counters live in `namespace`, the messages' counters in
+/// `{namespace}once` (same entity, same slot).
+fn spawn_guarded_load(
+    exec: &StatefulExecutor,
+    namespace: &str,
+    entities: &[String],
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Guarded>> {
+    let leases = exec.leases(namespace).expect("namespace");
+    let state = Arc::new(exec.state::<Counter>(namespace).expect("namespace"));
+    let once = Arc::new(exec.state::<Counter>(&format!("{namespace}once")).expect("namespace"));
+    let holders = Arc::new(std::sync::Mutex::new(Holders::default()));
+    let mut tasks = Vec::new();
+    for entity in entities {
+        for owner in ["owner-a", "owner-b"] {
+            let (leases, state, holders, stop) = (
+                leases.clone(),
+                Arc::clone(&state),
+                Arc::clone(&holders),
+                Arc::clone(stop),
+            );
+            let entity = entity.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Guarded::default();
+                while !stop.load(Ordering::Relaxed) {
+                    match take_turn(&leases, &state, &holders, &entity, owner).await {
+                        Ok(increments) => *seen.fenced.entry(entity.clone()).or_default() += increments,
+                        Err(failure) => seen.failures.push(format!("{entity} {owner}: {failure}")),
+                    }
+                }
+                seen
+            }));
+        }
+        let (once, stop, entity) = (Arc::clone(&once), Arc::clone(stop), entity.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Guarded::default();
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Message k moves the counter from version k to k + 1: a second application
+                // of any message would be refused as a conflict, or show in the count.
+                let value = Counter { n: k + 1 };
+                let id = format!("msg-{k}");
+                let (first, second) = futures_util::join!(
+                    once.apply_once(&entity, &id, Change::Cas(Version(k), &value)),
+                    once.apply_once(&entity, &id, Change::Cas(Version(k), &value)),
+                );
+                match (first, second) {
+                    (Ok(a), Ok(b))
+                        if a.version == Version(k + 1) && b.version == a.version && a.replayed != b.replayed => {}
+                    other => {
+                        seen.failures.push(format!("{entity} {id}: {other:?}"));
+                        break;
+                    }
+                }
+                if k > 0 {
+                    let id = format!("msg-{}", k - 1);
+                    let again = once
+                        .apply_once(&entity, &id, Change::Cas(Version(k - 1), &Counter { n: k }))
+                        .await;
+                    if !matches!(again, Ok(a) if a.replayed && a.version == Version(k)) {
+                        seen.failures.push(format!("{entity} {id} redelivered: {again:?}"));
+                        break;
+                    }
+                }
+                k += 1;
+            }
+            seen.messages.insert(entity, k);
+            seen
+        }));
+    }
+    tasks
+}
+
+/// One owner's turn with `entity`'s lease; the fenced increments it made, or what failed.
+/// A lease held by the other owner is no failure: the turn makes nothing.
+async fn take_turn(
+    leases: &stateful_redis::Leases,
+    state: &stateful_redis::StateHandle<Counter, stateful_redis::SerdeCodec>,
+    holders: &std::sync::Mutex<Holders>,
+    entity: &str,
+    owner: &str,
+) -> Result<u64, String> {
+    let mut lease = match leases.acquire(entity, owner, Duration::from_secs(30)).await {
+        Ok(lease) => lease,
+        Err(Error::LeaseHeld { .. }) => {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            return Ok(0);
+        }
+        Err(e) => return Err(format!("acquire: {e}")),
+    };
+    let previous = {
+        let mut h = holders.lock().expect("holders");
+        if let Some(other) = h.holder.insert(entity.to_owned(), lease.token()) {
+            return Err(format!("token {} granted while token {other} is held", lease.token()));
+        }
+        let previous = h.newest.insert(entity.to_owned(), (lease.token(), owner.to_owned()));
+        if let Some((token, _)) = &previous
+            && *token >= lease.token()
+        {
+            return Err(format!("token {} granted after token {token}", lease.token()));
+        }
+        previous
+    };
+    let increment = |c: Option<Counter>| Counter {
+        n: c.unwrap_or_default().n + 1,
+    };
+    state
+        .under(&lease)
+        .update(increment)
+        .await
+        .map_err(|e| format!("fenced update: {e}"))?;
+    if let Some((token, old_owner)) = previous {
+        let stale = Fence::new(entity, token, old_owner);
+        match state.under(stale).put(&Counter { n: 0 }).await {
+            Err(Error::Fenced { .. }) => {}
+            other => return Err(format!("a write under the older token {token}: {other:?}")),
+        }
+    }
+    leases.renew(&mut lease).await.map_err(|e| format!("renew: {e}"))?;
+    state
+        .under(&lease)
+        .update(increment)
+        .await
+        .map_err(|e| format!("fenced update after renew: {e}"))?;
+    holders.lock().expect("holders").holder.remove(entity);
+    leases.release(&lease).await.map_err(|e| format!("release: {e}"))?;
+    Ok(2)
+}
+
+async fn collect_guarded(load: Vec<tokio::task::JoinHandle<Guarded>>) -> Guarded {
+    let mut all = Guarded::default();
+    for task in load {
+        let seen = task.await.expect("load task");
+        for (entity, n) in seen.fenced {
+            *all.fenced.entry(entity).or_default() += n;
+        }
+        all.messages.extend(seen.messages);
+        all.failures.extend(seen.failures);
+    }
+    all
+}
+
+/// The counters stored match what the load was told: no fenced increment lost or doubled,
+/// every message applied exactly once.
+async fn check_guarded(exec: &StatefulExecutor, namespace: &str, entities: &[String], seen: &Guarded) {
+    assert!(seen.failures.is_empty(), "failures: {:#?}", seen.failures);
+    let state = exec.state::<Counter>(namespace).expect("namespace");
+    let once = exec.state::<Counter>(&format!("{namespace}once")).expect("namespace");
+    for entity in entities {
+        let fenced = seen.fenced.get(entity).copied().unwrap_or(0);
+        assert!(fenced > 0, "{entity}: no lease turn completed");
+        let stored = state.get(entity).await.expect("get").map_or(0, |v| v.value.n);
+        assert_eq!(stored, fenced, "{entity}: fenced increments lost or doubled");
+        let messages = seen.messages.get(entity).copied().unwrap_or(0);
+        let stored = once.get(entity).await.expect("get").map(|v| (v.version, v.value.n));
+        assert_eq!(
+            stored.unwrap_or_default(),
+            (Version(messages), messages),
+            "{entity}: messages applied other than once each"
+        );
+    }
+}
+
+/// A slot moved key by key, then another by `redis-cli --cluster reshard`, while leases
+/// change hands on their entities, fenced writes run and messages are applied once: nothing
+/// fails, no message applies twice, no two holders overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_fences_and_apply_once_hold_through_a_resharding() {
+    let cluster = Arc::new(RedisCluster::start_with(3, 0));
+    let mut config = cluster_config(&cluster);
+    // An operation on a migrating slot may wait until the migration ends, up to the response
+    // timeout: each slot here moves in well under a second, on a busy machine in a few.
+    config.redis.response_timeout = Duration::from_secs(5);
+    let exec = StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .expect("executor");
+    // Key by key: a slot of master 0 to master 1.
+    let by_key = entities_in_slot("mig", RedisCluster::slot_of("mig-0"), 3);
+    let slot = RedisCluster::slot_of(&by_key[0]);
+    let from = cluster.master_of_slot(slot);
+    let to = (0..3).find(|&i| i != from).expect("another master");
+    // By redis-cli: the lowest slot of a third master.
+    let third = (0..3).find(|&i| i != from && i != to).expect("a third master");
+    let resharded = entities_in_slot("resh", cluster.first_slot_of(third), 3);
+    let entities: Vec<String> = by_key.iter().chain(&resharded).cloned().collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_guarded_load(&exec, "it", &entities, &stop);
+    let moved = {
+        let cluster = Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            cluster.begin_migration(slot, to);
+            let mut moved = 0;
+            loop {
+                std::thread::sleep(Duration::from_millis(30));
+                match cluster.migrate_keys(slot, from, to, 2) {
+                    0 => break,
+                    n => moved += n,
+                }
+            }
+            cluster.finish_migration(slot, to);
+            std::thread::sleep(Duration::from_millis(200));
+            cluster.reshard(third, from, 1, 2);
+            std::thread::sleep(Duration::from_millis(300));
+            moved
+        })
+        .await
+        .expect("migration")
+    };
+    stop.store(true, Ordering::Relaxed);
+    let seen = collect_guarded(load).await;
+    assert!(moved > 0, "no key was migrated");
+    assert_eq!(cluster.master_of_slot(slot), to);
+    assert_eq!(cluster.master_of_slot(RedisCluster::slot_of(&resharded[0])), from);
+    check_guarded(&exec, "it", &entities, &seen).await;
+    let stats = exec.pool().cluster_stats().expect("cluster");
+    assert!(
+        stats.ask > 0 && stats.retried > 0,
+        "the load never met the migration: {stats:?}"
+    );
+    exec.shutdown().await;
+}
+
+/// A user with exactly [`stateful_redis::ACL_COMMANDS`] and its namespace's keys starts on a
+/// cluster (`CLUSTER SLOTS`) and keeps working while a slot migrates (`ASKING`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_user_works_on_a_cluster_through_a_migration() {
+    let rules = format!("~app:* ~apponce:* {}", stateful_redis::ACL_COMMANDS);
+    let cluster = Arc::new(
+        RedisCluster::builder()
+            .replicas(0)
+            .acl_user("app", "app-pw-5up3r", &rules)
+            .start(),
+    );
+    let mut config = cluster_config(&cluster);
+    let port = cluster.nodes()[0].port();
+    config.redis.url = stateful_redis::RedisUrl::new(format!("redis://app:app-pw-5up3r@127.0.0.1:{port}"));
+    config.redis.response_timeout = Duration::from_secs(5);
+    let exec = StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .expect("the limited user starts on the cluster");
+    let entities = entities_in_slot("acl", RedisCluster::slot_of("acl-0"), 2);
+    let slot = RedisCluster::slot_of(&entities[0]);
+    let from = cluster.master_of_slot(slot);
+    let to = (0..3).find(|&i| i != from).expect("another master");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_guarded_load(&exec, "app", &entities, &stop);
+    {
+        let cluster = Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            cluster.begin_migration(slot, to);
+            while cluster.migrate_keys(slot, from, to, 2) > 0 {
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            cluster.finish_migration(slot, to);
+            std::thread::sleep(Duration::from_millis(200));
+        })
+        .await
+        .expect("migration");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = collect_guarded(load).await;
+    check_guarded(&exec, "app", &entities, &seen).await;
+    let stats = exec.pool().cluster_stats().expect("cluster");
+    assert!(stats.ask > 0, "the load never met the migration: {stats:?}");
+    exec.shutdown().await;
+}
+
+/// A migration that stalls with an entity's keys split: its multi-key operations wait the
+/// response timeout, then fail with `Unavailable` having changed nothing, and go on once the
+/// slot has moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_migration_fails_multi_key_operations_as_unavailable_after_the_response_timeout() {
+    let cluster = RedisCluster::start_with(3, 0);
+    let mut config = cluster_config(&cluster);
+    config.redis.response_timeout = Duration::from_millis(500);
+    let exec = StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .expect("executor");
+    let leases = exec.leases("it").expect("namespace");
+    let first = leases
+        .acquire("stall", "me", Duration::from_secs(30))
+        .await
+        .expect("acquire");
+    leases.release(&first).await.expect("release");
+    // Left: the fence counter; a state value beside it.
+    let state = exec.state::<Counter>("it").expect("namespace");
+    state.put("stall", &Counter { n: 1 }).await.expect("put");
+    let slot = RedisCluster::slot_of("stall");
+    let from = cluster.master_of_slot(slot);
+    let to = (0..3).find(|&i| i != from).expect("another master");
+    cluster.begin_migration(slot, to);
+    assert_eq!(cluster.migrate_keys(slot, from, to, 1), 1);
+    // The lease key is missing on both nodes: acquire meets TRYAGAIN until the slot moves.
+    match leases.acquire("stall", "me", Duration::from_secs(30)).await {
+        Err(Error::Unavailable { message }) => assert!(message.starts_with("TRYAGAIN"), "{message}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(exec.pool().cluster_stats().expect("cluster").retried > 1);
+    while cluster.migrate_keys(slot, from, to, 10) > 0 {}
+    cluster.finish_migration(slot, to);
+    let next = leases
+        .acquire("stall", "me", Duration::from_secs(30))
+        .await
+        .expect("acquire after the migration");
+    assert_eq!(next.token(), first.token() + 1, "the refused acquire took no token");
     exec.shutdown().await;
 }

@@ -1,6 +1,6 @@
 //! Bad input is refused before any I/O; corrupt data in Redis is a typed error.
 
-use stateful_redis::{Error, Version};
+use stateful_redis::{Change, Error, Version};
 use stateful_redis_test_support::RedisServer;
 
 use crate::{Counter, command_calls, config_for, executor};
@@ -61,18 +61,66 @@ async fn corrupt_records_are_typed_errors_naming_the_entity() {
     assert!(matches!(counters.get("noversion").await, Err(Error::Corrupt { entity, .. }) if entity == "noversion"));
     server.cli(&["HSET", "it:{badversion}:s", "v", "seven", "d", "\u{1}{\"n\":1}"]);
     assert!(matches!(counters.get("badversion").await, Err(Error::Corrupt { .. })));
-    // A write onto a corrupt version fails in the script, naming it, and changes nothing.
+    // A write onto a corrupt version is refused as corrupt, naming it, and changes nothing.
     match counters.put("badversion", &Counter { n: 2 }).await {
-        Err(Error::Script { script, message }) => {
-            assert_eq!(script, "write");
-            assert!(message.contains("not an integer"), "{message}");
+        Err(Error::Corrupt { entity, detail }) => {
+            assert_eq!(entity, "badversion");
+            assert!(detail.contains("\"seven\""), "{detail}");
         }
-        other => panic!("expected a script error, got {other:?}"),
+        other => panic!("expected a corrupt record, got {other:?}"),
     }
+    assert_eq!(server.cli(&["HGET", "it:{badversion}:s", "v"]), "seven");
     // A key of the wrong type.
     server.cli(&["SET", "it:{string}:s", "x"]);
     assert!(matches!(
         counters.get("string").await,
         Err(Error::Script { script: "get", .. })
     ));
+}
+
+/// `+7` and `007` are not versions on either side: Rust once read them as 7 while the script
+/// compared text, so `cas(7)` conflicted forever and `update` ended in `TooManyConflicts`.
+#[tokio::test]
+async fn a_version_that_is_not_canonical_is_corrupt_for_reads_and_every_write() {
+    let server = RedisServer::start();
+    let exec = executor(&server).await;
+    let counters = exec.state::<Counter>("it").expect("namespace");
+    for (entity, stored) in [("plus", "+7"), ("zeros", "007"), ("negative", "-3")] {
+        let key = format!("it:{{{entity}}}:s");
+        server.cli(&["HSET", &key, "v", stored, "d", "\u{1}{\"n\":1}"]);
+        let corrupt = |result: Result<_, Error>, what: &str| match result {
+            Err(Error::Corrupt { entity: e, .. }) => assert_eq!(e, entity, "{what}"),
+            other => panic!("{what} of {stored:?}: expected a corrupt record, got {other:?}"),
+        };
+        corrupt(counters.get(entity).await.map(|_| ()), "get");
+        corrupt(
+            counters
+                .update(entity, |c| Counter {
+                    n: c.map_or(0, |c| c.n) + 1,
+                })
+                .await
+                .map(|_| ()),
+            "update",
+        );
+        corrupt(
+            counters.cas(entity, Version(7), &Counter { n: 2 }).await.map(|_| ()),
+            "cas",
+        );
+        corrupt(counters.delete_if(entity, Version(7)).await, "delete_if");
+        corrupt(counters.put(entity, &Counter { n: 2 }).await.map(|_| ()), "put");
+        corrupt(
+            counters.transition(entity, &[""], "on", None).await.map(|_| ()),
+            "transition",
+        );
+        corrupt(
+            counters
+                .apply_once(entity, "m-1", Change::Put(&Counter { n: 3 }))
+                .await
+                .map(|_| ()),
+            "apply_once",
+        );
+        // Nothing changed, and the message was not recorded as handled.
+        assert_eq!(server.cli(&["HGET", &key, "v"]), stored);
+        assert_eq!(server.cli(&["EXISTS", &format!("it:{{{entity}}}:mr")]), "0");
+    }
 }

@@ -4,6 +4,8 @@ mod advisor;
 mod alerts;
 mod batching;
 mod cluster;
+mod durability;
+mod guarantees;
 mod input;
 mod leases;
 mod monitor;

@@ -127,6 +127,8 @@ async fn lost_replies_retry_idempotent_writes_but_never_plain_ones() {
         .await
         .expect("a later attempt sees the first one's outcome");
     assert_eq!(applied.version, Version(1));
+    // That outcome is this call's own: its first attempt applied, it is no replay.
+    assert!(!applied.replayed, "a first delivery reported as a replay");
     assert!(exec.retries() >= 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(server.cli(&["HGET", "it:{lost}:s", "v"]), "1", "applied more than once");
