@@ -600,17 +600,22 @@ impl RetryConfig {
     /// The longest a call and its retries can take with `response_timeout` per attempt: every
     /// attempt's timeout plus the doubling pauses between them. A message id must be
     /// remembered at least this long, or a retry of a write that did apply would apply again.
+    ///
+    /// In closed form, in nanoseconds, saturating at `Duration::MAX`: `attempts` may be any
+    /// u32 here (`validate` calls it), and a loop over four billion attempts takes minutes.
     pub fn span(&self, response_timeout: Duration) -> Duration {
-        let mut span = Duration::ZERO;
-        let mut pause = self.backoff;
-        for attempt in 0..self.attempts {
-            span = span.saturating_add(response_timeout);
-            if attempt + 1 < self.attempts {
-                span = span.saturating_add(pause);
-                pause = pause.saturating_mul(2);
-            }
-        }
-        span
+        let waits = response_timeout.as_nanos() * u128::from(self.attempts);
+        // backoff, 2 × backoff, 4 × backoff … between the attempts: backoff × (2^(n−1) − 1).
+        let pauses = match self.attempts.saturating_sub(1) {
+            _ if self.backoff.is_zero() => 0,
+            // 2^100 ns is past Duration::MAX.
+            n if n >= 100 => u128::MAX,
+            n => self.backoff.as_nanos().saturating_mul((1u128 << n) - 1),
+        };
+        let total = waits.saturating_add(pauses);
+        u64::try_from(total / 1_000_000_000).map_or(Duration::MAX, |secs| {
+            Duration::new(secs, (total % 1_000_000_000) as u32)
+        })
     }
 }
 
@@ -1301,6 +1306,15 @@ impl ExecutorConfig {
                 "must be at most 10 years",
             ));
         }
+        // Before the span they make: an error names what is out of range itself.
+        if self.retry.backoff > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "retry.backoff",
+                duration::format(self.retry.backoff),
+                "must be at most 1 min",
+            ));
+        }
+        at_least("retry.attempts", self.retry.attempts, 1, 100)?;
         // A retry of an `apply_once` that did apply must still find its id.
         let span = self.retry.span(self.redis.response_timeout);
         if self.idempotency.keep_for <= span {
@@ -1332,14 +1346,6 @@ impl ExecutorConfig {
         }
         at_least("presence.shards", self.presence.shards, 1, 16_384)?;
         positive("presence.window", self.presence.window)?;
-        if self.retry.backoff > Duration::from_secs(60) {
-            return Err(ConfigError::new(
-                "retry.backoff",
-                duration::format(self.retry.backoff),
-                "must be at most 1 min",
-            ));
-        }
-        at_least("retry.attempts", self.retry.attempts, 1, 100)?;
         self.telemetry.validate()?;
         self.alerts.validate()
     }
@@ -1415,6 +1421,26 @@ mod tests {
         config.redis.pool.min_idle = 0;
         config.redis.response_timeout = Duration::ZERO;
         assert_eq!(config.validate().expect_err("timeout").field, "redis.response_timeout");
+    }
+
+    #[test]
+    fn any_number_of_retry_attempts_validates_at_once() {
+        // Found by the property tests: the span of four billion attempts was summed in a
+        // loop, before the attempts were checked (minutes of validation).
+        let mut config = ExecutorConfig::default();
+        config.retry.attempts = u32::MAX;
+        let err = config.validate().expect_err("too many attempts");
+        assert_eq!(err.field, "retry.attempts");
+        assert_eq!(config.retry.span(Duration::from_secs(1)), Duration::MAX);
+        config.retry.backoff = Duration::ZERO;
+        assert_eq!(
+            config.retry.span(Duration::from_secs(1)),
+            Duration::from_secs(u64::from(u32::MAX))
+        );
+        assert_eq!(
+            RetryConfig::default().span(Duration::from_secs(1)),
+            Duration::from_millis(3060)
+        );
     }
 
     #[test]

@@ -73,18 +73,24 @@ const SETTERS: &[Setter] = &[
     ("presence.window", &["presence.window"], |c, n, _| {
         c.presence.window = Duration::from_millis(n)
     }),
-    ("retry.attempts", &["retry.attempts"], |c, n, _| {
-        c.retry.attempts = n as u32
-    }),
-    ("retry.backoff", &["retry.backoff"], |c, n, _| {
-        c.retry.backoff = Duration::from_micros(n)
-    }),
+    (
+        "retry.attempts",
+        &["retry.attempts", "idempotency.keep_for"],
+        |c, n, _| c.retry.attempts = n as u32,
+    ),
+    (
+        "retry.backoff",
+        &["retry.backoff", "idempotency.keep_for"],
+        |c, n, _| c.retry.backoff = Duration::from_micros(n),
+    ),
     ("redis.connect_timeout", &["redis.connect_timeout"], |c, n, _| {
         c.redis.connect_timeout = Duration::from_micros(n)
     }),
-    ("redis.response_timeout", &["redis.response_timeout"], |c, n, _| {
-        c.redis.response_timeout = Duration::from_micros(n)
-    }),
+    (
+        "redis.response_timeout",
+        &["redis.response_timeout", "idempotency.keep_for"],
+        |c, n, _| c.redis.response_timeout = Duration::from_micros(n),
+    ),
     (
         "redis.pool.shared_connections",
         &["redis.pool.shared_connections"],
@@ -174,6 +180,28 @@ proptest! {
             _ => n.checked_mul(3600).map(Duration::from_secs),
         };
         prop_assert_eq!(parsed.ok(), exact);
+    }
+
+    /// The span of a call and its retries, in closed form, is the sum of its attempts and
+    /// pauses (saturating), for any number of attempts.
+    #[test]
+    fn retry_span_is_the_sum(attempts in prop_oneof![0u32..130, Just(u32::MAX)], backoff in number(), timeout in number()) {
+        let retry = RetryConfig { attempts, backoff: Duration::from_nanos(backoff), ..RetryConfig::default() };
+        let timeout = Duration::from_nanos(timeout);
+        let mut sum = Duration::ZERO;
+        let mut pause = retry.backoff;
+        // The loop `span` was: past 130 attempts every case here has saturated.
+        for attempt in 0..attempts.min(130) {
+            sum = sum.saturating_add(timeout);
+            if attempt + 1 < attempts {
+                sum = sum.saturating_add(pause);
+                pause = pause.saturating_mul(2);
+            }
+        }
+        if attempts > 130 {
+            sum = if backoff == 0 { timeout.saturating_mul(attempts) } else { Duration::MAX };
+        }
+        prop_assert_eq!(retry.span(timeout), sum);
     }
 
     /// Any text as a Redis URL: shown and checked without a panic, and a password in it
