@@ -175,7 +175,7 @@ pub mod duration {
     use super::*;
 
     /// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"` or plain milliseconds `"250"`.
-    /// Exact to the nanosecond (decimal digits, not a float): what [`format`] writes reads
+    /// Exact to the nanosecond (decimal digits, not a float): what [`format()`] writes reads
     /// back as the same duration.
     pub fn parse(text: &str) -> Result<Duration, String> {
         let text = text.trim();
