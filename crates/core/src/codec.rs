@@ -97,6 +97,10 @@ impl SerdeCodec {
     }
 }
 
+/// The deepest nesting a payload may have (serde_json's own limit).
+#[cfg(feature = "msgpack")]
+const MAX_DEPTH: usize = 128;
+
 fn serde_error(format: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> CodecError {
     CodecError::Serde {
         format,
@@ -127,7 +131,13 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for SerdeCodec {
         match format {
             FORMAT_JSON => serde_json::from_slice(payload).map_err(|e| serde_error("JSON", e)),
             #[cfg(feature = "msgpack")]
-            FORMAT_MSGPACK => rmp_serde::from_slice(payload).map_err(|e| serde_error("MessagePack", e)),
+            FORMAT_MSGPACK => {
+                let mut parser = rmp_serde::Deserializer::from_read_ref(payload);
+                // rmp-serde allows 1024 levels, which overflow a 2 MiB thread stack on a
+                // payload of nested arrays; serde_json stops at 128, and so do we.
+                parser.set_max_depth(MAX_DEPTH);
+                serde::Deserialize::deserialize(&mut parser).map_err(|e| serde_error("MessagePack", e))
+            }
             other => Err(CodecError::UnknownFormat(other)),
         }
     }
@@ -520,6 +530,37 @@ mod tests {
         );
     }
 
+    /// Found by the property tests: 100 000 nested MessagePack arrays overflowed the stack
+    /// (rmp-serde allows 1024 levels) and aborted the process.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let env = Envelope::new(1 << 20, None);
+        let mut json = vec![FORMAT_JSON];
+        json.extend(std::iter::repeat_n(b'[', 100_000));
+        assert!(matches!(
+            env.open::<serde_json::Value, _>(&SerdeCodec::json(), &json),
+            Err(CodecError::Serde { .. })
+        ));
+        #[cfg(feature = "msgpack")]
+        {
+            // 0x91: an array of one element.
+            let mut packed = vec![FORMAT_MSGPACK];
+            packed.extend(std::iter::repeat_n(0x91, 100_000));
+            assert!(matches!(
+                env.open::<serde_json::Value, _>(&SerdeCodec::msgpack(), &packed),
+                Err(CodecError::Serde { .. })
+            ));
+            // Deep nesting within the limit still reads.
+            let mut packed = vec![FORMAT_MSGPACK];
+            packed.extend(std::iter::repeat_n(0x91, 100));
+            packed.push(0x90);
+            assert!(
+                env.open::<serde_json::Value, _>(&SerdeCodec::msgpack(), &packed)
+                    .is_ok()
+            );
+        }
+    }
+
     #[cfg(feature = "msgpack")]
     #[test]
     fn msgpack_reads_json_too() {
@@ -532,3 +573,6 @@ mod tests {
         assert_eq!(env.open::<Device, _>(&codec, &json).expect("open"), device(2));
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -175,24 +175,41 @@ pub mod duration {
     use super::*;
 
     /// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"` or plain milliseconds `"250"`.
+    /// Exact to the nanosecond (decimal digits, not a float): what [`format()`] writes reads
+    /// back as the same duration.
     pub fn parse(text: &str) -> Result<Duration, String> {
         let text = text.trim();
         let split = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration like \"250ms\", \"2s\" or \"1m\""))?;
-        let seconds = match unit.trim() {
-            "" | "ms" => number / 1e3,
-            "us" | "µs" => number / 1e6,
-            "s" => number,
-            "m" => number * 60.0,
-            "h" => number * 3600.0,
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(format!("{text:?} is not a duration like \"250ms\", \"2s\" or \"1m\""));
+        }
+        let unit_nanos: u128 = match unit.trim() {
+            "" | "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
         };
-        Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+        let too_long = || format!("{text:?} is longer than a duration can be");
+        // Fraction digits past the 20th are below a nanosecond in every unit.
+        let fraction = &fraction[..fraction.len().min(20)];
+        let scale = 10u128.pow(fraction.len() as u32);
+        let digits = |d: &str| if d.is_empty() { Ok(0) } else { d.parse::<u128>() };
+        let nanos = digits(whole)
+            .ok()
+            .and_then(|w| w.checked_mul(unit_nanos))
+            .and_then(|w| {
+                let f = digits(fraction).ok()?;
+                w.checked_add(f * unit_nanos / scale)
+            })
+            .ok_or_else(too_long)?;
+        let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| too_long())?;
+        Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
     }
 
     /// Formats a duration the way [`parse`] reads it.
@@ -583,17 +600,22 @@ impl RetryConfig {
     /// The longest a call and its retries can take with `response_timeout` per attempt: every
     /// attempt's timeout plus the doubling pauses between them. A message id must be
     /// remembered at least this long, or a retry of a write that did apply would apply again.
+    ///
+    /// In closed form, in nanoseconds, saturating at `Duration::MAX`: `attempts` may be any
+    /// u32 here (`validate` calls it), and a loop over four billion attempts takes minutes.
     pub fn span(&self, response_timeout: Duration) -> Duration {
-        let mut span = Duration::ZERO;
-        let mut pause = self.backoff;
-        for attempt in 0..self.attempts {
-            span = span.saturating_add(response_timeout);
-            if attempt + 1 < self.attempts {
-                span = span.saturating_add(pause);
-                pause = pause.saturating_mul(2);
-            }
-        }
-        span
+        let waits = response_timeout.as_nanos() * u128::from(self.attempts);
+        // backoff, 2 × backoff, 4 × backoff … between the attempts: backoff × (2^(n−1) − 1).
+        let pauses = match self.attempts.saturating_sub(1) {
+            _ if self.backoff.is_zero() => 0,
+            // 2^100 ns is past Duration::MAX.
+            n if n >= 100 => u128::MAX,
+            n => self.backoff.as_nanos().saturating_mul((1u128 << n) - 1),
+        };
+        let total = waits.saturating_add(pauses);
+        u64::try_from(total / 1_000_000_000).map_or(Duration::MAX, |secs| {
+            Duration::new(secs, (total % 1_000_000_000) as u32)
+        })
     }
 }
 
@@ -1284,6 +1306,15 @@ impl ExecutorConfig {
                 "must be at most 10 years",
             ));
         }
+        // Before the span they make: an error names what is out of range itself.
+        if self.retry.backoff > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "retry.backoff",
+                duration::format(self.retry.backoff),
+                "must be at most 1 min",
+            ));
+        }
+        at_least("retry.attempts", self.retry.attempts, 1, 100)?;
         // A retry of an `apply_once` that did apply must still find its id.
         let span = self.retry.span(self.redis.response_timeout);
         if self.idempotency.keep_for <= span {
@@ -1315,14 +1346,6 @@ impl ExecutorConfig {
         }
         at_least("presence.shards", self.presence.shards, 1, 16_384)?;
         positive("presence.window", self.presence.window)?;
-        if self.retry.backoff > Duration::from_secs(60) {
-            return Err(ConfigError::new(
-                "retry.backoff",
-                duration::format(self.retry.backoff),
-                "must be at most 1 min",
-            ));
-        }
-        at_least("retry.attempts", self.retry.attempts, 1, 100)?;
         self.telemetry.validate()?;
         self.alerts.validate()
     }
@@ -1401,6 +1424,26 @@ mod tests {
     }
 
     #[test]
+    fn any_number_of_retry_attempts_validates_at_once() {
+        // Found by the property tests: the span of four billion attempts was summed in a
+        // loop, before the attempts were checked (minutes of validation).
+        let mut config = ExecutorConfig::default();
+        config.retry.attempts = u32::MAX;
+        let err = config.validate().expect_err("too many attempts");
+        assert_eq!(err.field, "retry.attempts");
+        assert_eq!(config.retry.span(Duration::from_secs(1)), Duration::MAX);
+        config.retry.backoff = Duration::ZERO;
+        assert_eq!(
+            config.retry.span(Duration::from_secs(1)),
+            Duration::from_secs(u64::from(u32::MAX))
+        );
+        assert_eq!(
+            RetryConfig::default().span(Duration::from_secs(1)),
+            Duration::from_millis(3060)
+        );
+    }
+
+    #[test]
     fn durations_parse_from_text_and_numbers() {
         assert_eq!(duration::parse("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(duration::parse("1.5s"), Ok(Duration::from_millis(1500)));
@@ -1408,6 +1451,16 @@ mod tests {
         assert_eq!(duration::parse("40"), Ok(Duration::from_millis(40)));
         assert!(duration::parse("fast").is_err());
         assert!(duration::parse("3 parsecs").is_err());
+        // Found by the property tests: read as a float, a duration came back a nanosecond
+        // short of what `format` wrote (32148175.457541998s).
+        let d = Duration::from_micros(32_148_175_457_542);
+        assert_eq!(duration::parse(&duration::format(d)), Ok(d));
+        assert_eq!(duration::parse("0.000001s"), Ok(Duration::from_micros(1)));
+        assert_eq!(duration::parse(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration::parse("1.5µs"), Ok(Duration::from_nanos(1500)));
+        for bad in [".", "", "1.2.3s", "99999999999999999999999h", "1e3s", "-1s"] {
+            assert!(duration::parse(bad).is_err(), "{bad:?}");
+        }
         let config: PoolConfig =
             serde_json::from_str(r#"{"checkout_timeout": "30ms", "health_check_interval": 2000}"#).expect("parse");
         assert_eq!(config.checkout_timeout, Duration::from_millis(30));
@@ -1567,3 +1620,6 @@ mod tests {
         assert_eq!(field(&config), "alerts.alertmanager.resend_interval");
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -434,6 +434,11 @@ impl ClusterRouter {
             let i = match index.get(&address) {
                 Some(&i) => i,
                 None => {
+                    // Each master serves a slot at least; more would also overflow the
+                    // u16 index (and its `u16::MAX` for "no master").
+                    if map.nodes.len() >= usize::from(SLOTS) {
+                        return Err(bad("more masters than slots"));
+                    }
                     let node = self
                         .node(&address)
                         .ok_or_else(|| bad("a master's address is unusable"))?;
@@ -765,4 +770,25 @@ mod tests {
         assert_eq!(redirect("ASK 1 h:1"), Some((1, "h:1")));
         assert_eq!(redirect("MOVED x"), None);
     }
+
+    /// Found while writing the property tests: past 65 535 masters the u16 index of a
+    /// master wrapped, and slots went to the wrong node (or to none).
+    #[test]
+    fn more_masters_than_slots_is_an_error() {
+        let router = proptests::router();
+        let ranges = (0..70_000u32)
+            .map(|n| {
+                let slot = Value::Int(i64::from(n % u32::from(SLOTS)));
+                let master = Value::Array(vec![Value::BulkString(format!("h{n}").into_bytes()), Value::Int(1)]);
+                Value::Array(vec![slot.clone(), slot, master])
+            })
+            .collect();
+        assert!(matches!(
+            router.parse_slots(&Value::Array(ranges), "h:1"),
+            Err(Error::UnexpectedReply { .. })
+        ));
+    }
 }
+
+#[cfg(test)]
+mod proptests;

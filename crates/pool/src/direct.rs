@@ -257,11 +257,43 @@ async fn read_loop(conn: std::sync::Weak<Conn>, mut reader: tokio::net::tcp::Own
 }
 
 /// Parses one RESP2 reply from the start of `buf`: `None` if it is not complete yet.
-fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
-    match parse_value(buf, 0)? {
+fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, Malformed> {
+    match parse_value(buf, 0, 0)? {
         Some((Parsed::Error(message), used)) => Ok(Some((Err(message), used))),
         Some((Parsed::Value(value), used)) => Ok(Some((Ok(value), used))),
         None => Ok(None),
+    }
+}
+
+/// Arrays nested deeper than this are refused: each level is a level of recursion, and
+/// no command this library sends is answered with more than a few.
+const MAX_DEPTH: usize = 512;
+
+/// Why the bytes from the server are not a RESP2 reply. The stream can no longer be
+/// matched to batches, so the connection closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Malformed {
+    /// The first byte names no RESP2 type.
+    UnknownType(u8),
+    /// An integer or length that is not decimal digits within i64.
+    BadNumber(String),
+    /// A length below -1 (the null bulk string or array).
+    NegativeLength(i64),
+    /// A bulk string whose data is not followed by CRLF.
+    MissingCrlf,
+    /// Arrays nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownType(byte) => write!(f, "unknown reply type byte 0x{byte:02x}"),
+            Self::BadNumber(text) => write!(f, "bad number {text:?}"),
+            Self::NegativeLength(len) => write!(f, "negative length {len}"),
+            Self::MissingCrlf => f.write_str("a bulk string not followed by CRLF"),
+            Self::TooDeep => write!(f, "arrays nested deeper than {MAX_DEPTH}"),
+        }
     }
 }
 
@@ -287,8 +319,8 @@ fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
 }
 
 /// A RESP integer: an optional minus sign and decimal digits, within i64.
-fn number(text: &[u8]) -> Result<i64, String> {
-    let bad = || format!("bad number {:?}", String::from_utf8_lossy(text));
+fn number(text: &[u8]) -> Result<i64, Malformed> {
+    let bad = || Malformed::BadNumber(String::from_utf8_lossy(text).into_owned());
     let (negative, digits) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
@@ -314,8 +346,23 @@ fn number(text: &[u8]) -> Result<i64, String> {
     }
 }
 
-fn parse_value(buf: &[u8], at: usize) -> Result<Option<(Parsed, usize)>, String> {
+/// A bulk or array length: `None` for -1 (null), an error below that.
+fn length(text: &[u8]) -> Result<Option<usize>, Malformed> {
+    match number(text)? {
+        -1 => Ok(None),
+        len => usize::try_from(len)
+            .map(Some)
+            .map_err(|_| Malformed::NegativeLength(len)),
+    }
+}
+
+/// The value at `at`, inside `depth` arrays.
+fn parse_value(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Parsed, usize)>, Malformed> {
     let Some(&kind) = buf.get(at) else { return Ok(None) };
+    // Refused before its line is complete: nothing after a bad type byte can be read.
+    if !matches!(kind, b'+' | b'-' | b':' | b'$' | b'*') {
+        return Err(Malformed::UnknownType(kind));
+    }
     let Some((text, next)) = line(buf, at + 1) else {
         return Ok(None);
     };
@@ -331,25 +378,30 @@ fn parse_value(buf: &[u8], at: usize) -> Result<Option<(Parsed, usize)>, String>
         b'-' => return Ok(Some((Parsed::Error(String::from_utf8_lossy(text).into_owned()), next))),
         b':' => Value::Int(number(text)?),
         b'$' => {
-            let len = number(text)?;
-            if len < 0 {
+            let Some(len) = length(text)? else {
                 return Ok(Some((Parsed::Value(Value::Nil), next)));
-            }
-            let end = next + len as usize;
-            if buf.len() < end + 2 {
+            };
+            // A length past usize cannot have arrived either: wait, as for any other.
+            let end = next.saturating_add(len);
+            let Some(crlf) = buf.get(end..end.saturating_add(2)) else {
                 return Ok(None);
+            };
+            if crlf != b"\r\n" {
+                return Err(Malformed::MissingCrlf);
             }
             return Ok(Some((
                 Parsed::Value(Value::BulkString(buf[next..end].to_vec())),
                 end + 2,
             )));
         }
-        b'*' => {
-            let len = number(text)?;
-            if len < 0 {
+        _ => {
+            let Some(len) = length(text)? else {
                 return Ok(Some((Parsed::Value(Value::Nil), next)));
+            };
+            if depth >= MAX_DEPTH {
+                return Err(Malformed::TooDeep);
             }
-            let mut items = Vec::with_capacity(len.min(1024) as usize);
+            let mut items = Vec::with_capacity(len.min(1024));
             let mut at = next;
             for _ in 0..len {
                 // An integer (a write's version: most replies of a run of calls) is read in
@@ -362,7 +414,7 @@ fn parse_value(buf: &[u8], at: usize) -> Result<Option<(Parsed, usize)>, String>
                     at = next;
                     continue;
                 }
-                match parse_value(buf, at)? {
+                match parse_value(buf, at, depth + 1)? {
                     Some((Parsed::Value(v), used)) => {
                         items.push(v);
                         at = used;
@@ -378,7 +430,6 @@ fn parse_value(buf: &[u8], at: usize) -> Result<Option<(Parsed, usize)>, String>
             }
             return Ok(Some((Parsed::Value(Value::Array(items)), at)));
         }
-        other => return Err(format!("unknown reply type byte 0x{other:02x}")),
     };
     Ok(Some((Parsed::Value(value), next)))
 }
@@ -695,4 +746,28 @@ mod tests {
         );
         assert_eq!(one(b"+ab\r"), None);
     }
+
+    /// Cases the property tests (`proptests.rs`) found: each was accepted, or crashed.
+    #[test]
+    fn malformed_replies_are_typed_errors() {
+        // Negative lengths other than -1 were read as null.
+        assert_eq!(parse(b"$-2\r\n"), Err(Malformed::NegativeLength(-2)));
+        assert_eq!(parse(b"*-5\r\n"), Err(Malformed::NegativeLength(-5)));
+        assert_eq!(one(b"*-1\r\n"), Some((Ok(Value::Nil), 5)));
+        // The two bytes after a bulk string's data were skipped unread.
+        assert_eq!(parse(b"$3\r\nabcXY"), Err(Malformed::MissingCrlf));
+        assert_eq!(one(b"$3\r\nabc\r"), None);
+        // An unknown type byte waited for its line; nothing after it can be read.
+        assert_eq!(parse(b"?"), Err(Malformed::UnknownType(b'?')));
+        // Deep nesting overflowed the reader's stack (a crash of the whole process).
+        let deep = b"*1\r\n".repeat(100_000);
+        assert_eq!(parse(&deep), Err(Malformed::TooDeep));
+        let within = [b"*1\r\n".repeat(MAX_DEPTH), b":7\r\n".to_vec()].concat();
+        assert!(matches!(one(&within), Some((Ok(Value::Array(_)), used)) if used == within.len()));
+        // A length past usize waits, as any bulk string not complete yet.
+        assert_eq!(one(b"$9223372036854775807\r\nabc"), None);
+    }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -206,3 +206,6 @@ mod tests {
         assert!(shown.contains("127.0.0.1"), "{shown}");
     }
 }
+
+#[cfg(test)]
+mod proptests;
