@@ -7,11 +7,20 @@ use anyhow::{Context as _, bail};
 
 use crate::cmd;
 
-/// Checks formatting, clippy lints and rustdoc, all with warnings denied; stops at the first failure.
+/// The README stays a front page: what it is, a first program, the commands, links.
+const README_MAX_LINES: usize = 200;
+/// ARCHITECTURE.md stays a map (rust-analyzer's is 27 KB for ten times our code).
+const ARCHITECTURE_MAX_LINES: usize = 400;
+const ARCHITECTURE_MAX_BYTES: usize = 30_000;
+
+/// Checks the docs' sizes, formatting, clippy lints and rustdoc, all with warnings denied; stops
+/// at the first failure.
 pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
     if !args.is_empty() {
         bail!("`cargo xtask lint` takes no arguments");
     }
+
+    docs_size()?;
 
     let mut fmt = cmd::cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
@@ -38,6 +47,31 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
     )?;
 
     eprintln!("lint: all checks passed");
+    Ok(())
+}
+
+/// Fails when README.md or docs/ARCHITECTURE.md outgrow their limits: each fact has one home
+/// (settings and API caveats in rustdoc), and these two only point to it.
+fn docs_size() -> anyhow::Result<()> {
+    let root = cmd::project_root()?;
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).with_context(|| format!("cannot read {path}"));
+    let readme = read("README.md")?;
+    let lines = readme.lines().count();
+    if lines > README_MAX_LINES {
+        bail!(
+            "README.md has {lines} lines, more than {README_MAX_LINES}: move detail to docs/ or \
+             rustdoc and link to it"
+        );
+    }
+    let architecture = read("docs/ARCHITECTURE.md")?;
+    let (lines, bytes) = (architecture.lines().count(), architecture.len());
+    if lines > ARCHITECTURE_MAX_LINES || bytes > ARCHITECTURE_MAX_BYTES {
+        bail!(
+            "docs/ARCHITECTURE.md has {lines} lines and {bytes} bytes, more than \
+             {ARCHITECTURE_MAX_LINES} lines or {ARCHITECTURE_MAX_BYTES} bytes: keep it a map \
+             (invariants and boundaries), with details in rustdoc"
+        );
+    }
     Ok(())
 }
 

@@ -1082,7 +1082,7 @@ impl Default for AlertsConfig {
 }
 
 impl AlertsConfig {
-    /// The built-in rules, the same as `docs/dashboards/prometheus-rules.yml`.
+    /// The built-in rules, the same as `dashboards/prometheus-rules.yml`.
     pub fn default_rules() -> Vec<AlertRule> {
         use Aggregation::{Rate, Value};
         use Severity::{Critical, Warning};

@@ -557,7 +557,7 @@ fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-/// `docs/dashboards`: every metric the Grafana dashboard's queries and the Prometheus rules
+/// `dashboards`: every metric the Grafana dashboard's queries and the Prometheus rules
 /// name is one this export carries, under its Prometheus name.
 fn check_dashboards(m: &BTreeMap<String, Metric>) {
     let mut names = std::collections::BTreeSet::new();
@@ -584,7 +584,7 @@ fn check_dashboards(m: &BTreeMap<String, Metric>) {
             labels.insert(kv.key.replace('.', "_"));
         }
     }
-    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboards");
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboards");
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(docs.join("stateful-redis.json")).expect("dashboard"))
             .expect("the dashboard is JSON");
@@ -604,7 +604,7 @@ fn check_dashboards(m: &BTreeMap<String, Metric>) {
         for name in referenced(text).into_iter().filter(|n| !labels.contains(n)) {
             assert!(
                 names.contains(&name),
-                "docs/dashboards names {name}, which is not exported; exported: {names:?}"
+                "dashboards names {name}, which is not exported; exported: {names:?}"
             );
             used.insert(name);
         }

@@ -1,4 +1,4 @@
-//! The Prometheus rules shipped in `docs/dashboards/`: valid for promtool, passing their own
+//! The Prometheus rules shipped in `dashboards/`: valid for promtool, passing their own
 //! promtool unit tests, and the same rule set as the built-in in-process one.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use stateful_redis_alert::{AlertsConfig, Comparison};
 
 fn dashboards() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboards")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dashboards")
 }
 
 fn promtool(args: &[&str]) -> String {
