@@ -546,7 +546,10 @@ async fn leases_fences_and_apply_once_hold_through_a_resharding() {
     let stats = exec.pool().cluster_stats().expect("cluster");
     // An ASK (a key already moved) or a TRYAGAIN (keys split between the nodes): either way,
     // commands met the slot in migration.
-    assert!(stats.ask + stats.retried > 0, "the load never met the migration: {stats:?}");
+    assert!(
+        stats.ask + stats.retried > 0,
+        "the load never met the migration: {stats:?}"
+    );
     exec.shutdown().await;
 }
 
@@ -594,7 +597,10 @@ async fn a_least_privilege_user_works_on_a_cluster_through_a_migration() {
     let seen = collect_guarded(load).await;
     check_guarded(&exec, "app", &entities, &seen).await;
     let stats = exec.pool().cluster_stats().expect("cluster");
-    assert!(stats.ask + stats.retried > 0, "the load never met the migration: {stats:?}");
+    assert!(
+        stats.ask + stats.retried > 0,
+        "the load never met the migration: {stats:?}"
+    );
     exec.shutdown().await;
 }
 
