@@ -1,4 +1,5 @@
-//! The `[alerts]` section: alert rules, the built-in ones, and where alerts are posted.
+//! The `[alerts]` section: alert rules and where alerts are posted (the built-in rules are the
+//! alert crate's).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -139,24 +140,6 @@ impl AlertRule {
             severity: Severity::Warning,
             labels: BTreeMap::new(),
             summary: String::new(),
-        }
-    }
-
-    fn built_in(
-        name: &str,
-        metric: &str,
-        aggregation: Aggregation,
-        threshold: f64,
-        for_secs: u64,
-        severity: Severity,
-        summary: &str,
-    ) -> Self {
-        Self {
-            aggregation,
-            for_duration: Duration::from_secs(for_secs),
-            severity,
-            summary: summary.to_owned(),
-            ..Self::new(name, metric, threshold)
         }
     }
 
@@ -302,8 +285,8 @@ pub struct AlertsConfig {
     /// How often the rules are evaluated (default 10 s).
     #[serde(with = "duration")]
     pub interval: Duration,
-    /// Include the built-in rules, [`AlertsConfig::default_rules()`] (default true). A rule in
-    /// `rules` with the name of a built-in one replaces it.
+    /// Include the built-in rules, those of the alert crate's `built_in_rules()` (default true).
+    /// A rule in `rules` with the name of a built-in one replaces it.
     pub default_rules: bool,
     /// Rules of your own.
     pub rules: Vec<AlertRule>,
@@ -339,86 +322,6 @@ impl Default for AlertsConfig {
 }
 
 impl AlertsConfig {
-    /// The built-in rules, the same as `docs/dashboards/prometheus-rules.yml`.
-    pub fn default_rules() -> Vec<AlertRule> {
-        use Aggregation::{Rate, Value};
-        use Severity::{Critical, Warning};
-        vec![
-            AlertRule::built_in(
-                "StatefulRedisHighFailureRate",
-                "operations.failure_rate",
-                Value,
-                0.05,
-                60,
-                Critical,
-                "More than 5 % of operations fail",
-            ),
-            AlertRule::built_in(
-                "StatefulRedisHighLatencyP99",
-                "operations.p99_ms",
-                Value,
-                100.0,
-                120,
-                Warning,
-                "p99 operation latency above 100 ms",
-            ),
-            AlertRule::built_in(
-                "StatefulRedisPoolWaits",
-                "pool.waiters",
-                Value,
-                0.0,
-                60,
-                Warning,
-                "Callers wait for an exclusive connection",
-            ),
-            AlertRule::built_in(
-                "StatefulRedisQueueSaturated",
-                "queue.saturation",
-                Value,
-                0.8,
-                30,
-                Warning,
-                "The batch queue is over 80 % full",
-            ),
-            AlertRule::built_in(
-                "StatefulRedisDroppedOperations",
-                "operations.dropped",
-                Rate,
-                0.0,
-                0,
-                Critical,
-                "Queued operations are being dropped",
-            ),
-            AlertRule::built_in(
-                "StatefulRedisRejectedOperations",
-                "operations.rejected",
-                Rate,
-                0.0,
-                0,
-                Warning,
-                "Operations are refused by a full queue",
-            ),
-            AlertRule::built_in(
-                "StatefulRedisLeasesLost",
-                "leases.lost",
-                Rate,
-                0.0,
-                0,
-                Critical,
-                "Ownership leases are being lost",
-            ),
-            AlertRule::built_in(
-                "StatefulRedisScriptReloads",
-                "scripts.reloads",
-                Rate,
-                0.1,
-                300,
-                Warning,
-                "Scripts are reloaded after NOSCRIPT",
-            ),
-        ]
-    }
-
     /// Checks every field; the error names the first bad one. Metric names are checked by
     /// the alert crate.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -531,30 +434,6 @@ mod tests {
             serde_json::from_str::<AlertRule>(r#"{"name": "x", "metric": "m", "threshold": 1, "comparison": "=>"}"#)
                 .is_err()
         );
-    }
-
-    #[test]
-    fn built_in_alert_rules_are_valid() {
-        let rules = AlertsConfig::default_rules();
-        assert_eq!(rules.len(), 8);
-        let config = AlertsConfig {
-            rules: rules.clone(),
-            ..AlertsConfig::default()
-        };
-        assert_eq!(config.validate(), Ok(()));
-        let drops = rules
-            .iter()
-            .find(|r| r.name == "StatefulRedisDroppedOperations")
-            .expect("built in");
-        assert_eq!(
-            (drops.aggregation, drops.severity),
-            (Aggregation::Rate, Severity::Critical)
-        );
-        let p99 = rules
-            .iter()
-            .find(|r| r.name == "StatefulRedisHighLatencyP99")
-            .expect("built in");
-        assert_eq!((p99.threshold, p99.for_duration), (100.0, Duration::from_secs(120)));
     }
 
     #[test]
