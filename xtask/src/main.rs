@@ -4,7 +4,6 @@
 //! Reached through the alias in `.cargo/config.toml`; `cargo xtask` with no arguments prints the tasks.
 
 mod bench;
-mod bench_cluster;
 mod cmd;
 mod demo;
 mod lint;

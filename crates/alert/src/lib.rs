@@ -4,7 +4,7 @@
 //! Alertmanager.
 //!
 //! An [`AlertManager`] holds the rules of an [`AlertsConfig`]: a built-in set
-//! ([`AlertsConfig::default_rules()`]) and your own [`AlertRule`]s, each a metric of
+//! ([`built_in_rules()`]) and your own [`AlertRule`]s, each a metric of
 //! [`MetricsSnapshot::metric`](stateful_redis_metrics::MetricsSnapshot::metric) compared with a
 //! threshold. A rule goes from inactive to pending when its condition holds, fires once it has
 //! held for the rule's `for`, and resolves once the value is back past the threshold by the
@@ -48,11 +48,13 @@
 //! ## Feature flags
 //! None.
 
+mod built_in;
 mod manager;
 mod notify;
 mod rule;
 mod state;
 
+pub use crate::built_in::built_in_rules;
 pub use crate::manager::{AlertManager, AlertStats, AlertStatus};
 pub use crate::state::{AlertState, Transition};
 pub use stateful_redis_core::{

@@ -7,6 +7,8 @@ use std::time::Duration;
 use stateful_redis_core::{Aggregation, AlertRule, AlertsConfig, Comparison, ConfigError, Severity};
 use stateful_redis_metrics::ALERT_METRICS;
 
+use crate::built_in::built_in_rules;
+
 /// One rule, compiled.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Rule {
@@ -84,7 +86,7 @@ pub(crate) fn compile(config: &AlertsConfig) -> Result<Vec<Rule>, ConfigError> {
         }
     }
     let mut rules = if config.default_rules {
-        AlertsConfig::default_rules()
+        built_in_rules()
     } else {
         Vec::new()
     };

@@ -136,7 +136,7 @@ pub use crate::reload::{ConfigChange, ConfigWatch};
 pub use crate::settings::{ENV_PREFIX, load_config, parse_config, redacted_toml};
 pub use crate::state::{Applied, Change, Fence, Fenced, StateHandle, Updated};
 #[doc(inline)]
-pub use stateful_redis_alert::{AlertManager, AlertState, AlertStats, AlertStatus, Transition};
+pub use stateful_redis_alert::{AlertManager, AlertState, AlertStats, AlertStatus, Transition, built_in_rules};
 #[doc(inline)]
 pub use stateful_redis_batch::BatchStats;
 #[doc(inline)]

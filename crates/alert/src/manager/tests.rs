@@ -290,7 +290,7 @@ async fn config_errors_name_the_field() {
 
 #[tokio::test]
 async fn built_in_rules_use_known_metrics_and_can_be_replaced() {
-    for rule in AlertsConfig::default_rules() {
+    for rule in crate::built_in_rules() {
         assert!(ALERT_METRICS.contains(&rule.metric.as_str()), "{}", rule.metric);
     }
     let mut config = AlertsConfig::default();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use stateful_redis_alert::{AlertsConfig, Comparison};
+use stateful_redis_alert::{Comparison, built_in_rules};
 
 fn dashboards() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dashboards")
@@ -86,7 +86,7 @@ fn prometheus_rules() -> Vec<PromRule> {
 
 #[test]
 fn the_prometheus_rules_are_the_built_in_rule_set() {
-    let built_in = AlertsConfig::default_rules();
+    let built_in = built_in_rules();
     let shipped = prometheus_rules();
     let mut shipped_names: Vec<&str> = shipped.iter().map(|r| r.name.as_str()).collect();
     let mut built_in_names: Vec<&str> = built_in.iter().map(|r| r.name.as_str()).collect();

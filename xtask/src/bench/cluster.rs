@@ -1,5 +1,5 @@
-//! `cargo xtask bench`, cluster part: the executor's put on a local Redis Cluster of three
-//! masters, with each master's share of the commands.
+//! The cluster figures: the executor's put on a local Redis Cluster of three masters, with each
+//! master's share of the commands.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use stateful_redis_test_support::RedisCluster;
 
 /// The cluster's figures: a JSON object for report.json and a section for report.md.
-pub(crate) struct ClusterReport {
-    pub(crate) json: Value,
-    pub(crate) markdown: String,
+pub(super) struct ClusterReport {
+    pub(super) json: Value,
+    pub(super) markdown: String,
 }
 
 struct Run {
@@ -35,7 +35,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Runs `load --cluster` `rounds` times with `ops` puts from `callers` callers;
 /// `standalone_ops_per_sec` (the single server's executor put of the same run) gives the ratio.
-pub(crate) fn run(
+pub(super) fn run(
     load: &Path,
     rounds: usize,
     ops: u64,
@@ -58,13 +58,13 @@ pub(crate) fn run(
         for i in 0..3 {
             cluster.cli(i, &["FLUSHALL"]);
         }
-        let cpu_before = crate::bench::children_cpu()?;
+        let cpu_before = super::sample::children_cpu()?;
         let out = Command::new(load)
             .args(line.split_whitespace())
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("failed to start `{}`", load.display()))?;
-        let cpu = crate::bench::children_cpu()? - cpu_before;
+        let cpu = super::sample::children_cpu()? - cpu_before;
         if !out.status.success() {
             bail!(
                 "`stateful-redis {line}` failed ({}):\n{}",
