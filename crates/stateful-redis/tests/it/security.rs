@@ -61,6 +61,18 @@ async fn least_privilege_acl_user_works() {
 }
 
 #[tokio::test]
+async fn the_script_optimizer_loads_every_script_for_a_user_without_script_exists() {
+    // ACL_COMMANDS grants `script|load` but not `script|exists`: the refusal is no error.
+    let (_server, exec) = limited_user().await;
+    let report = exec.optimize_lua_scripts().await.expect("optimize");
+    assert_eq!(
+        (report.nodes, report.already_cached, report.loaded),
+        (1, 0, report.scripts),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_call_outside_the_users_keys_fails_alone_among_calls_made_together() {
     let (_server, exec) = limited_user().await;
     let allowed = exec.state::<Counter>("app").expect("namespace");
