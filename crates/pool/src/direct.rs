@@ -21,6 +21,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
 
 use crate::connect::ConnectHook;
+use crate::error::server_error;
 use crate::shared::LinkCounters;
 
 /// One reply: a value, or the error message the server sent for that command.
@@ -533,15 +534,17 @@ impl DirectLink {
         .await?;
         let preloaded = preload > 0 && replies.iter().skip(handshake).all(Result::is_ok);
         for (i, reply) in replies.into_iter().enumerate() {
-            match reply {
-                Err(message) if i < handshake && (message.starts_with("WRONGPASS") || message.contains("AUTH")) => {
-                    return Err(Error::Auth { message });
-                }
-                Err(message) if i < handshake => return Err(Error::Server { message }),
-                // No password given, but the server wants one.
-                Err(message) if message.starts_with("NOAUTH") => return Err(Error::Auth { message }),
-                Err(message) => tracing::warn!(%message, "preload on a new connection failed; continuing"),
-                Ok(_) => {}
+            let Err(message) = reply else { continue };
+            // A refused AUTH is a credentials problem whatever its text (`WRONGPASS`, or
+            // `ERR … called without any password configured` from older servers).
+            if i == 0 && t.password.is_some() {
+                return Err(Error::Auth { message });
+            }
+            match server_error(None, message) {
+                e if i < handshake => return Err(e),
+                // No password given, but the server wants one (`NOAUTH`).
+                e @ Error::Auth { .. } => return Err(e),
+                e => tracing::warn!(error = %e, "preload on a new connection failed; continuing"),
             }
         }
         if preloaded {
