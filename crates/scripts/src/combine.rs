@@ -11,7 +11,31 @@ use redis::Value;
 use stateful_redis_core::Error;
 use stateful_redis_pool::{Packable, PackedCommand, ScriptCall, write_int};
 
+use crate::invocation::Invocation;
 use crate::script::{MANY, MANY_SCRIPTS, Script};
+
+/// One script call of a batch, encoded: what [`plan`] groups and the runners send.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The script it calls.
+    pub script: &'static Script,
+    /// Its `EVALSHA`, encoded once (by [`Invocation::packed`]).
+    pub command: PackedCommand,
+    /// The cluster slot of its keys (0 on a standalone server): only calls of one slot
+    /// share a run.
+    pub slot: u16,
+}
+
+impl Call {
+    /// `invocation` encoded, for the keys of cluster slot `slot` (0 on a standalone server).
+    pub fn new<I: Invocation>(invocation: &I, slot: u16) -> Self {
+        Self {
+            script: invocation.script(),
+            command: invocation.packed(),
+            slot,
+        }
+    }
+}
 
 /// How many calls one run of [`MANY`] may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,16 +237,16 @@ fn number(script: &Script) -> Option<u64> {
         .map(|i| i as u64 + 1)
 }
 
-/// Groups `calls` (`(script, command, slot)`) into units: calls of one slot, in order, up
+/// Groups `calls` into units: calls of one slot, in order, up
 /// to `combine`'s limits, run as one [`MANY`]. Calls of different slots may change places
 /// (an entity's calls all have its slot, so each entity keeps its order).
-pub fn plan<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], combine: Combine) -> Plan<'a> {
+pub fn plan<'a>(calls: &'a [Call], combine: Combine) -> Plan<'a> {
     let n = calls.len();
     // Calls of several slots (a cluster's) are grouped by slot; stable, so each slot's calls
     // keep their order. A single server's batch is taken as it is.
-    let sorted: Option<Vec<usize>> = calls.iter().any(|c| c.2 != calls[0].2).then(|| {
+    let sorted: Option<Vec<usize>> = calls.iter().any(|c| c.slot != calls[0].slot).then(|| {
         let mut sorted: Vec<usize> = (0..n).collect();
-        sorted.sort_by_key(|&i| calls[i].2);
+        sorted.sort_by_key(|&i| calls[i].slot);
         sorted
     });
     let mut plan = Plan {
@@ -237,7 +261,11 @@ pub fn plan<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], combine: Com
     let mut bytes = 0;
     for k in 0..n {
         let i = sorted.as_ref().map_or(k, |sorted| sorted[k]);
-        let (script, cmd, slot) = &calls[i];
+        let Call {
+            script,
+            command: cmd,
+            slot,
+        } = &calls[i];
         let size = cmd.packed_len_hint();
         let fits = combine.max_calls > 1 && size <= combine.max_bytes && number(script).is_some();
         let open = plan.members.order.len() - group;
@@ -248,7 +276,7 @@ pub fn plan<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], combine: Com
                 .members
                 .order
                 .get(group)
-                .is_none_or(|&first| calls[first].2 == *slot);
+                .is_none_or(|&first| calls[first].slot == *slot);
         if !joins {
             close(calls, group, &mut plan);
             group = plan.members.order.len();
@@ -269,20 +297,28 @@ pub fn plan<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], combine: Com
 
 /// Ends the open group `plan.members.order[group..]`: one call alone, or several in one run of
 /// [`MANY`].
-fn close<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], group: usize, plan: &mut Plan<'a>) {
+fn close<'a>(calls: &'a [Call], group: usize, plan: &mut Plan<'a>) {
     let members = &plan.members.order[group..];
     match members.len() {
         0 => return,
         1 => {
-            let (script, cmd, slot) = &calls[members[0]];
+            let Call {
+                script,
+                command: cmd,
+                slot,
+            } = &calls[members[0]];
             plan.units.push((script, Unit::One(cmd), *slot));
         }
         _ => match run(calls, members) {
-            Some(run) => plan.units.push((&MANY, Unit::Many(run), calls[members[0]].2)),
+            Some(run) => plan.units.push((&MANY, Unit::Many(run), calls[members[0]].slot)),
             None => {
                 // Not script calls as `Invocation::packed` writes them: each goes alone.
                 for k in group..plan.members.order.len() {
-                    let (script, cmd, slot) = &calls[plan.members.order[k]];
+                    let Call {
+                        script,
+                        command: cmd,
+                        slot,
+                    } = &calls[plan.members.order[k]];
                     plan.units.push((script, Unit::One(cmd), *slot));
                     if k + 1 < plan.members.order.len() {
                         plan.members.ends.push(k + 1);
@@ -295,7 +331,7 @@ fn close<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], group: usize, p
 }
 
 /// The run of `members`' calls: each one's number in [`MANY`], keys and arguments.
-fn run<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], members: &[usize]) -> Option<Run<'a>> {
+fn run<'a>(calls: &'a [Call], members: &[usize]) -> Option<Run<'a>> {
     let mut run = Run {
         calls: Vec::with_capacity(members.len()),
         keys: 0,
@@ -303,7 +339,9 @@ fn run<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], members: &[usize]
         bytes: 0,
     };
     for &i in members {
-        let (script, cmd, _) = &calls[i];
+        let Call {
+            script, command: cmd, ..
+        } = &calls[i];
         let call = cmd.script_call_after(script.evalsha())?;
         run.keys += call.keys;
         run.count += call.keys + 3 + call.args;
@@ -319,7 +357,7 @@ fn run<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], members: &[usize]
 /// nothing: its calls are pushed to `alone`, to be sent again one by one, so that each gets
 /// its own answer.
 pub fn fan_out(
-    calls: &[(&'static Script, PackedCommand, u16)],
+    calls: &[Call],
     members: &[usize],
     reply: Result<Value, Error>,
     results: &mut [Option<Result<Value, Error>>],
@@ -334,7 +372,7 @@ pub fn fan_out(
             let answered = items.len();
             for (&i, item) in members.iter().zip(items) {
                 results[i] = Some(match item {
-                    Value::ServerError(e) => Err(call_error(calls[i].0, e.code(), e.details())),
+                    Value::ServerError(e) => Err(call_error(calls[i].script, e.code(), e.details())),
                     value => Ok(value),
                 });
             }
@@ -363,7 +401,7 @@ pub fn fan_out(
             // The run's error is each call's, under the call's own script.
             for &i in members {
                 results[i] = Some(Err(Error::Script {
-                    script: calls[i].0.name(),
+                    script: calls[i].script.name(),
                     message: message.clone(),
                 }));
             }
@@ -388,18 +426,16 @@ fn call_error(script: &'static Script, code: &str, details: Option<&str>) -> Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invocation::{Get, Invocation, Write, WriteOp};
-    use crate::script::{GET, WRITE};
+    use crate::invocation::{Get, Write, WriteOp};
 
-    fn put(entity: &str, slot: u16) -> (&'static Script, PackedCommand, u16) {
+    fn put(entity: &str, slot: u16) -> Call {
         let key = format!("ns:{{{entity}}}:s");
-        let call = Write::new(&key, WriteOp::Put, Some(b"\x03value"));
-        (&WRITE, call.packed(), slot)
+        Call::new(&Write::new(&key, WriteOp::Put, Some(b"\x03value")), slot)
     }
 
-    fn get(entity: &str, slot: u16) -> (&'static Script, PackedCommand, u16) {
+    fn get(entity: &str, slot: u16) -> Call {
         let key = format!("ns:{{{entity}}}:s");
-        (&GET, Get { key: &key }.packed(), slot)
+        Call::new(&Get { key: &key }, slot)
     }
 
     #[test]
@@ -452,7 +488,7 @@ mod tests {
         assert_eq!(plan_members(&calls, small), vec![vec![0], vec![1]]);
     }
 
-    fn plan_members(calls: &[(&'static Script, PackedCommand, u16)], combine: Combine) -> Vec<Vec<usize>> {
+    fn plan_members(calls: &[Call], combine: Combine) -> Vec<Vec<usize>> {
         members(&plan(calls, combine))
     }
 

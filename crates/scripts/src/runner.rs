@@ -10,7 +10,7 @@ use stateful_redis_pool::{
     ConnectHook, HookFuture, Packable, PackedCommand, Pool, Reply, map_redis_error, reply_text, server_error,
 };
 
-use crate::combine::{self, Combine, Members, Unit};
+use crate::combine::{self, Call, Combine, Members, Unit};
 use crate::invocation::Invocation;
 use crate::script::{ALL, Script};
 
@@ -348,7 +348,7 @@ impl Scripts {
         answered(results)
     }
 
-    /// Sends a batch of calls (`(script, command, slot)`) on the pool's direct link `link`,
+    /// Sends a batch of calls on the pool's direct link `link`,
     /// calls of one slot combined up to `combine`'s limits into runs of the `many` script
     /// (one `EVALSHA` for several calls, each still atomic and answered on its own), with
     /// the `NOSCRIPT` recovery of [`invoke_direct`](Self::invoke_direct). Returns each call's
@@ -357,7 +357,7 @@ impl Scripts {
         &self,
         pool: &Pool,
         link: usize,
-        calls: &[(&'static Script, PackedCommand, u16)],
+        calls: &[Call],
         combine: Combine,
     ) -> Vec<Result<Value, Error>> {
         let (units, batch) = self.plan(calls, combine);
@@ -365,7 +365,7 @@ impl Scripts {
         let replies = self.invoke_direct(pool, link, units).await;
         let (mut results, alone) = batch.fan_out(calls, replies);
         if !alone.is_empty() {
-            let units = alone.iter().map(|&i| (calls[i].0, &calls[i].1)).collect();
+            let units = alone.iter().map(|&i| (calls[i].script, &calls[i].command)).collect();
             let replies = self.invoke_direct(pool, link, units).await;
             for (&i, reply) in alone.iter().zip(replies) {
                 results[i] = Some(reply);
@@ -377,17 +377,15 @@ impl Scripts {
     /// [`run_direct`](Self::run_direct) on a Redis Cluster: each unit goes to the master of
     /// its slot, as [`invoke_cluster`](Self::invoke_cluster) sends it. Only calls of the
     /// same slot share a run.
-    pub async fn run_cluster(
-        &self,
-        pool: &Pool,
-        calls: &[(&'static Script, PackedCommand, u16)],
-        combine: Combine,
-    ) -> Vec<Result<Value, Error>> {
+    pub async fn run_cluster(&self, pool: &Pool, calls: &[Call], combine: Combine) -> Vec<Result<Value, Error>> {
         let (units, batch) = self.plan(calls, combine);
         let replies = self.invoke_cluster(pool, units).await;
         let (mut results, alone) = batch.fan_out(calls, replies);
         if !alone.is_empty() {
-            let units = alone.iter().map(|&i| (calls[i].0, &calls[i].1, calls[i].2)).collect();
+            let units = alone
+                .iter()
+                .map(|&i| (calls[i].script, &calls[i].command, calls[i].slot))
+                .collect();
             let replies = self.invoke_cluster(pool, units).await;
             for (&i, reply) in alone.iter().zip(replies) {
                 results[i] = Some(reply);
@@ -402,7 +400,7 @@ impl Scripts {
     pub async fn run_pipeline<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
-        calls: &[(&'static Script, PackedCommand, u16)],
+        calls: &[Call],
         combine: Combine,
         timeout: Duration,
     ) -> Vec<Result<Value, Error>> {
@@ -411,7 +409,10 @@ impl Scripts {
         let replies = self.pipeline_or_each(conn, commands, timeout).await;
         let (mut results, alone) = batch.fan_out(calls, replies);
         if !alone.is_empty() {
-            let commands = alone.iter().map(|&i| (calls[i].0, calls[i].1.to_cmd())).collect();
+            let commands = alone
+                .iter()
+                .map(|&i| (calls[i].script, calls[i].command.to_cmd()))
+                .collect();
             let replies = self.pipeline_or_each(conn, commands, timeout).await;
             for (&i, reply) in alone.iter().zip(replies) {
                 results[i] = Some(reply);
@@ -435,11 +436,7 @@ impl Scripts {
     }
 
     /// The units of a batch (see [`combine::plan`]), counted.
-    fn plan<'a>(
-        &self,
-        calls: &'a [(&'static Script, PackedCommand, u16)],
-        combine: Combine,
-    ) -> (Vec<(&'static Script, Unit<'a>, u16)>, Batch) {
+    fn plan<'a>(&self, calls: &'a [Call], combine: Combine) -> (Vec<(&'static Script, Unit<'a>, u16)>, Batch) {
         let plan = combine::plan(calls, combine);
         let (mut runs, mut carried) = (0, 0);
         for members in plan.members().filter(|m| m.len() > 1) {
@@ -490,7 +487,7 @@ impl Batch {
     /// answers.
     fn fan_out(
         self,
-        calls: &[(&'static Script, PackedCommand, u16)],
+        calls: &[Call],
         replies: Vec<Result<Value, Error>>,
     ) -> (Vec<Option<Result<Value, Error>>>, Vec<usize>) {
         let mut results: Vec<Option<Result<Value, Error>>> = (0..calls.len()).map(|_| None).collect();
@@ -516,7 +513,7 @@ impl Batch {
     /// it. Such a call is not sent again: it gets an error that says it was not applied.
     fn hold_back_out_of_order(
         &self,
-        calls: &[(&'static Script, PackedCommand, u16)],
+        calls: &[Call],
         refused: &[usize],
         results: &mut [Option<Result<Value, Error>>],
         alone: &mut Vec<usize>,
@@ -528,13 +525,13 @@ impl Batch {
             let ran_later: std::collections::HashSet<&str> = (unit + 1..units.len())
                 .filter(|u| !refused[k + 1..].contains(u))
                 .flat_map(|u| units[u].iter())
-                .filter_map(|&i| entity_tag(&calls[i].1))
+                .filter_map(|&i| entity_tag(&calls[i].command))
                 .collect();
             held.extend(
                 units[unit]
                     .iter()
                     .copied()
-                    .filter(|&i| entity_tag(&calls[i].1).is_some_and(|tag| ran_later.contains(tag))),
+                    .filter(|&i| entity_tag(&calls[i].command).is_some_and(|tag| ran_later.contains(tag))),
             );
         }
         for &i in &held {
@@ -543,7 +540,7 @@ impl Batch {
                     "not applied: Redis refused the run of calls this {} call was sent in (NOPERM: \
                      another call's key is outside the ACL user's keys), and a later call of the same \
                      entity has run since; sent again now it would apply out of order",
-                    calls[i].0.name()
+                    calls[i].script.name()
                 ),
             }));
         }

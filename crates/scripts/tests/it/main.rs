@@ -5,7 +5,7 @@ use std::sync::Arc;
 use stateful_redis_core::{Error, RedisConfig};
 use stateful_redis_pool::{ConnectHook, Pool};
 use stateful_redis_scripts::{
-    ALL, Acquire, AcquireReply, Combine, Get, GuardKeys, Invocation, LeaseReply, MessageWindow, Release, Renew,
+    ALL, Acquire, AcquireReply, Call, Combine, Get, GuardKeys, Invocation, LeaseReply, MessageWindow, Release, Renew,
     Scripts, WRITE, Write, WriteOp, WriteReply, WriteResult,
 };
 use stateful_redis_test_support::RedisServer;
@@ -318,11 +318,7 @@ async fn a_failing_call_in_a_pipeline_fails_alone() {
 }
 
 /// The same calls, of every script, for one run of `many` and for one `EVALSHA` each.
-fn every_kind_of_call() -> Vec<(
-    &'static stateful_redis_scripts::Script,
-    stateful_redis_pool::PackedCommand,
-    u16,
-)> {
+fn every_kind_of_call() -> Vec<Call> {
     const GUARD: GuardKeys<'static> = GuardKeys {
         fence: "t:{g}:f",
         lease: "t:{g}:l",
@@ -339,20 +335,9 @@ fn every_kind_of_call() -> Vec<(
         ..Write::new("t:{g}:s", WriteOp::Put, Some(data))
     };
     let mut calls = Vec::new();
-    let mut push = |call: &dyn Fn() -> (
-        &'static stateful_redis_scripts::Script,
-        stateful_redis_pool::PackedCommand,
-    )| {
-        let (script, cmd) = call();
-        calls.push((script, cmd, 0));
-    };
-    fn packed<I: Invocation>(
-        call: I,
-    ) -> (
-        &'static stateful_redis_scripts::Script,
-        stateful_redis_pool::PackedCommand,
-    ) {
-        (call.script(), call.packed())
+    let mut push = |call: &dyn Fn() -> Call| calls.push(call());
+    fn packed<I: Invocation>(call: I) -> Call {
+        Call::new(&call, 0)
     }
     push(&|| packed(Write::new("t:{a}:s", WriteOp::Put, Some(b"one"))));
     push(&|| packed(Get { key: "t:{a}:s" }));
@@ -590,7 +575,7 @@ async fn a_run_the_server_lost_is_loaded_again_and_each_call_applies_once() {
     let keys: Vec<String> = (0..10).map(|i| format!("t:{{p{i}}}:s")).collect();
     let calls: Vec<_> = keys
         .iter()
-        .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"y")).packed(), 0))
+        .map(|key| Call::new(&Write::new(key, WriteOp::Put, Some(b"y")), 0))
         .collect();
     let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(4)).await;
     for result in results {
@@ -631,7 +616,7 @@ async fn a_run_with_keys_the_user_may_not_touch_answers_each_call_on_its_own() {
     let keys = ["t:{a}:s", "x:{b}:s", "t:{c}:s", "x:{d}:s"];
     let calls: Vec<_> = keys
         .iter()
-        .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"v")).packed(), 0))
+        .map(|key| Call::new(&Write::new(key, WriteOp::Put, Some(b"v")), 0))
         .collect();
     let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(64)).await;
     assert_eq!(scripts.stats().combined_runs, 1);
@@ -660,13 +645,7 @@ async fn a_refused_run_never_applies_a_call_after_a_later_call_of_its_entity() {
     ];
     let calls: Vec<_> = writes
         .iter()
-        .map(|(key, value)| {
-            (
-                &WRITE,
-                Write::new(key, WriteOp::Put, Some(value.as_bytes())).packed(),
-                0,
-            )
-        })
+        .map(|(key, value)| Call::new(&Write::new(key, WriteOp::Put, Some(value.as_bytes())), 0))
         .collect();
     let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(2)).await;
     assert_eq!(scripts.stats().combined_runs, 3);
@@ -718,18 +697,10 @@ async fn over_maxmemory_a_run_refuses_what_each_call_alone_would_be_refused() {
 
     // In runs: the same answers, call by call.
     let calls = vec![
-        (
-            &WRITE,
-            Write::new("t:{c}:s", WriteOp::Delete { expected: 1 }, None).packed(),
-            0,
-        ),
-        (&WRITE, put("t:{c}:s").packed(), 0),
-        (
-            &WRITE,
-            Write::new("t:{d}:s", WriteOp::Delete { expected: 1 }, None).packed(),
-            0,
-        ),
-        (&WRITE, put("t:{d}:s").packed(), 0),
+        Call::new(&Write::new("t:{c}:s", WriteOp::Delete { expected: 1 }, None), 0),
+        Call::new(&put("t:{c}:s"), 0),
+        Call::new(&Write::new("t:{d}:s", WriteOp::Delete { expected: 1 }, None), 0),
+        Call::new(&put("t:{d}:s"), 0),
     ];
     let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(2)).await;
     assert_eq!(scripts.stats().combined_runs, 2);
