@@ -566,8 +566,8 @@ enum Client {
     Plain { mode: &'static str, tasks: u32 },
     /// `stateful-redis load --workload <workload>` with this many callers; reads `--json`.
     Load { workload: &'static str, callers: u32 },
-    /// The same with `--calls-per-run 1`: each call its own `EVALSHA`, as redis-benchmark sends
-    /// them, no run of the `many` script.
+    /// The same with `--calls-per-bundle 1`: each call its own `EVALSHA`, as redis-benchmark sends
+    /// them, no bundles (`EVALSHA many`).
     LoadAlone { workload: &'static str, callers: u32 },
     /// The same with OpenTelemetry on: metrics every second and spans (the default 1 % sampling)
     /// exported over OTLP/HTTP to a sink in this process that answers every export.
@@ -774,7 +774,7 @@ fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_args: &[String
                     bins.load.clone(),
                     format!(
                         "load --redis {url} --workload {workload} --concurrency {callers} --ops {ops} \
-                         --entities {ENTITIES} --value-size {VALUE_SIZE} --calls-per-run 1 --json"
+                         --entities {ENTITIES} --value-size {VALUE_SIZE} --calls-per-bundle 1 --json"
                     ),
                 ),
                 Load { workload, callers } | LoadOtel { workload, callers } => (
@@ -1505,7 +1505,7 @@ impl Report<'_> {
             "\n## Throughput\n\n{CONCURRENCY} concurrent callers, {} operations per run, {ENTITIES} entities, \
              {VALUE_SIZE}-byte values. Every client does the executor's put on the server (`EVALSHA` of \
              write.lua), except `cas` and `update`. The executor sends the calls of a pipeline as one \
-             `EVALSHA` of its `many` script (`batch.calls_per_run`), which applies them one by one, each \
+             bundle, one `EVALSHA` of its `many` script (`batch.calls_per_bundle`), which applies them one by one, each \
              atomic and answered on its own; \"one EVALSHA per call\" turns that off and sends them as \
              redis-benchmark does.\n",
             plan.ops

@@ -353,7 +353,7 @@ fn parse_value(buf: &[u8], at: usize) -> Result<Option<(Parsed, usize)>, String>
             let mut items = Vec::with_capacity(len.min(1024) as usize);
             let mut at = next;
             for _ in 0..len {
-                // An integer (a write's version: most replies of a run of calls) is read in
+                // An integer (a write's version: most replies of a bundle of calls) is read in
                 // place, without a level of recursion.
                 if buf.get(at) == Some(&b':') {
                     let Some((text, next)) = line(buf, at + 1) else {
@@ -656,7 +656,7 @@ mod tests {
             assert_eq!(one(&array[..cut]), None, "cut at {cut}");
         }
         assert_eq!(one(b"$5\r\nab"), None);
-        // A run's replies: integers read in place, each cut short is "not yet", a bad one
+        // A bundle's replies: integers read in place, each cut short is "not yet", a bad one
         // an error.
         let ints = b"*3\r\n:1\r\n:-22\r\n:333\r\n";
         assert_eq!(

@@ -1,5 +1,5 @@
-//! Several script calls in one run of [`MANY`]: how a batch of calls costs the server one
-//! `EVALSHA` instead of one per call.
+//! Bundles: several script calls in one `EVALSHA` of [`MANY`], so that a batch of calls costs
+//! the server one `EVALSHA` instead of one per call.
 //!
 //! A batch's calls are grouped by cluster slot (a standalone server has one), in their order;
 //! each group of two or more becomes one `EVALSHA many` whose keys are its calls' keys and
@@ -22,7 +22,7 @@ pub struct Call {
     /// Its `EVALSHA`, encoded once (by [`Invocation::packed`]).
     pub command: PackedCommand,
     /// The cluster slot of its keys (0 on a standalone server): only calls of one slot
-    /// share a run.
+    /// share a bundle.
     pub slot: u16,
 }
 
@@ -37,12 +37,12 @@ impl Call {
     }
 }
 
-/// How many calls one run of [`MANY`] may hold.
+/// How many calls one bundle (one `EVALSHA` of [`MANY`]) may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Combine {
-    /// Most calls in one run; 1 sends every call as its own `EVALSHA`.
+    /// Most calls in one bundle; 1 sends every call as its own `EVALSHA`.
     pub max_calls: usize,
-    /// Most bytes of calls in one run; a call larger than this runs alone.
+    /// Most bytes of calls in one bundle; a call larger than this goes alone.
     pub max_bytes: usize,
 }
 
@@ -53,7 +53,7 @@ impl Combine {
         max_bytes: 0,
     };
 
-    /// Up to `max_calls` calls and 256 KiB of them in one run.
+    /// Up to `max_calls` calls and 256 KiB of them in one bundle.
     pub fn up_to(max_calls: usize) -> Self {
         Self {
             max_calls,
@@ -62,18 +62,18 @@ impl Combine {
     }
 }
 
-/// One command of a pipeline: a call alone, or several calls in one run of [`MANY`].
+/// One command of a pipeline: a call alone, or several calls in one bundle.
 #[derive(Debug)]
 pub enum Unit<'a> {
     /// A call as it was encoded.
     One(&'a PackedCommand),
     /// An `EVALSHA many` made of several calls, written straight from their bytes.
-    Many(Run<'a>),
+    Many(Bundle<'a>),
 }
 
-/// Several calls as one `EVALSHA many`: their parts, read from their encoded bytes.
+/// A bundle: several calls as one `EVALSHA many`, their parts read from their encoded bytes.
 #[derive(Debug)]
-pub struct Run<'a> {
+pub struct Bundle<'a> {
     /// Each call's number in [`MANY`] and its keys and arguments.
     calls: Vec<(u64, ScriptCall<'a>)>,
     keys: usize,
@@ -83,7 +83,7 @@ pub struct Run<'a> {
     bytes: usize,
 }
 
-impl Run<'_> {
+impl Bundle<'_> {
     fn write<W: Args>(&self, cmd: &mut W) {
         cmd.int(self.keys as u64);
         for (_, call) in &self.calls {
@@ -96,7 +96,7 @@ impl Run<'_> {
     }
 }
 
-/// Where a run's arguments go: a pipeline's buffer, or a command of its own.
+/// Where a bundle's arguments go: a pipeline's buffer, or a command of its own.
 trait Args {
     fn int(&mut self, n: u64) -> &mut Self;
     fn encoded(&mut self, bytes: &[u8], count: usize) -> &mut Self;
@@ -151,13 +151,13 @@ impl Packable for Unit<'_> {
     fn pack_into(&self, out: &mut Vec<u8>) {
         match self {
             Unit::One(cmd) => cmd.pack_into(out),
-            Unit::Many(run) => {
-                out.reserve(run.bytes + 64);
+            Unit::Many(bundle) => {
+                out.reserve(bundle.bytes + 64);
                 out.push(b'*');
-                out.extend_from_slice(itoa::Buffer::new().format(run.count).as_bytes());
+                out.extend_from_slice(itoa::Buffer::new().format(bundle.count).as_bytes());
                 out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(MANY.evalsha().encoded().0);
-                run.write(&mut Raw(out));
+                bundle.write(&mut Raw(out));
             }
         }
     }
@@ -165,7 +165,7 @@ impl Packable for Unit<'_> {
     fn packed_len_hint(&self) -> usize {
         match self {
             Unit::One(cmd) => cmd.packed_len_hint(),
-            Unit::Many(run) => run.bytes + 64,
+            Unit::Many(bundle) => bundle.bytes + 64,
         }
     }
 }
@@ -179,13 +179,13 @@ impl Unit<'_> {
         }
     }
 
-    /// The command as one [`PackedCommand`] (a copy, for a run).
+    /// The command as one [`PackedCommand`] (a copy, for a bundle).
     pub fn to_packed(&self) -> PackedCommand {
         match self {
             Unit::One(cmd) => (*cmd).clone(),
-            Unit::Many(run) => {
-                let mut cmd = PackedCommand::starting_with(MANY.evalsha(), run.bytes);
-                run.write(&mut cmd);
+            Unit::Many(bundle) => {
+                let mut cmd = PackedCommand::starting_with(MANY.evalsha(), bundle.bytes);
+                bundle.write(&mut cmd);
                 cmd
             }
         }
@@ -238,7 +238,7 @@ fn number(script: &Script) -> Option<u64> {
 }
 
 /// Groups `calls` into units: calls of one slot, in order, up
-/// to `combine`'s limits, run as one [`MANY`]. Calls of different slots may change places
+/// to `combine`'s limits, go as one bundle. Calls of different slots may change places
 /// (an entity's calls all have its slot, so each entity keeps its order).
 pub fn plan<'a>(calls: &'a [Call], combine: Combine) -> Plan<'a> {
     let n = calls.len();
@@ -295,8 +295,8 @@ pub fn plan<'a>(calls: &'a [Call], combine: Combine) -> Plan<'a> {
     plan
 }
 
-/// Ends the open group `plan.members.order[group..]`: one call alone, or several in one run of
-/// [`MANY`].
+/// Ends the open group `plan.members.order[group..]`: one call alone, or several in one
+/// bundle.
 fn close<'a>(calls: &'a [Call], group: usize, plan: &mut Plan<'a>) {
     let members = &plan.members.order[group..];
     match members.len() {
@@ -309,8 +309,8 @@ fn close<'a>(calls: &'a [Call], group: usize, plan: &mut Plan<'a>) {
             } = &calls[members[0]];
             plan.units.push((script, Unit::One(cmd), *slot));
         }
-        _ => match run(calls, members) {
-            Some(run) => plan.units.push((&MANY, Unit::Many(run), calls[members[0]].slot)),
+        _ => match bundle(calls, members) {
+            Some(bundle) => plan.units.push((&MANY, Unit::Many(bundle), calls[members[0]].slot)),
             None => {
                 // Not script calls as `Invocation::packed` writes them: each goes alone.
                 for k in group..plan.members.order.len() {
@@ -330,9 +330,9 @@ fn close<'a>(calls: &'a [Call], group: usize, plan: &mut Plan<'a>) {
     plan.members.ends.push(plan.members.order.len());
 }
 
-/// The run of `members`' calls: each one's number in [`MANY`], keys and arguments.
-fn run<'a>(calls: &'a [Call], members: &[usize]) -> Option<Run<'a>> {
-    let mut run = Run {
+/// The bundle of `members`' calls: each one's number in [`MANY`], keys and arguments.
+fn bundle<'a>(calls: &'a [Call], members: &[usize]) -> Option<Bundle<'a>> {
+    let mut bundle = Bundle {
         calls: Vec::with_capacity(members.len()),
         keys: 0,
         count: 3,
@@ -343,16 +343,16 @@ fn run<'a>(calls: &'a [Call], members: &[usize]) -> Option<Run<'a>> {
             script, command: cmd, ..
         } = &calls[i];
         let call = cmd.script_call_after(script.evalsha())?;
-        run.keys += call.keys;
-        run.count += call.keys + 3 + call.args;
-        run.bytes += call.key_bytes.len() + call.arg_bytes.len() + 24;
-        run.calls.push((number(script)?, call));
+        bundle.keys += call.keys;
+        bundle.count += call.keys + 3 + call.args;
+        bundle.bytes += call.key_bytes.len() + call.arg_bytes.len() + 24;
+        bundle.calls.push((number(script)?, call));
     }
-    Some(run)
+    Some(bundle)
 }
 
 /// Hands a unit's reply to its calls: `results[i]` for each member `i` (a unit of several
-/// calls is a run of [`MANY`]). A combined unit the
+/// calls is a bundle). A combined unit the
 /// server refused for lack of permission (an ACL that denies one of its calls' keys) ran
 /// nothing: its calls are pushed to `alone`, to be sent again one by one, so that each gets
 /// its own answer.
@@ -376,11 +376,14 @@ pub fn fan_out(
                     value => Ok(value),
                 });
             }
-            // A run stops at a call it cannot read (see many.lua): those after it did not run.
+            // A bundle stops at a call it cannot read (see many.lua): those after it did not run.
             for &i in &members[answered..] {
                 results[i] = Some(Err(Error::UnexpectedReply {
                     what: MANY.name(),
-                    detail: format!("no reply: the run stopped after {answered} of {} calls", members.len()),
+                    detail: format!(
+                        "no reply: the bundle stopped after {answered} of {} calls",
+                        members.len()
+                    ),
                 }));
             }
         }
@@ -398,7 +401,7 @@ pub fn fan_out(
         }
         Err(Error::NoPermission { .. }) => alone.extend_from_slice(members),
         Err(Error::Script { message, .. }) => {
-            // The run's error is each call's, under the call's own script.
+            // The bundle's error is each call's, under the call's own script.
             for &i in members {
                 results[i] = Some(Err(Error::Script {
                     script: calls[i].script.name(),
@@ -414,7 +417,7 @@ pub fn fan_out(
     }
 }
 
-/// The error of one call inside a run, as it would be had the call run alone.
+/// The error of one call inside a bundle, as it would be had the call run alone.
 fn call_error(script: &'static Script, code: &str, details: Option<&str>) -> Error {
     let message = match details {
         Some(details) => format!("{code} {details}"),
@@ -439,7 +442,7 @@ mod tests {
     }
 
     #[test]
-    fn calls_of_one_slot_become_one_run_with_every_key_and_argument() {
+    fn calls_of_one_slot_become_one_bundle_with_every_key_and_argument() {
         let calls = vec![put("a", 0), get("b", 0), put("c", 0)];
         let plan = plan(&calls, Combine::up_to(64));
         assert_eq!(members(&plan), vec![vec![0, 1, 2]]);
@@ -478,7 +481,7 @@ mod tests {
         assert_eq!(members(&slots), vec![vec![1, 4], vec![0, 2], vec![3]]);
         assert_eq!(slots.units.iter().map(|u| u.2).collect::<Vec<_>>(), [3, 7, 9]);
 
-        // Off, or a call larger than a run may be: each alone, in order.
+        // Off, or a call larger than a bundle may be: each alone, in order.
         let calls = vec![put("a", 0), put("b", 0)];
         assert_eq!(plan_members(&calls, Combine::OFF), vec![vec![0], vec![1]]);
         let small = Combine {
@@ -497,7 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_reply_goes_back_call_by_call() {
+    fn a_bundle_reply_goes_back_call_by_call() {
         let calls = vec![put("a", 0), put("b", 0), put("c", 0)];
         let error =
             redis::parse_redis_value(b"*3\r\n:1\r\n-WRONGTYPE Operation against a key\r\n:7\r\n").expect("parses");
@@ -530,7 +533,7 @@ mod tests {
             Some(Err(Error::UnexpectedReply { what: "many", .. }))
         ));
         assert!(matches!(results[1], Some(Err(Error::UnexpectedReply { .. }))));
-        // A run that stopped early: the calls it answered keep their replies.
+        // A bundle that stopped early: the calls it answered keep their replies.
         let short =
             redis::parse_redis_value(b"*2\r\n:4\r\n-ERR many: malformed call at argument 7\r\n").expect("parses");
         let mut results = vec![None, None, None];

@@ -7,10 +7,10 @@
 //! ([`Scripts::invoke`]) or inside pipelines ([`Scripts::invoke_pipeline`]). Each
 //! script has one typed invocation ([`Get`], [`Write`], [`Acquire`], …) and one typed reply.
 //!
-//! A batch of calls can also go as runs of the [`MANY`] script ([`Scripts::run_direct`],
-//! [`Scripts::run_cluster`], [`Scripts::run_pipeline`], limited by a [`Combine`]): one
-//! `EVALSHA` applies several calls one after another, each as atomic as alone, and answers each
-//! with its own reply or error. A batch is a slice of [`Call`]s (a script, its encoded
+//! A batch of calls can also go in bundles ([`Scripts::run_direct`], [`Scripts::run_cluster`],
+//! [`Scripts::run_pipeline`], limited by a [`Combine`]): a bundle is one `EVALSHA` of the
+//! [`MANY`] script that applies several calls one after another, each as atomic as alone, and
+//! answers each with its own reply or error. A batch is a slice of [`Call`]s (a script, its encoded
 //! `EVALSHA`, the cluster slot of its keys); [`plan`] shows how it is grouped:
 //!
 //! ```
@@ -22,7 +22,7 @@
 //!     .map(|key| Call::new(&Write::new(key, WriteOp::Put, Some(b"\x03v")), 0))
 //!     .collect();
 //! let batch = plan(&calls, Combine::up_to(2));
-//! // Runs of at most two calls: the first two share one `EVALSHA many`, the third goes alone.
+//! // Bundles of at most two calls: the first two share one `EVALSHA many`, the third goes alone.
 //! assert!(matches!(batch.units[0].1, Unit::Many(_)));
 //! assert!(matches!(batch.units[1].1, Unit::One(_)));
 //! assert_eq!(batch.members().map(<[usize]>::len).collect::<Vec<_>>(), [2, 1]);

@@ -24,8 +24,8 @@ use crate::script::{ALL, Script};
 pub struct Scripts {
     preloads: AtomicU64,
     reloads: AtomicU64,
-    runs: AtomicU64,
-    combined: AtomicU64,
+    bundles: AtomicU64,
+    bundled_calls: AtomicU64,
 }
 
 /// Counts of script loading, for metrics and the advisor.
@@ -36,10 +36,10 @@ pub struct ScriptStats {
     pub preloads: u64,
     /// Times a `NOSCRIPT` reply made a script load again.
     pub reloads: u64,
-    /// Runs of the `many` script sent: each carries several calls in one `EVALSHA`.
-    pub combined_runs: u64,
-    /// Calls those runs carried.
-    pub combined_calls: u64,
+    /// Bundles of the `many` script sent: each carries several calls in one `EVALSHA`.
+    pub bundles: u64,
+    /// Calls those bundles carried.
+    pub bundled_calls: u64,
 }
 
 fn is_noscript(e: &RedisError) -> bool {
@@ -349,7 +349,7 @@ impl Scripts {
     }
 
     /// Sends a batch of calls on the pool's direct link `link`,
-    /// calls of one slot combined up to `combine`'s limits into runs of the `many` script
+    /// calls of one slot combined up to `combine`'s limits into bundles of the `many` script
     /// (one `EVALSHA` for several calls, each still atomic and answered on its own), with
     /// the `NOSCRIPT` recovery of [`invoke_direct`](Self::invoke_direct). Returns each call's
     /// own result, in the order of `calls`.
@@ -376,7 +376,7 @@ impl Scripts {
 
     /// [`run_direct`](Self::run_direct) on a Redis Cluster: each unit goes to the master of
     /// its slot, as [`invoke_cluster`](Self::invoke_cluster) sends it. Only calls of the
-    /// same slot share a run.
+    /// same slot share a bundle.
     pub async fn run_cluster(&self, pool: &Pool, calls: &[Call], combine: Combine) -> Vec<Result<Value, Error>> {
         let (units, batch) = self.plan(calls, combine);
         let replies = self.invoke_cluster(pool, units).await;
@@ -438,14 +438,14 @@ impl Scripts {
     /// The units of a batch (see [`combine::plan`]), counted.
     fn plan<'a>(&self, calls: &'a [Call], combine: Combine) -> (Vec<(&'static Script, Unit<'a>, u16)>, Batch) {
         let plan = combine::plan(calls, combine);
-        let (mut runs, mut carried) = (0, 0);
+        let (mut bundles, mut carried) = (0, 0);
         for members in plan.members().filter(|m| m.len() > 1) {
-            runs += 1;
+            bundles += 1;
             carried += members.len();
         }
-        if runs > 0 {
-            self.runs.fetch_add(runs, Ordering::Relaxed);
-            self.combined.fetch_add(carried as u64, Ordering::Relaxed);
+        if bundles > 0 {
+            self.bundles.fetch_add(bundles, Ordering::Relaxed);
+            self.bundled_calls.fetch_add(carried as u64, Ordering::Relaxed);
         }
         let (units, members) = plan.into_parts();
         (units, Batch { members })
@@ -456,8 +456,8 @@ impl Scripts {
         ScriptStats {
             preloads: self.preloads.load(Ordering::Relaxed),
             reloads: self.reloads.load(Ordering::Relaxed),
-            combined_runs: self.runs.load(Ordering::Relaxed),
-            combined_calls: self.combined.load(Ordering::Relaxed),
+            bundles: self.bundles.load(Ordering::Relaxed),
+            bundled_calls: self.bundled_calls.load(Ordering::Relaxed),
         }
     }
 }
@@ -482,7 +482,7 @@ struct Batch {
 }
 
 impl Batch {
-    /// Each call's result from its unit's reply, and the calls of runs refused as a whole
+    /// Each call's result from its unit's reply, and the calls of bundles refused as a whole
     /// (an ACL that denies some of their keys), to be sent again one by one for their own
     /// answers.
     fn fan_out(
@@ -507,7 +507,7 @@ impl Batch {
         (results, alone)
     }
 
-    /// Keeps each entity's order when runs were refused. A refused run's calls are sent again
+    /// Keeps each entity's order when bundles were refused. A refused bundle's calls are sent again
     /// after the whole pipeline; a call whose entity (the hash tag of its first key) also had
     /// a call in a later unit of this pipeline, which the server did run, would then apply after
     /// it. Such a call is not sent again: it gets an error that says it was not applied.
@@ -537,7 +537,7 @@ impl Batch {
         for &i in &held {
             results[i] = Some(Err(Error::Server {
                 message: format!(
-                    "not applied: Redis refused the run of calls this {} call was sent in (NOPERM: \
+                    "not applied: Redis refused the bundle of calls this {} call was sent in (NOPERM: \
                      another call's key is outside the ACL user's keys), and a later call of the same \
                      entity has run since; sent again now it would apply out of order",
                     calls[i].script.name()

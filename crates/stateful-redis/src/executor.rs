@@ -74,13 +74,13 @@ impl ExecutorBuilder {
             }
         };
         // One queue per shared link: an entity's operations always take the same link.
-        let calls_per_run = Arc::new(AtomicUsize::new(self.config.batch.calls_per_run));
+        let calls_per_bundle = Arc::new(AtomicUsize::new(self.config.batch.calls_per_bundle));
         let sink = RedisSink {
             pool: pool.clone(),
             scripts: Arc::clone(&scripts),
             monitor: monitor.clone(),
             telemetry: telemetry.clone(),
-            calls_per_run: Arc::clone(&calls_per_run),
+            calls_per_bundle: Arc::clone(&calls_per_bundle),
         };
         let (m, t) = (monitor.clone(), telemetry.clone());
         pool.on_checkout(Arc::new(move |waited| {
@@ -94,7 +94,7 @@ impl ExecutorBuilder {
                 monitor: monitor.clone(),
                 pool,
                 batcher,
-                calls_per_run,
+                calls_per_bundle,
                 scripts,
                 envelope,
                 config: self.config,
@@ -129,8 +129,8 @@ pub(crate) struct Inner {
     pub(crate) monitor: PerformanceMonitor,
     pub(crate) pool: Pool,
     batcher: Batcher<RedisSink>,
-    /// `batch.calls_per_run`, shared with the sink and changed live.
-    calls_per_run: Arc<AtomicUsize>,
+    /// `batch.calls_per_bundle`, shared with the sink and changed live.
+    calls_per_bundle: Arc<AtomicUsize>,
     pub(crate) scripts: Arc<Scripts>,
     pub(crate) envelope: Envelope,
     pub(crate) config: ExecutorConfig,
@@ -171,7 +171,7 @@ impl Inner {
     /// Takes new batch settings live (see `Batcher::reconfigure`).
     pub(crate) fn reconfigure_batch(&self, config: &stateful_redis_core::BatchConfig) -> Result<(), Error> {
         self.batcher.reconfigure(config)?;
-        self.calls_per_run.store(config.calls_per_run, Ordering::Relaxed);
+        self.calls_per_bundle.store(config.calls_per_bundle, Ordering::Relaxed);
         Ok(())
     }
 
@@ -399,8 +399,8 @@ struct RedisSink {
     scripts: Arc<Scripts>,
     monitor: PerformanceMonitor,
     telemetry: crate::telemetry::Handle,
-    /// `batch.calls_per_run`: calls of a pipeline sent as one run of the `many` script.
-    calls_per_run: Arc<AtomicUsize>,
+    /// `batch.calls_per_bundle`: calls of a pipeline sent as one bundle (`EVALSHA many`).
+    calls_per_bundle: Arc<AtomicUsize>,
 }
 
 /// An encoded call and the queue it goes to.
@@ -429,9 +429,9 @@ impl PipelineSink for RedisSink {
     async fn send(&self, shard: usize, ops: Vec<Queued>) -> Vec<Result<redis::Value, Error>> {
         let spans = crate::telemetry::pipeline(&self.telemetry, ops.iter().map(|q| (q.call.script, &q.trace)));
         let calls: Vec<Call> = ops.into_iter().map(|q| q.call).collect();
-        let combine = Combine::up_to(self.calls_per_run.load(Ordering::Relaxed));
+        let combine = Combine::up_to(self.calls_per_bundle.load(Ordering::Relaxed));
         let results = if self.pool.is_cluster() {
-            // No runs on a cluster: while a slot migrates, a run whose keys are split between
+            // No bundles on a cluster: while a slot migrates, a bundle whose keys are split between
             // the two masters is refused (`TRYAGAIN`) until the migration ends, where single
             // calls follow their `ASK` one by one (ADR 008).
             self.scripts.run_cluster(&self.pool, &calls, Combine::OFF).await

@@ -77,7 +77,7 @@ async fn a_call_outside_the_users_keys_fails_alone_among_calls_made_together() {
     let (_server, exec) = limited_user().await;
     let allowed = exec.state::<Counter>("app").expect("namespace");
     let denied = exec.state::<Counter>("other").expect("namespace");
-    // Made together, the calls share pipelines and runs of the `many` script.
+    // Made together, the calls share pipelines and bundles (`EVALSHA many`).
     let calls = (0..20u64).map(|i| {
         let (state, id) = if i % 4 == 1 {
             (&denied, format!("d{i}"))
@@ -95,7 +95,7 @@ async fn a_call_outside_the_users_keys_fails_alone_among_calls_made_together() {
             assert_eq!(stored.value, Counter { n: i });
         }
     }
-    assert!(exec.script_stats().combined_runs > 0, "{:?}", exec.script_stats());
+    assert!(exec.script_stats().bundles > 0, "{:?}", exec.script_stats());
     exec.shutdown().await;
 }
 
