@@ -79,10 +79,10 @@ pub(crate) struct LoadArgs {
     /// Most operations per pipeline (default: batch.max_batch, 128).
     #[arg(long)]
     max_batch: Option<usize>,
-    /// Most calls of a pipeline in one run of the `many` script; 1 sends each call as its
-    /// own EVALSHA (default: batch.calls_per_run, 64).
-    #[arg(long)]
-    calls_per_run: Option<usize>,
+    /// Most calls of a pipeline in one bundle (one EVALSHA of the `many` script); 1 sends
+    /// each call as its own EVALSHA (default: batch.calls_per_bundle, 64).
+    #[arg(long, alias = "calls-per-run")]
+    calls_per_bundle: Option<usize>,
 }
 
 /// The summary of a run.
@@ -107,10 +107,10 @@ struct Summary {
     batches: u64,
     avg_batch: f64,
     max_batch: u64,
-    /// Calls sent inside runs of the `many` script (several calls per `EVALSHA`).
-    combined_calls: u64,
-    /// Those runs.
-    combined_runs: u64,
+    /// Calls sent inside bundles (several calls per `EVALSHA` of the `many` script).
+    bundled_calls: u64,
+    /// Those bundles.
+    bundles: u64,
     /// Whether OpenTelemetry export was on (`OTEL_EXPORTER_OTLP_ENDPOINT` set).
     telemetry: bool,
     /// OTLP exports that failed, metrics and traces (none counted when telemetry is off).
@@ -177,8 +177,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     if let Some(links) = args.links {
         config.redis.pool.shared_connections = links;
     }
-    if let Some(n) = args.calls_per_run {
-        config.batch.calls_per_run = n;
+    if let Some(n) = args.calls_per_bundle {
+        config.batch.calls_per_bundle = n;
     }
     if let Some(n) = args.pipelines_in_flight {
         config.batch.pipelines_in_flight = n;
@@ -274,8 +274,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         batches: batch.batches,
         avg_batch: (batch.sent as f64 / batch.batches.max(1) as f64 * 10.0).round() / 10.0,
         max_batch: batch.max_batch,
-        combined_calls: scripts.combined_calls,
-        combined_runs: scripts.combined_runs,
+        bundled_calls: scripts.bundled_calls,
+        bundles: scripts.bundles,
         telemetry: export_errors.is_some(),
         export_errors: export_errors.map_or(0, |(m, t)| m + t),
         alerts_firing,

@@ -21,6 +21,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
 
 use crate::connect::ConnectHook;
+use crate::error::server_error;
 use crate::shared::LinkCounters;
 
 /// One reply: a value, or the error message the server sent for that command.
@@ -404,7 +405,7 @@ fn parse_value(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Parsed, us
             let mut items = Vec::with_capacity(len.min(1024));
             let mut at = next;
             for _ in 0..len {
-                // An integer (a write's version: most replies of a run of calls) is read in
+                // An integer (a write's version: most replies of a bundle of calls) is read in
                 // place, without a level of recursion.
                 if buf.get(at) == Some(&b':') {
                     let Some((text, next)) = line(buf, at + 1) else {
@@ -584,15 +585,17 @@ impl DirectLink {
         .await?;
         let preloaded = preload > 0 && replies.iter().skip(handshake).all(Result::is_ok);
         for (i, reply) in replies.into_iter().enumerate() {
-            match reply {
-                Err(message) if i < handshake && (message.starts_with("WRONGPASS") || message.contains("AUTH")) => {
-                    return Err(Error::Auth { message });
-                }
-                Err(message) if i < handshake => return Err(Error::Server { message }),
-                // No password given, but the server wants one.
-                Err(message) if message.starts_with("NOAUTH") => return Err(Error::Auth { message }),
-                Err(message) => tracing::warn!(%message, "preload on a new connection failed; continuing"),
-                Ok(_) => {}
+            let Err(message) = reply else { continue };
+            // A refused AUTH is a credentials problem whatever its text (`WRONGPASS`, or
+            // `ERR … called without any password configured` from older servers).
+            if i == 0 && t.password.is_some() {
+                return Err(Error::Auth { message });
+            }
+            match server_error(None, message) {
+                e if i < handshake => return Err(e),
+                // No password given, but the server wants one (`NOAUTH`).
+                e @ Error::Auth { .. } => return Err(e),
+                e => tracing::warn!(error = %e, "preload on a new connection failed; continuing"),
             }
         }
         if preloaded {
@@ -704,7 +707,7 @@ mod tests {
             assert_eq!(one(&array[..cut]), None, "cut at {cut}");
         }
         assert_eq!(one(b"$5\r\nab"), None);
-        // A run's replies: integers read in place, each cut short is "not yet", a bad one
+        // A bundle's replies: integers read in place, each cut short is "not yet", a bad one
         // an error.
         let ints = b"*3\r\n:1\r\n:-22\r\n:333\r\n";
         assert_eq!(

@@ -48,7 +48,9 @@ pub fn reply_text(err: &RedisError) -> String {
 }
 
 /// Maps an error reply of the server (`-ERR …`, `-NOPERM …`) to [`Error`]: the one place
-/// where error replies are told apart. `script` names the script the reply answered, if any.
+/// where error replies are told apart (before a reply gets here, the cluster router reads
+/// `MOVED`, `ASK`, `TRYAGAIN` and `CLUSTERDOWN`, and the script runner `NOSCRIPT`).
+/// `script` names the script the reply answered, if any.
 ///
 /// A refusal to run for now (`OOM`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`) is
 /// [`Error::Unavailable`]: the server did not apply the command. A script that raised one
@@ -58,7 +60,7 @@ pub fn server_error(script: Option<&'static str>, message: String) -> Error {
     let code = message.split(' ').next().unwrap_or("");
     match code {
         "NOPERM" => Error::NoPermission { message },
-        "WRONGPASS" => Error::Auth { message },
+        "WRONGPASS" | "NOAUTH" => Error::Auth { message },
         "OOM" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "LOADING" => Error::Unavailable { message },
         // A script refused by ACL from inside (`redis.call` of a denied command).
         _ if message.contains("can't run this command") || message.contains("No permissions to access") => {

@@ -1,4 +1,4 @@
--- many: several calls of the other scripts in one run, each as if it ran alone.
+-- many: several calls of the other scripts in one EVALSHA (a bundle), each as if it ran alone.
 --
 -- The scripts crate builds this script: each of the other scripts becomes a local function
 -- of (KEYS, ARGV) in place of the marker line below, and `scripts` lists them by number
@@ -14,9 +14,9 @@
 -- The calls share one reading of the server's clock (TIME), except a write with a message
 -- id, which reads its own, so that message ids keep their order of arrival.
 
--- Redis checks maxmemory once per script, before its first write: in a run, a delete or a
+-- Redis checks maxmemory once per script, before its first write: in a bundle, a delete or a
 -- lease renewal would be that write, and the calls after it would write past maxmemory. So
--- the run learns the server's state first (SETRANGE of nothing: refused when over
+-- the bundle learns the server's state first (SETRANGE of nothing: refused when over
 -- maxmemory, changes nothing otherwise) and, when over, refuses each call's first
 -- memory-growing write as Redis would refuse it alone. The scripts' `redis.call` and
 -- `redis.pcall` are `call` and `pcall_` here.

@@ -1,5 +1,5 @@
-//! Several script calls in one run of [`MANY`]: how a batch of calls costs the server one
-//! `EVALSHA` instead of one per call.
+//! Bundles: several script calls in one `EVALSHA` of [`MANY`], so that a batch of calls costs
+//! the server one `EVALSHA` instead of one per call.
 //!
 //! A batch's calls are grouped by cluster slot (a standalone server has one), in their order;
 //! each group of two or more becomes one `EVALSHA many` whose keys are its calls' keys and
@@ -11,14 +11,38 @@ use redis::Value;
 use stateful_redis_core::Error;
 use stateful_redis_pool::{Packable, PackedCommand, ScriptCall, write_int};
 
+use crate::invocation::Invocation;
 use crate::script::{MANY, MANY_SCRIPTS, Script};
 
-/// How many calls one run of [`MANY`] may hold.
+/// One script call of a batch, encoded: what [`plan`] groups and the runners send.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The script it calls.
+    pub script: &'static Script,
+    /// Its `EVALSHA`, encoded once (by [`Invocation::packed`]).
+    pub command: PackedCommand,
+    /// The cluster slot of its keys (0 on a standalone server): only calls of one slot
+    /// share a bundle.
+    pub slot: u16,
+}
+
+impl Call {
+    /// `invocation` encoded, for the keys of cluster slot `slot` (0 on a standalone server).
+    pub fn new<I: Invocation>(invocation: &I, slot: u16) -> Self {
+        Self {
+            script: invocation.script(),
+            command: invocation.packed(),
+            slot,
+        }
+    }
+}
+
+/// How many calls one bundle (one `EVALSHA` of [`MANY`]) may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Combine {
-    /// Most calls in one run; 1 sends every call as its own `EVALSHA`.
+    /// Most calls in one bundle; 1 sends every call as its own `EVALSHA`.
     pub max_calls: usize,
-    /// Most bytes of calls in one run; a call larger than this runs alone.
+    /// Most bytes of calls in one bundle; a call larger than this goes alone.
     pub max_bytes: usize,
 }
 
@@ -29,7 +53,7 @@ impl Combine {
         max_bytes: 0,
     };
 
-    /// Up to `max_calls` calls and 256 KiB of them in one run.
+    /// Up to `max_calls` calls and 256 KiB of them in one bundle.
     pub fn up_to(max_calls: usize) -> Self {
         Self {
             max_calls,
@@ -38,18 +62,18 @@ impl Combine {
     }
 }
 
-/// One command of a pipeline: a call alone, or several calls in one run of [`MANY`].
+/// One command of a pipeline: a call alone, or several calls in one bundle.
 #[derive(Debug)]
 pub enum Unit<'a> {
     /// A call as it was encoded.
     One(&'a PackedCommand),
     /// An `EVALSHA many` made of several calls, written straight from their bytes.
-    Many(Run<'a>),
+    Many(Bundle<'a>),
 }
 
-/// Several calls as one `EVALSHA many`: their parts, read from their encoded bytes.
+/// A bundle: several calls as one `EVALSHA many`, their parts read from their encoded bytes.
 #[derive(Debug)]
-pub struct Run<'a> {
+pub struct Bundle<'a> {
     /// Each call's number in [`MANY`] and its keys and arguments.
     calls: Vec<(u64, ScriptCall<'a>)>,
     keys: usize,
@@ -59,7 +83,7 @@ pub struct Run<'a> {
     bytes: usize,
 }
 
-impl Run<'_> {
+impl Bundle<'_> {
     fn write<W: Args>(&self, cmd: &mut W) {
         cmd.int(self.keys as u64);
         for (_, call) in &self.calls {
@@ -72,7 +96,7 @@ impl Run<'_> {
     }
 }
 
-/// Where a run's arguments go: a pipeline's buffer, or a command of its own.
+/// Where a bundle's arguments go: a pipeline's buffer, or a command of its own.
 trait Args {
     fn int(&mut self, n: u64) -> &mut Self;
     fn encoded(&mut self, bytes: &[u8], count: usize) -> &mut Self;
@@ -127,13 +151,13 @@ impl Packable for Unit<'_> {
     fn pack_into(&self, out: &mut Vec<u8>) {
         match self {
             Unit::One(cmd) => cmd.pack_into(out),
-            Unit::Many(run) => {
-                out.reserve(run.bytes + 64);
+            Unit::Many(bundle) => {
+                out.reserve(bundle.bytes + 64);
                 out.push(b'*');
-                out.extend_from_slice(itoa::Buffer::new().format(run.count).as_bytes());
+                out.extend_from_slice(itoa::Buffer::new().format(bundle.count).as_bytes());
                 out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(MANY.evalsha().encoded().0);
-                run.write(&mut Raw(out));
+                bundle.write(&mut Raw(out));
             }
         }
     }
@@ -141,7 +165,7 @@ impl Packable for Unit<'_> {
     fn packed_len_hint(&self) -> usize {
         match self {
             Unit::One(cmd) => cmd.packed_len_hint(),
-            Unit::Many(run) => run.bytes + 64,
+            Unit::Many(bundle) => bundle.bytes + 64,
         }
     }
 }
@@ -155,13 +179,13 @@ impl Unit<'_> {
         }
     }
 
-    /// The command as one [`PackedCommand`] (a copy, for a run).
+    /// The command as one [`PackedCommand`] (a copy, for a bundle).
     pub fn to_packed(&self) -> PackedCommand {
         match self {
             Unit::One(cmd) => (*cmd).clone(),
-            Unit::Many(run) => {
-                let mut cmd = PackedCommand::starting_with(MANY.evalsha(), run.bytes);
-                run.write(&mut cmd);
+            Unit::Many(bundle) => {
+                let mut cmd = PackedCommand::starting_with(MANY.evalsha(), bundle.bytes);
+                bundle.write(&mut cmd);
                 cmd
             }
         }
@@ -213,16 +237,16 @@ fn number(script: &Script) -> Option<u64> {
         .map(|i| i as u64 + 1)
 }
 
-/// Groups `calls` (`(script, command, slot)`) into units: calls of one slot, in order, up
-/// to `combine`'s limits, run as one [`MANY`]. Calls of different slots may change places
+/// Groups `calls` into units: calls of one slot, in order, up
+/// to `combine`'s limits, go as one bundle. Calls of different slots may change places
 /// (an entity's calls all have its slot, so each entity keeps its order).
-pub fn plan<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], combine: Combine) -> Plan<'a> {
+pub fn plan<'a>(calls: &'a [Call], combine: Combine) -> Plan<'a> {
     let n = calls.len();
     // Calls of several slots (a cluster's) are grouped by slot; stable, so each slot's calls
     // keep their order. A single server's batch is taken as it is.
-    let sorted: Option<Vec<usize>> = calls.iter().any(|c| c.2 != calls[0].2).then(|| {
+    let sorted: Option<Vec<usize>> = calls.iter().any(|c| c.slot != calls[0].slot).then(|| {
         let mut sorted: Vec<usize> = (0..n).collect();
-        sorted.sort_by_key(|&i| calls[i].2);
+        sorted.sort_by_key(|&i| calls[i].slot);
         sorted
     });
     let mut plan = Plan {
@@ -237,7 +261,11 @@ pub fn plan<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], combine: Com
     let mut bytes = 0;
     for k in 0..n {
         let i = sorted.as_ref().map_or(k, |sorted| sorted[k]);
-        let (script, cmd, slot) = &calls[i];
+        let Call {
+            script,
+            command: cmd,
+            slot,
+        } = &calls[i];
         let size = cmd.packed_len_hint();
         let fits = combine.max_calls > 1 && size <= combine.max_bytes && number(script).is_some();
         let open = plan.members.order.len() - group;
@@ -248,7 +276,7 @@ pub fn plan<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], combine: Com
                 .members
                 .order
                 .get(group)
-                .is_none_or(|&first| calls[first].2 == *slot);
+                .is_none_or(|&first| calls[first].slot == *slot);
         if !joins {
             close(calls, group, &mut plan);
             group = plan.members.order.len();
@@ -267,22 +295,30 @@ pub fn plan<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], combine: Com
     plan
 }
 
-/// Ends the open group `plan.members.order[group..]`: one call alone, or several in one run of
-/// [`MANY`].
-fn close<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], group: usize, plan: &mut Plan<'a>) {
+/// Ends the open group `plan.members.order[group..]`: one call alone, or several in one
+/// bundle.
+fn close<'a>(calls: &'a [Call], group: usize, plan: &mut Plan<'a>) {
     let members = &plan.members.order[group..];
     match members.len() {
         0 => return,
         1 => {
-            let (script, cmd, slot) = &calls[members[0]];
+            let Call {
+                script,
+                command: cmd,
+                slot,
+            } = &calls[members[0]];
             plan.units.push((script, Unit::One(cmd), *slot));
         }
-        _ => match run(calls, members) {
-            Some(run) => plan.units.push((&MANY, Unit::Many(run), calls[members[0]].2)),
+        _ => match bundle(calls, members) {
+            Some(bundle) => plan.units.push((&MANY, Unit::Many(bundle), calls[members[0]].slot)),
             None => {
                 // Not script calls as `Invocation::packed` writes them: each goes alone.
                 for k in group..plan.members.order.len() {
-                    let (script, cmd, slot) = &calls[plan.members.order[k]];
+                    let Call {
+                        script,
+                        command: cmd,
+                        slot,
+                    } = &calls[plan.members.order[k]];
                     plan.units.push((script, Unit::One(cmd), *slot));
                     if k + 1 < plan.members.order.len() {
                         plan.members.ends.push(k + 1);
@@ -294,32 +330,34 @@ fn close<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], group: usize, p
     plan.members.ends.push(plan.members.order.len());
 }
 
-/// The run of `members`' calls: each one's number in [`MANY`], keys and arguments.
-fn run<'a>(calls: &'a [(&'static Script, PackedCommand, u16)], members: &[usize]) -> Option<Run<'a>> {
-    let mut run = Run {
+/// The bundle of `members`' calls: each one's number in [`MANY`], keys and arguments.
+fn bundle<'a>(calls: &'a [Call], members: &[usize]) -> Option<Bundle<'a>> {
+    let mut bundle = Bundle {
         calls: Vec::with_capacity(members.len()),
         keys: 0,
         count: 3,
         bytes: 0,
     };
     for &i in members {
-        let (script, cmd, _) = &calls[i];
+        let Call {
+            script, command: cmd, ..
+        } = &calls[i];
         let call = cmd.script_call_after(script.evalsha())?;
-        run.keys += call.keys;
-        run.count += call.keys + 3 + call.args;
-        run.bytes += call.key_bytes.len() + call.arg_bytes.len() + 24;
-        run.calls.push((number(script)?, call));
+        bundle.keys += call.keys;
+        bundle.count += call.keys + 3 + call.args;
+        bundle.bytes += call.key_bytes.len() + call.arg_bytes.len() + 24;
+        bundle.calls.push((number(script)?, call));
     }
-    Some(run)
+    Some(bundle)
 }
 
 /// Hands a unit's reply to its calls: `results[i]` for each member `i` (a unit of several
-/// calls is a run of [`MANY`]). A combined unit the
+/// calls is a bundle). A combined unit the
 /// server refused for lack of permission (an ACL that denies one of its calls' keys) ran
 /// nothing: its calls are pushed to `alone`, to be sent again one by one, so that each gets
 /// its own answer.
 pub fn fan_out(
-    calls: &[(&'static Script, PackedCommand, u16)],
+    calls: &[Call],
     members: &[usize],
     reply: Result<Value, Error>,
     results: &mut [Option<Result<Value, Error>>],
@@ -334,15 +372,18 @@ pub fn fan_out(
             let answered = items.len();
             for (&i, item) in members.iter().zip(items) {
                 results[i] = Some(match item {
-                    Value::ServerError(e) => Err(call_error(calls[i].0, e.code(), e.details())),
+                    Value::ServerError(e) => Err(call_error(calls[i].script, e.code(), e.details())),
                     value => Ok(value),
                 });
             }
-            // A run stops at a call it cannot read (see many.lua): those after it did not run.
+            // A bundle stops at a call it cannot read (see many.lua): those after it did not run.
             for &i in &members[answered..] {
                 results[i] = Some(Err(Error::UnexpectedReply {
                     what: MANY.name(),
-                    detail: format!("no reply: the run stopped after {answered} of {} calls", members.len()),
+                    detail: format!(
+                        "no reply: the bundle stopped after {answered} of {} calls",
+                        members.len()
+                    ),
                 }));
             }
         }
@@ -360,10 +401,10 @@ pub fn fan_out(
         }
         Err(Error::NoPermission { .. }) => alone.extend_from_slice(members),
         Err(Error::Script { message, .. }) => {
-            // The run's error is each call's, under the call's own script.
+            // The bundle's error is each call's, under the call's own script.
             for &i in members {
                 results[i] = Some(Err(Error::Script {
-                    script: calls[i].0.name(),
+                    script: calls[i].script.name(),
                     message: message.clone(),
                 }));
             }
@@ -376,7 +417,7 @@ pub fn fan_out(
     }
 }
 
-/// The error of one call inside a run, as it would be had the call run alone.
+/// The error of one call inside a bundle, as it would be had the call run alone.
 fn call_error(script: &'static Script, code: &str, details: Option<&str>) -> Error {
     let message = match details {
         Some(details) => format!("{code} {details}"),
@@ -388,22 +429,20 @@ fn call_error(script: &'static Script, code: &str, details: Option<&str>) -> Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invocation::{Get, Invocation, Write, WriteOp};
-    use crate::script::{GET, WRITE};
+    use crate::invocation::{Get, Write, WriteOp};
 
-    fn put(entity: &str, slot: u16) -> (&'static Script, PackedCommand, u16) {
+    fn put(entity: &str, slot: u16) -> Call {
         let key = format!("ns:{{{entity}}}:s");
-        let call = Write::new(&key, WriteOp::Put, Some(b"\x03value"));
-        (&WRITE, call.packed(), slot)
+        Call::new(&Write::new(&key, WriteOp::Put, Some(b"\x03value")), slot)
     }
 
-    fn get(entity: &str, slot: u16) -> (&'static Script, PackedCommand, u16) {
+    fn get(entity: &str, slot: u16) -> Call {
         let key = format!("ns:{{{entity}}}:s");
-        (&GET, Get { key: &key }.packed(), slot)
+        Call::new(&Get { key: &key }, slot)
     }
 
     #[test]
-    fn calls_of_one_slot_become_one_run_with_every_key_and_argument() {
+    fn calls_of_one_slot_become_one_bundle_with_every_key_and_argument() {
         let calls = vec![put("a", 0), get("b", 0), put("c", 0)];
         let plan = plan(&calls, Combine::up_to(64));
         assert_eq!(members(&plan), vec![vec![0, 1, 2]]);
@@ -442,7 +481,7 @@ mod tests {
         assert_eq!(members(&slots), vec![vec![1, 4], vec![0, 2], vec![3]]);
         assert_eq!(slots.units.iter().map(|u| u.2).collect::<Vec<_>>(), [3, 7, 9]);
 
-        // Off, or a call larger than a run may be: each alone, in order.
+        // Off, or a call larger than a bundle may be: each alone, in order.
         let calls = vec![put("a", 0), put("b", 0)];
         assert_eq!(plan_members(&calls, Combine::OFF), vec![vec![0], vec![1]]);
         let small = Combine {
@@ -452,7 +491,7 @@ mod tests {
         assert_eq!(plan_members(&calls, small), vec![vec![0], vec![1]]);
     }
 
-    fn plan_members(calls: &[(&'static Script, PackedCommand, u16)], combine: Combine) -> Vec<Vec<usize>> {
+    fn plan_members(calls: &[Call], combine: Combine) -> Vec<Vec<usize>> {
         members(&plan(calls, combine))
     }
 
@@ -461,7 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_reply_goes_back_call_by_call() {
+    fn a_bundle_reply_goes_back_call_by_call() {
         let calls = vec![put("a", 0), put("b", 0), put("c", 0)];
         let error =
             redis::parse_redis_value(b"*3\r\n:1\r\n-WRONGTYPE Operation against a key\r\n:7\r\n").expect("parses");
@@ -494,7 +533,7 @@ mod tests {
             Some(Err(Error::UnexpectedReply { what: "many", .. }))
         ));
         assert!(matches!(results[1], Some(Err(Error::UnexpectedReply { .. }))));
-        // A run that stopped early: the calls it answered keep their replies.
+        // A bundle that stopped early: the calls it answered keep their replies.
         let short =
             redis::parse_redis_value(b"*2\r\n:4\r\n-ERR many: malformed call at argument 7\r\n").expect("parses");
         let mut results = vec![None, None, None];

@@ -24,7 +24,7 @@ pub trait Args {
     }
 
     /// Appends `numkeys` and the keys. A [`PackedCommand`] remembers where they end, so
-    /// that calls combined into one run are not read again to find them.
+    /// that calls combined into one bundle are not read again to find them.
     fn keys(&mut self, keys: &[&[u8]]) -> &mut Self {
         self.int(keys.len() as u64);
         for key in keys {

@@ -7,20 +7,22 @@
 //! ([`Scripts::invoke`]) or inside pipelines ([`Scripts::invoke_pipeline`]). Each
 //! script has one typed invocation ([`Get`], [`Write`], [`Acquire`], …) and one typed reply.
 //!
-//! A batch of calls can also go as runs of the [`MANY`] script ([`Scripts::run_direct`],
-//! [`Scripts::run_cluster`], [`Scripts::run_pipeline`], limited by a [`Combine`]): one
-//! `EVALSHA` applies several calls one after another, each as atomic as alone, and answers each
-//! with its own reply or error. [`plan`] shows how a batch is grouped:
+//! A batch of calls can also go in bundles ([`Scripts::run_direct`], [`Scripts::run_cluster`],
+//! [`Scripts::run_pipeline`], limited by a [`Combine`]): a bundle is one `EVALSHA` of the
+//! [`MANY`] script that applies several calls one after another, each as atomic as alone, and
+//! answers each with its own reply or error. A batch is a slice of [`Call`]s (a script, its encoded
+//! `EVALSHA`, the cluster slot of its keys); [`plan`] shows how it is grouped:
 //!
 //! ```
-//! use stateful_redis_scripts::{Combine, Invocation, Unit, WRITE, Write, WriteOp, plan};
+//! use stateful_redis_scripts::{Call, Combine, Unit, Write, WriteOp, plan};
 //!
-//! let calls: Vec<_> = ["app:{a}:s", "app:{b}:s", "app:{c}:s"]
+//! // Each call encoded once, with the cluster slot of its keys (0 on a standalone server).
+//! let calls: Vec<Call> = ["app:{a}:s", "app:{b}:s", "app:{c}:s"]
 //!     .into_iter()
-//!     .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"\x03v")).packed(), 0))
+//!     .map(|key| Call::new(&Write::new(key, WriteOp::Put, Some(b"\x03v")), 0))
 //!     .collect();
 //! let batch = plan(&calls, Combine::up_to(2));
-//! // Runs of at most two calls: the first two share one `EVALSHA many`, the third goes alone.
+//! // Bundles of at most two calls: the first two share one `EVALSHA many`, the third goes alone.
 //! assert!(matches!(batch.units[0].1, Unit::Many(_)));
 //! assert!(matches!(batch.units[1].1, Unit::One(_)));
 //! assert_eq!(batch.members().map(<[usize]>::len).collect::<Vec<_>>(), [2, 1]);
@@ -45,7 +47,7 @@ mod invocation;
 mod runner;
 mod script;
 
-pub use crate::combine::{Combine, Members, Plan, Unit, fan_out, plan};
+pub use crate::combine::{Call, Combine, Members, Plan, Unit, fan_out, plan};
 pub use crate::invocation::{
     Acquire, AcquireReply, Args, Get, GuardKeys, Invocation, LeaseReply, Malformed, MessageWindow, Presence,
     PresenceOp, RawRecord, Release, Renew, Write, WriteOp, WriteReply, WriteResult,

@@ -10,7 +10,7 @@ use stateful_redis_pool::{
     ConnectHook, HookFuture, Packable, PackedCommand, Pool, Reply, map_redis_error, reply_text, server_error,
 };
 
-use crate::combine::{self, Combine, Members, Unit};
+use crate::combine::{self, Call, Combine, Members, Unit};
 use crate::invocation::Invocation;
 use crate::script::{ALL, Script};
 
@@ -24,8 +24,8 @@ use crate::script::{ALL, Script};
 pub struct Scripts {
     preloads: AtomicU64,
     reloads: AtomicU64,
-    runs: AtomicU64,
-    combined: AtomicU64,
+    bundles: AtomicU64,
+    bundled_calls: AtomicU64,
 }
 
 /// Counts of script loading, for metrics and the advisor.
@@ -36,10 +36,10 @@ pub struct ScriptStats {
     pub preloads: u64,
     /// Times a `NOSCRIPT` reply made a script load again.
     pub reloads: u64,
-    /// Runs of the `many` script sent: each carries several calls in one `EVALSHA`.
-    pub combined_runs: u64,
-    /// Calls those runs carried.
-    pub combined_calls: u64,
+    /// Bundles of the `many` script sent: each carries several calls in one `EVALSHA`.
+    pub bundles: u64,
+    /// Calls those bundles carried.
+    pub bundled_calls: u64,
 }
 
 fn is_noscript(e: &RedisError) -> bool {
@@ -348,8 +348,8 @@ impl Scripts {
         answered(results)
     }
 
-    /// Sends a batch of calls (`(script, command, slot)`) on the pool's direct link `link`,
-    /// calls of one slot combined up to `combine`'s limits into runs of the `many` script
+    /// Sends a batch of calls on the pool's direct link `link`,
+    /// calls of one slot combined up to `combine`'s limits into bundles of the `many` script
     /// (one `EVALSHA` for several calls, each still atomic and answered on its own), with
     /// the `NOSCRIPT` recovery of [`invoke_direct`](Self::invoke_direct). Returns each call's
     /// own result, in the order of `calls`.
@@ -357,7 +357,7 @@ impl Scripts {
         &self,
         pool: &Pool,
         link: usize,
-        calls: &[(&'static Script, PackedCommand, u16)],
+        calls: &[Call],
         combine: Combine,
     ) -> Vec<Result<Value, Error>> {
         let (units, batch) = self.plan(calls, combine);
@@ -365,7 +365,7 @@ impl Scripts {
         let replies = self.invoke_direct(pool, link, units).await;
         let (mut results, alone) = batch.fan_out(calls, replies);
         if !alone.is_empty() {
-            let units = alone.iter().map(|&i| (calls[i].0, &calls[i].1)).collect();
+            let units = alone.iter().map(|&i| (calls[i].script, &calls[i].command)).collect();
             let replies = self.invoke_direct(pool, link, units).await;
             for (&i, reply) in alone.iter().zip(replies) {
                 results[i] = Some(reply);
@@ -376,18 +376,16 @@ impl Scripts {
 
     /// [`run_direct`](Self::run_direct) on a Redis Cluster: each unit goes to the master of
     /// its slot, as [`invoke_cluster`](Self::invoke_cluster) sends it. Only calls of the
-    /// same slot share a run.
-    pub async fn run_cluster(
-        &self,
-        pool: &Pool,
-        calls: &[(&'static Script, PackedCommand, u16)],
-        combine: Combine,
-    ) -> Vec<Result<Value, Error>> {
+    /// same slot share a bundle.
+    pub async fn run_cluster(&self, pool: &Pool, calls: &[Call], combine: Combine) -> Vec<Result<Value, Error>> {
         let (units, batch) = self.plan(calls, combine);
         let replies = self.invoke_cluster(pool, units).await;
         let (mut results, alone) = batch.fan_out(calls, replies);
         if !alone.is_empty() {
-            let units = alone.iter().map(|&i| (calls[i].0, &calls[i].1, calls[i].2)).collect();
+            let units = alone
+                .iter()
+                .map(|&i| (calls[i].script, &calls[i].command, calls[i].slot))
+                .collect();
             let replies = self.invoke_cluster(pool, units).await;
             for (&i, reply) in alone.iter().zip(replies) {
                 results[i] = Some(reply);
@@ -402,7 +400,7 @@ impl Scripts {
     pub async fn run_pipeline<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
-        calls: &[(&'static Script, PackedCommand, u16)],
+        calls: &[Call],
         combine: Combine,
         timeout: Duration,
     ) -> Vec<Result<Value, Error>> {
@@ -411,7 +409,10 @@ impl Scripts {
         let replies = self.pipeline_or_each(conn, commands, timeout).await;
         let (mut results, alone) = batch.fan_out(calls, replies);
         if !alone.is_empty() {
-            let commands = alone.iter().map(|&i| (calls[i].0, calls[i].1.to_cmd())).collect();
+            let commands = alone
+                .iter()
+                .map(|&i| (calls[i].script, calls[i].command.to_cmd()))
+                .collect();
             let replies = self.pipeline_or_each(conn, commands, timeout).await;
             for (&i, reply) in alone.iter().zip(replies) {
                 results[i] = Some(reply);
@@ -435,20 +436,16 @@ impl Scripts {
     }
 
     /// The units of a batch (see [`combine::plan`]), counted.
-    fn plan<'a>(
-        &self,
-        calls: &'a [(&'static Script, PackedCommand, u16)],
-        combine: Combine,
-    ) -> (Vec<(&'static Script, Unit<'a>, u16)>, Batch) {
+    fn plan<'a>(&self, calls: &'a [Call], combine: Combine) -> (Vec<(&'static Script, Unit<'a>, u16)>, Batch) {
         let plan = combine::plan(calls, combine);
-        let (mut runs, mut carried) = (0, 0);
+        let (mut bundles, mut carried) = (0, 0);
         for members in plan.members().filter(|m| m.len() > 1) {
-            runs += 1;
+            bundles += 1;
             carried += members.len();
         }
-        if runs > 0 {
-            self.runs.fetch_add(runs, Ordering::Relaxed);
-            self.combined.fetch_add(carried as u64, Ordering::Relaxed);
+        if bundles > 0 {
+            self.bundles.fetch_add(bundles, Ordering::Relaxed);
+            self.bundled_calls.fetch_add(carried as u64, Ordering::Relaxed);
         }
         let (units, members) = plan.into_parts();
         (units, Batch { members })
@@ -459,8 +456,8 @@ impl Scripts {
         ScriptStats {
             preloads: self.preloads.load(Ordering::Relaxed),
             reloads: self.reloads.load(Ordering::Relaxed),
-            combined_runs: self.runs.load(Ordering::Relaxed),
-            combined_calls: self.combined.load(Ordering::Relaxed),
+            bundles: self.bundles.load(Ordering::Relaxed),
+            bundled_calls: self.bundled_calls.load(Ordering::Relaxed),
         }
     }
 }
@@ -485,12 +482,12 @@ struct Batch {
 }
 
 impl Batch {
-    /// Each call's result from its unit's reply, and the calls of runs refused as a whole
+    /// Each call's result from its unit's reply, and the calls of bundles refused as a whole
     /// (an ACL that denies some of their keys), to be sent again one by one for their own
     /// answers.
     fn fan_out(
         self,
-        calls: &[(&'static Script, PackedCommand, u16)],
+        calls: &[Call],
         replies: Vec<Result<Value, Error>>,
     ) -> (Vec<Option<Result<Value, Error>>>, Vec<usize>) {
         let mut results: Vec<Option<Result<Value, Error>>> = (0..calls.len()).map(|_| None).collect();
@@ -510,13 +507,13 @@ impl Batch {
         (results, alone)
     }
 
-    /// Keeps each entity's order when runs were refused. A refused run's calls are sent again
+    /// Keeps each entity's order when bundles were refused. A refused bundle's calls are sent again
     /// after the whole pipeline; a call whose entity (the hash tag of its first key) also had
     /// a call in a later unit of this pipeline, which the server did run, would then apply after
     /// it. Such a call is not sent again: it gets an error that says it was not applied.
     fn hold_back_out_of_order(
         &self,
-        calls: &[(&'static Script, PackedCommand, u16)],
+        calls: &[Call],
         refused: &[usize],
         results: &mut [Option<Result<Value, Error>>],
         alone: &mut Vec<usize>,
@@ -528,22 +525,22 @@ impl Batch {
             let ran_later: std::collections::HashSet<&str> = (unit + 1..units.len())
                 .filter(|u| !refused[k + 1..].contains(u))
                 .flat_map(|u| units[u].iter())
-                .filter_map(|&i| entity_tag(&calls[i].1))
+                .filter_map(|&i| entity_tag(&calls[i].command))
                 .collect();
             held.extend(
                 units[unit]
                     .iter()
                     .copied()
-                    .filter(|&i| entity_tag(&calls[i].1).is_some_and(|tag| ran_later.contains(tag))),
+                    .filter(|&i| entity_tag(&calls[i].command).is_some_and(|tag| ran_later.contains(tag))),
             );
         }
         for &i in &held {
             results[i] = Some(Err(Error::Server {
                 message: format!(
-                    "not applied: Redis refused the run of calls this {} call was sent in (NOPERM: \
+                    "not applied: Redis refused the bundle of calls this {} call was sent in (NOPERM: \
                      another call's key is outside the ACL user's keys), and a later call of the same \
                      entity has run since; sent again now it would apply out of order",
-                    calls[i].0.name()
+                    calls[i].script.name()
                 ),
             }));
         }

@@ -88,14 +88,14 @@ pub static RELEASE: Script = Script::new("release", include_str!("../lua/release
 /// Presence heartbeats, counts and expiry.
 pub static PRESENCE: Script = Script::new("presence", include_str!("../lua/presence.lua"));
 
-/// Several calls of the scripts above in one run ([`MANY_SCRIPTS`], see `lua/many.lua`):
+/// Several calls of the scripts above in one bundle ([`MANY_SCRIPTS`], see `lua/many.lua`):
 /// how a batch of calls becomes one `EVALSHA` (see [`Scripts::invoke_direct`](crate::Scripts::invoke_direct)).
 pub static MANY: Script = Script::built("many", build_many);
 
 /// The scripts [`MANY`] runs, in the order of their numbers there (from 1).
 pub static MANY_SCRIPTS: [&Script; 6] = [&GET, &WRITE, &ACQUIRE, &RENEW, &RELEASE, &PRESENCE];
 
-/// How each script reads the clock inside `many`: the calls of one run share one reading,
+/// How each script reads the clock inside `many`: the calls of one bundle share one reading,
 /// except a write with a message id (its `ARGV[6]`), which reads its own.
 const CLOCKS: [(&str, &str); 2] = [("write", "clock(ARGV[6])"), ("presence", "clock()")];
 
@@ -109,7 +109,7 @@ fn build_many() -> String {
         if let Some((_, clock)) = CLOCKS.iter().find(|(name, _)| *name == script.name()) {
             body = body.replacen(TIME, clock, 1);
         }
-        // Through the run's maxmemory check (see many.lua).
+        // Through the bundle's maxmemory check (see many.lua).
         body = body.replace("redis.call(", "call(").replace("redis.pcall(", "pcall_(");
         functions.push_str(&format!(
             "local function script_{}(KEYS, ARGV)\n{}\nend\n",

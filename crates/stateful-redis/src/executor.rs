@@ -8,8 +8,8 @@ use stateful_redis_alert::AlertManager;
 use stateful_redis_batch::{BatchStats, Batcher, PipelineSink};
 use stateful_redis_core::{Codec, Envelope, Error, ExecutorConfig, Namespace, RedisConfig, SerdeCodec, hash_tag};
 use stateful_redis_metrics::{GaugeSource, Gauges, MetricsSnapshot, Operation, PerformanceMonitor, Stage};
-use stateful_redis_pool::{ConnectHook, PackedCommand, Pool, PoolStats};
-use stateful_redis_scripts::{Combine, Invocation, Script, ScriptStats, Scripts};
+use stateful_redis_pool::{ConnectHook, Pool, PoolStats};
+use stateful_redis_scripts::{Call, Combine, Invocation, Script, ScriptStats, Scripts};
 use tokio::sync::Notify;
 
 use crate::leases::Leases;
@@ -74,13 +74,13 @@ impl ExecutorBuilder {
             }
         };
         // One queue per shared link: an entity's operations always take the same link.
-        let calls_per_run = Arc::new(AtomicUsize::new(self.config.batch.calls_per_run));
+        let calls_per_bundle = Arc::new(AtomicUsize::new(self.config.batch.calls_per_bundle));
         let sink = RedisSink {
             pool: pool.clone(),
             scripts: Arc::clone(&scripts),
             monitor: monitor.clone(),
             telemetry: telemetry.clone(),
-            calls_per_run: Arc::clone(&calls_per_run),
+            calls_per_bundle: Arc::clone(&calls_per_bundle),
         };
         let (m, t) = (monitor.clone(), telemetry.clone());
         pool.on_checkout(Arc::new(move |waited| {
@@ -94,7 +94,7 @@ impl ExecutorBuilder {
                 monitor: monitor.clone(),
                 pool,
                 batcher,
-                calls_per_run,
+                calls_per_bundle,
                 scripts,
                 envelope,
                 config: self.config,
@@ -129,8 +129,8 @@ pub(crate) struct Inner {
     pub(crate) monitor: PerformanceMonitor,
     pub(crate) pool: Pool,
     batcher: Batcher<RedisSink>,
-    /// `batch.calls_per_run`, shared with the sink and changed live.
-    calls_per_run: Arc<AtomicUsize>,
+    /// `batch.calls_per_bundle`, shared with the sink and changed live.
+    calls_per_bundle: Arc<AtomicUsize>,
     pub(crate) scripts: Arc<Scripts>,
     pub(crate) envelope: Envelope,
     pub(crate) config: ExecutorConfig,
@@ -171,7 +171,7 @@ impl Inner {
     /// Takes new batch settings live (see `Batcher::reconfigure`).
     pub(crate) fn reconfigure_batch(&self, config: &stateful_redis_core::BatchConfig) -> Result<(), Error> {
         self.batcher.reconfigure(config)?;
-        self.calls_per_run.store(config.calls_per_run, Ordering::Relaxed);
+        self.calls_per_bundle.store(config.calls_per_bundle, Ordering::Relaxed);
         Ok(())
     }
 
@@ -222,14 +222,15 @@ impl Inner {
             } else {
                 0
             },
-            op: Call {
-                script: call.script(),
-                cmd: call.packed(),
-                slot: if self.pool.is_cluster() {
-                    stateful_redis_pool::key_slot(key.as_bytes())
-                } else {
-                    0
-                },
+            op: Queued {
+                call: Call::new(
+                    call,
+                    if self.pool.is_cluster() {
+                        stateful_redis_pool::key_slot(key.as_bytes())
+                    } else {
+                        0
+                    },
+                ),
                 trace: crate::telemetry::capture(&self.telemetry),
             },
         }
@@ -398,23 +399,20 @@ struct RedisSink {
     scripts: Arc<Scripts>,
     monitor: PerformanceMonitor,
     telemetry: crate::telemetry::Handle,
-    /// `batch.calls_per_run`: calls of a pipeline sent as one run of the `many` script.
-    calls_per_run: Arc<AtomicUsize>,
+    /// `batch.calls_per_bundle`: calls of a pipeline sent as one bundle (`EVALSHA many`).
+    calls_per_bundle: Arc<AtomicUsize>,
 }
 
 /// An encoded call and the queue it goes to.
 pub(crate) struct Encoded {
     hint: u64,
-    op: Call,
+    op: Queued,
 }
 
 /// One script call on its way through the batcher.
-pub(crate) struct Call {
-    script: &'static Script,
-    /// Its `EVALSHA`, encoded once when the call was made.
-    cmd: PackedCommand,
-    /// The cluster slot of its keys (0 on a standalone server).
-    slot: u16,
+pub(crate) struct Queued {
+    /// The call, encoded once when it was made.
+    call: Call,
     /// The caller's trace, when spans are on.
     trace: crate::telemetry::Trace,
 }
@@ -425,16 +423,15 @@ fn for_each(error: &Error, n: usize) -> Vec<Result<redis::Value, Error>> {
 }
 
 impl PipelineSink for RedisSink {
-    type Op = Call;
+    type Op = Queued;
     type Reply = redis::Value;
 
-    async fn send(&self, shard: usize, ops: Vec<Call>) -> Vec<Result<redis::Value, Error>> {
-        let spans = crate::telemetry::pipeline(&self.telemetry, ops.iter().map(|c| (c.script, &c.trace)));
-        let calls: Vec<(&'static Script, PackedCommand, u16)> =
-            ops.into_iter().map(|c| (c.script, c.cmd, c.slot)).collect();
-        let combine = Combine::up_to(self.calls_per_run.load(Ordering::Relaxed));
+    async fn send(&self, shard: usize, ops: Vec<Queued>) -> Vec<Result<redis::Value, Error>> {
+        let spans = crate::telemetry::pipeline(&self.telemetry, ops.iter().map(|q| (q.call.script, &q.trace)));
+        let calls: Vec<Call> = ops.into_iter().map(|q| q.call).collect();
+        let combine = Combine::up_to(self.calls_per_bundle.load(Ordering::Relaxed));
         let results = if self.pool.is_cluster() {
-            // No runs on a cluster: while a slot migrates, a run whose keys are split between
+            // No bundles on a cluster: while a slot migrates, a bundle whose keys are split between
             // the two masters is refused (`TRYAGAIN`) until the migration ends, where single
             // calls follow their `ASK` one by one (ADR 008).
             self.scripts.run_cluster(&self.pool, &calls, Combine::OFF).await
@@ -452,12 +449,7 @@ impl PipelineSink for RedisSink {
 }
 
 impl RedisSink {
-    async fn send_calls(
-        &self,
-        shard: usize,
-        calls: &[(&'static Script, PackedCommand, u16)],
-        combine: Combine,
-    ) -> Vec<Result<redis::Value, Error>> {
+    async fn send_calls(&self, shard: usize, calls: &[Call], combine: Combine) -> Vec<Result<redis::Value, Error>> {
         // The hot path: the pool's own pipeline link (plain TCP).
         if self.pool.direct_links() > 0 {
             return self.scripts.run_direct(&self.pool, shard, calls, combine).await;

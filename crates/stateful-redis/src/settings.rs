@@ -177,6 +177,12 @@ mod tests {
     }
 
     #[test]
+    fn a_renamed_setting_is_read_under_its_former_name() {
+        let config = parse_config("[batch]\ncalls_per_run = 8\n").expect("valid");
+        assert_eq!(config.batch.calls_per_bundle, 8);
+    }
+
+    #[test]
     fn bad_values_name_the_field_and_hide_secrets() {
         let (field, text) = field_of(parse_config("[batch]\nmax_batch = \"lots\"\n").expect_err("bad type"));
         assert_eq!(field, "batch.max_batch", "{text}");

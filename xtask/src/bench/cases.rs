@@ -33,8 +33,8 @@ pub(super) enum Client {
     Plain { mode: &'static str, tasks: u32 },
     /// `stateful-redis load --workload <workload>` with this many callers; reads `--json`.
     Load { workload: &'static str, callers: u32 },
-    /// The same with `--calls-per-run 1`: each call its own `EVALSHA`, as redis-benchmark sends
-    /// them, no run of the `many` script.
+    /// The same with `--calls-per-bundle 1`: each call its own `EVALSHA`, as redis-benchmark sends
+    /// them, no bundles (`EVALSHA many`).
     LoadAlone { workload: &'static str, callers: u32 },
     /// The same with OpenTelemetry on: metrics every second and spans (the default 1 % sampling)
     /// exported over OTLP/HTTP to a sink in this process that answers every export.
@@ -234,7 +234,7 @@ pub(super) fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_arg
                     bins.load.clone(),
                     format!(
                         "load --redis {url} --workload {workload} --concurrency {callers} --ops {ops} \
-                         --entities {ENTITIES} --value-size {VALUE_SIZE} --calls-per-run 1 --json"
+                         --entities {ENTITIES} --value-size {VALUE_SIZE} --calls-per-bundle 1 --json"
                     ),
                 ),
                 Load { workload, callers } | LoadOtel { workload, callers } => (

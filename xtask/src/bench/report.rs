@@ -414,7 +414,7 @@ impl Report<'_> {
             "\n## Throughput\n\n{CONCURRENCY} concurrent callers, {} operations per run, {ENTITIES} entities, \
              {VALUE_SIZE}-byte values. Every client does the executor's put on the server (`EVALSHA` of \
              write.lua), except `cas` and `update`. The executor sends the calls of a pipeline as one \
-             `EVALSHA` of its `many` script (`batch.calls_per_run`), which applies them one by one, each \
+             bundle, one `EVALSHA` of its `many` script (`batch.calls_per_bundle`), which applies them one by one, each \
              atomic and answered on its own; \"one EVALSHA per call\" turns that off and sends them as \
              redis-benchmark does.\n",
             plan.ops

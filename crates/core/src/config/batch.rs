@@ -42,11 +42,13 @@ pub struct BatchConfig {
     /// With `overload = "wait"`: the longest wait for room (default 1 s).
     #[serde(with = "duration")]
     pub wait_deadline: Duration,
-    /// Most calls of one pipeline sent as one run of the `many` script (default 64): one
-    /// `EVALSHA` applies them one after another, each atomic and answered on its own, and
-    /// costs the server less than an `EVALSHA` each. Not used on a cluster (a slot in
-    /// migration refuses runs whose keys are split). 1 sends every call as its own `EVALSHA`.
-    pub calls_per_run: usize,
+    /// Most calls of one pipeline sent as one bundle, one `EVALSHA` of the `many` script
+    /// (default 64): it applies them one after another, each atomic and answered on its own,
+    /// and costs the server less than an `EVALSHA` each. Not used on a cluster (a slot in
+    /// migration refuses bundles whose keys are split). 1 sends every call as its own
+    /// `EVALSHA`. Also read under its former name, `calls_per_run`.
+    #[serde(alias = "calls_per_run")]
+    pub calls_per_bundle: usize,
 }
 
 impl Default for BatchConfig {
@@ -58,7 +60,7 @@ impl Default for BatchConfig {
             pipelines_in_flight: 2,
             overload: OverloadPolicy::Wait,
             wait_deadline: Duration::from_secs(1),
-            calls_per_run: 64,
+            calls_per_bundle: 64,
         }
     }
 }
@@ -75,7 +77,7 @@ impl BatchConfig {
         in_range("batch.max_batch", self.max_batch, 1, 10_000)?;
         in_range("batch.queue_capacity", self.queue_capacity, 1, 10_000_000)?;
         in_range("batch.pipelines_in_flight", self.pipelines_in_flight, 1, 1_000)?;
-        in_range("batch.calls_per_run", self.calls_per_run, 1, 1_000)?;
+        in_range("batch.calls_per_bundle", self.calls_per_bundle, 1, 1_000)?;
         if self.linger > Duration::from_secs(1) {
             return Err(ConfigError::new(
                 "batch.linger",

@@ -35,8 +35,8 @@ const SETTERS: &[Setter] = &[
         &["batch.pipelines_in_flight"],
         |c, n, _| c.batch.pipelines_in_flight = n as usize,
     ),
-    ("batch.calls_per_run", &["batch.calls_per_run"], |c, n, _| {
-        c.batch.calls_per_run = n as usize
+    ("batch.calls_per_bundle", &["batch.calls_per_bundle"], |c, n, _| {
+        c.batch.calls_per_bundle = n as usize
     }),
     ("batch.linger", &["batch.linger"], |c, n, _| {
         c.batch.linger = Duration::from_micros(n)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use stateful_redis_core::{Error, RedisConfig};
 use stateful_redis_pool::{ConnectHook, Pool};
 use stateful_redis_scripts::{
-    ALL, Acquire, AcquireReply, Combine, Get, GuardKeys, Invocation, LeaseReply, MessageWindow, Release, Renew,
+    ALL, Acquire, AcquireReply, Call, Combine, Get, GuardKeys, Invocation, LeaseReply, MessageWindow, Release, Renew,
     Scripts, WRITE, Write, WriteOp, WriteReply, WriteResult,
 };
 use stateful_redis_test_support::RedisServer;
@@ -317,12 +317,8 @@ async fn a_failing_call_in_a_pipeline_fails_alone() {
     }
 }
 
-/// The same calls, of every script, for one run of `many` and for one `EVALSHA` each.
-fn every_kind_of_call() -> Vec<(
-    &'static stateful_redis_scripts::Script,
-    stateful_redis_pool::PackedCommand,
-    u16,
-)> {
+/// The same calls, of every script, for one bundle of `many` and for one `EVALSHA` each.
+fn every_kind_of_call() -> Vec<Call> {
     const GUARD: GuardKeys<'static> = GuardKeys {
         fence: "t:{g}:f",
         lease: "t:{g}:l",
@@ -339,20 +335,9 @@ fn every_kind_of_call() -> Vec<(
         ..Write::new("t:{g}:s", WriteOp::Put, Some(data))
     };
     let mut calls = Vec::new();
-    let mut push = |call: &dyn Fn() -> (
-        &'static stateful_redis_scripts::Script,
-        stateful_redis_pool::PackedCommand,
-    )| {
-        let (script, cmd) = call();
-        calls.push((script, cmd, 0));
-    };
-    fn packed<I: Invocation>(
-        call: I,
-    ) -> (
-        &'static stateful_redis_scripts::Script,
-        stateful_redis_pool::PackedCommand,
-    ) {
-        (call.script(), call.packed())
+    let mut push = |call: &dyn Fn() -> Call| calls.push(call());
+    fn packed<I: Invocation>(call: I) -> Call {
+        Call::new(&call, 0)
     }
     push(&|| packed(Write::new("t:{a}:s", WriteOp::Put, Some(b"one"))));
     push(&|| packed(Get { key: "t:{a}:s" }));
@@ -465,7 +450,7 @@ impl Stateless {
 }
 
 /// What a call's outcome says, without the parts that differ between a call alone and the
-/// same call inside a run: the server's wording around an error, and the clock.
+/// same call inside a bundle: the server's wording around an error, and the clock.
 fn outcome(result: &Result<redis::Value, Error>) -> String {
     /// Times (ms since the epoch, 13 digits) as `time`, and the remaining ms of a lease held
     /// by another owner (`[0, owner, ms]`, which the clock moves between two servers) as
@@ -537,7 +522,7 @@ fn dump(server: &RedisServer) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn calls_of_every_script_in_one_run_answer_and_apply_as_if_alone() {
+async fn calls_of_every_script_in_one_bundle_answer_and_apply_as_if_alone() {
     let combined_server = RedisServer::start();
     let alone_server = RedisServer::start();
     let mut outcomes = Vec::new();
@@ -549,9 +534,9 @@ async fn calls_of_every_script_in_one_run_answer_and_apply_as_if_alone() {
         assert_eq!(results.len(), calls.len());
         let stats = scripts.stats();
         if combine == Combine::OFF {
-            assert_eq!((stats.combined_runs, stats.combined_calls), (0, 0));
+            assert_eq!((stats.bundles, stats.bundled_calls), (0, 0));
         } else {
-            assert_eq!((stats.combined_runs, stats.combined_calls), (1, calls.len() as u64));
+            assert_eq!((stats.bundles, stats.bundled_calls), (1, calls.len() as u64));
         }
         outcomes.push((results.iter().map(outcome).collect::<Vec<_>>(), dump(server)));
     }
@@ -583,14 +568,14 @@ async fn calls_of_every_script_in_one_run_answer_and_apply_as_if_alone() {
 }
 
 #[tokio::test]
-async fn a_run_the_server_lost_is_loaded_again_and_each_call_applies_once() {
+async fn a_bundle_the_server_lost_is_loaded_again_and_each_call_applies_once() {
     let server = RedisServer::start();
     let (pool, scripts) = setup(&server).await;
     assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
     let keys: Vec<String> = (0..10).map(|i| format!("t:{{p{i}}}:s")).collect();
     let calls: Vec<_> = keys
         .iter()
-        .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"y")).packed(), 0))
+        .map(|key| Call::new(&Write::new(key, WriteOp::Put, Some(b"y")), 0))
         .collect();
     let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(4)).await;
     for result in results {
@@ -598,8 +583,8 @@ async fn a_run_the_server_lost_is_loaded_again_and_each_call_applies_once() {
         assert_eq!(reply.result, WriteResult::Applied(1));
     }
     let stats = scripts.stats();
-    // Runs of 4, 4 and 2 calls; one load of `many` for all of them.
-    assert_eq!((stats.combined_runs, stats.combined_calls, stats.reloads), (3, 10, 1));
+    // Bundles of 4, 4 and 2 calls; one load of `many` for all of them.
+    assert_eq!((stats.bundles, stats.bundled_calls, stats.reloads), (3, 10, 1));
     for key in &keys {
         assert_eq!(server.cli(&["HGET", key, "v"]), "1");
     }
@@ -626,15 +611,15 @@ async fn limited_user() -> (RedisServer, Arc<Scripts>, Pool) {
 }
 
 #[tokio::test]
-async fn a_run_with_keys_the_user_may_not_touch_answers_each_call_on_its_own() {
+async fn a_bundle_with_keys_the_user_may_not_touch_answers_each_call_on_its_own() {
     let (server, scripts, pool) = limited_user().await;
     let keys = ["t:{a}:s", "x:{b}:s", "t:{c}:s", "x:{d}:s"];
     let calls: Vec<_> = keys
         .iter()
-        .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"v")).packed(), 0))
+        .map(|key| Call::new(&Write::new(key, WriteOp::Put, Some(b"v")), 0))
         .collect();
     let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(64)).await;
-    assert_eq!(scripts.stats().combined_runs, 1);
+    assert_eq!(scripts.stats().bundles, 1);
     for (key, result) in keys.iter().zip(&results) {
         if key.starts_with("t:") {
             assert!(result.is_ok(), "{key}: {result:?}");
@@ -646,9 +631,9 @@ async fn a_run_with_keys_the_user_may_not_touch_answers_each_call_on_its_own() {
 }
 
 #[tokio::test]
-async fn a_refused_run_never_applies_a_call_after_a_later_call_of_its_entity() {
+async fn a_refused_bundle_never_applies_a_call_after_a_later_call_of_its_entity() {
     let (server, scripts, pool) = limited_user().await;
-    // Runs of two: [x first, a denied key], then [x second, y] runs. The first run is refused
+    // Bundles of two: [x first, a denied key], then [x second, y] runs. The first bundle is refused
     // as a whole; x's first put must not be applied after its second, y's runs once.
     let writes = [
         ("t:{x}:s", "first"),
@@ -660,16 +645,10 @@ async fn a_refused_run_never_applies_a_call_after_a_later_call_of_its_entity() {
     ];
     let calls: Vec<_> = writes
         .iter()
-        .map(|(key, value)| {
-            (
-                &WRITE,
-                Write::new(key, WriteOp::Put, Some(value.as_bytes())).packed(),
-                0,
-            )
-        })
+        .map(|(key, value)| Call::new(&Write::new(key, WriteOp::Put, Some(value.as_bytes())), 0))
         .collect();
     let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(2)).await;
-    assert_eq!(scripts.stats().combined_runs, 3);
+    assert_eq!(scripts.stats().bundles, 3);
     assert!(
         matches!(&results[0], Err(Error::Server { message }) if message.contains("not applied")),
         "{:?}",
@@ -682,7 +661,7 @@ async fn a_refused_run_never_applies_a_call_after_a_later_call_of_its_entity() {
     );
     assert!(results[2].is_ok(), "{:?}", results[2]);
     assert!(results[3].is_ok(), "{:?}", results[3]);
-    // z's run was refused too and no later call of z ran: z is sent again and applied.
+    // z's bundle was refused too and no later call of z ran: z is sent again and applied.
     assert!(results[4].is_ok(), "{:?}", results[4]);
     assert!(
         matches!(results[5], Err(Error::NoPermission { .. })),
@@ -695,10 +674,10 @@ async fn a_refused_run_never_applies_a_call_after_a_later_call_of_its_entity() {
     assert_eq!(server.cli(&["HGET", "t:{z}:s", "d"]), "z");
 }
 
-/// Redis checks `maxmemory` once per script, before its first write: in a run of `many`, a
+/// Redis checks `maxmemory` once per script, before its first write: in a bundle of `many`, a
 /// delete used to be that write, and the put after it then wrote past `maxmemory`.
 #[tokio::test]
-async fn over_maxmemory_a_run_refuses_what_each_call_alone_would_be_refused() {
+async fn over_maxmemory_a_bundle_refuses_what_each_call_alone_would_be_refused() {
     let server = RedisServer::start();
     let (pool, scripts) = setup(&server).await;
     let t = pool.response_timeout();
@@ -716,23 +695,15 @@ async fn over_maxmemory_a_run_refuses_what_each_call_alone_would_be_refused() {
         other => panic!("a put alone over maxmemory: expected Unavailable, got {other:?}"),
     }
 
-    // In runs: the same answers, call by call.
+    // In bundles: the same answers, call by call.
     let calls = vec![
-        (
-            &WRITE,
-            Write::new("t:{c}:s", WriteOp::Delete { expected: 1 }, None).packed(),
-            0,
-        ),
-        (&WRITE, put("t:{c}:s").packed(), 0),
-        (
-            &WRITE,
-            Write::new("t:{d}:s", WriteOp::Delete { expected: 1 }, None).packed(),
-            0,
-        ),
-        (&WRITE, put("t:{d}:s").packed(), 0),
+        Call::new(&Write::new("t:{c}:s", WriteOp::Delete { expected: 1 }, None), 0),
+        Call::new(&put("t:{c}:s"), 0),
+        Call::new(&Write::new("t:{d}:s", WriteOp::Delete { expected: 1 }, None), 0),
+        Call::new(&put("t:{d}:s"), 0),
     ];
     let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(2)).await;
-    assert_eq!(scripts.stats().combined_runs, 2);
+    assert_eq!(scripts.stats().bundles, 2);
     for (i, result) in results.into_iter().enumerate() {
         if i % 2 == 0 {
             let reply = result.expect("delete");
@@ -743,7 +714,7 @@ async fn over_maxmemory_a_run_refuses_what_each_call_alone_would_be_refused() {
         } else {
             assert!(
                 matches!(&result, Err(Error::Unavailable { message }) if message.starts_with("OOM")),
-                "call {i}, a put after a delete in one run: {result:?}"
+                "call {i}, a put after a delete in one bundle: {result:?}"
             );
         }
     }
@@ -751,7 +722,7 @@ async fn over_maxmemory_a_run_refuses_what_each_call_alone_would_be_refused() {
         assert_eq!(server.cli(&["EXISTS", key]), "0", "{key} was written past maxmemory");
     }
 
-    // Under maxmemory again, runs write as before.
+    // Under maxmemory again, bundles write as before.
     assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
     let results = scripts
         .run_direct(&pool, 0, &[calls[1].clone(), calls[3].clone()], Combine::up_to(2))

@@ -48,7 +48,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "pipelines_in_flight",
             "overload",
             "wait_deadline",
-            "calls_per_run",
+            "calls_per_bundle",
         ],
     ),
     ("idempotency", &["keep", "keep_for"]),

@@ -66,7 +66,7 @@ async fn operations_go_to_the_master_of_their_slot_and_scripts_heal_on_every_mas
     assert!(stats.nodes.iter().all(|n| n.commands > 0 && n.connected), "{stats:?}");
     assert_eq!(stats.nodes.iter().map(|n| n.slots).sum::<u32>(), 16_384);
     assert_eq!(stats.uncovered_slots, 0);
-    // Calls made together share a pipeline per master, each call its own `EVALSHA` (no runs
+    // Calls made together share a pipeline per master, each call its own `EVALSHA` (no bundles
     // of `many` on a cluster, ADR 008), and each gets its own answer.
     let (same_slot, _) = entities_in_one_slot(8);
     let ids: Vec<String> = same_slot
@@ -84,8 +84,8 @@ async fn operations_go_to_the_master_of_their_slot_and_scripts_heal_on_every_mas
     }
     let after = exec.script_stats();
     assert_eq!(
-        (after.combined_runs, after.combined_calls),
-        (before.combined_runs, before.combined_calls)
+        (after.bundles, after.bundled_calls),
+        (before.bundles, before.bundled_calls)
     );
     // Every master forgets its scripts: the next calls load them again, on each master.
     let reloads = exec.script_stats().reloads;

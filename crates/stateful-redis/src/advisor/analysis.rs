@@ -1,25 +1,15 @@
-//! The performance analyzer and optimizer: findings with evidence from measured figures,
-//! and the safe changes applied live.
-//!
-//! [`StatefulExecutor::optimization_suggestions`] reads the monitor's snapshot, the pool,
-//! batcher and script statistics and the configuration, and turns what stands out into
-//! [`Suggestion`]s: what was seen, the numbers it rests on, and the change to make. It never
-//! does I/O. The optimizer applies the safe changes: [`StatefulExecutor::optimize_connection_pool`]
-//! resizes the exclusive pool from measured waits, and
-//! [`StatefulExecutor::optimize_lua_scripts`] loads the scripts ahead of traffic.
+//! The analyzer: a pure function from the figures of one moment (the monitor's snapshot,
+//! the pool, batcher and script statistics, the configuration) to [`Suggestion`]s with
+//! their evidence. No I/O, no executor: [`super`] gathers the figures.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use redis::{Cmd, Value};
 use stateful_redis_batch::BatchStats;
-use stateful_redis_core::{Error, ErrorKind, ExecutorConfig, OverloadPolicy, Severity, duration};
+use stateful_redis_core::{ErrorKind, ExecutorConfig, OverloadPolicy, Severity, duration};
 use stateful_redis_metrics::{MetricsSnapshot, Stage};
-use stateful_redis_pool::{PoolStats, Reply, map_redis_error};
-use stateful_redis_scripts::{Script, ScriptStats};
-
-use crate::executor::StatefulExecutor;
+use stateful_redis_pool::PoolStats;
+use stateful_redis_scripts::ScriptStats;
 
 /// What a finding is about.
 #[non_exhaustive]
@@ -95,68 +85,12 @@ impl Suggestion {
     }
 }
 
-/// What [`StatefulExecutor::optimize_connection_pool`] did: `from == to` when it kept the size.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PoolChange {
-    /// `redis.pool.max_size` before the call.
-    pub from: u32,
-    /// `redis.pool.max_size` after the call.
-    pub to: u32,
-    /// Why, with the figures.
-    pub reason: String,
-}
-
-/// What [`StatefulExecutor::optimize_lua_scripts`] did.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ScriptsReport {
-    /// Servers the scripts were loaded on (1 for a standalone Redis).
-    pub nodes: u32,
-    /// Scripts the executor uses.
-    pub scripts: u32,
-    /// Scripts the servers had cached already (`SCRIPT EXISTS`), summed over the nodes; they
-    /// are not loaded again.
-    pub already_cached: u32,
-    /// Scripts loaded now (`SCRIPT LOAD`), summed over the nodes.
-    pub loaded: u32,
-}
-
-/// What the optimizer remembers between calls; one per executor.
-#[derive(Debug, Default)]
-pub(crate) struct AdvisorState {
-    remembered: Mutex<Remembered>,
-}
-
-impl AdvisorState {
-    fn lock(&self) -> MutexGuard<'_, Remembered> {
-        self.remembered.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-#[derive(Debug, Default)]
-struct Remembered {
-    /// The pool at the previous `optimize_connection_pool` call.
-    previous: Option<PoolSample>,
-    /// Counters when the optimizer last acted: the analyzer judges what came after, so
-    /// that a pool already grown is not reported again for the waits that made it grow.
-    baseline: Baseline,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct PoolSample {
-    waits: u64,
-    timeouts: u64,
-    in_use: u32,
-    max_size: u32,
-}
-
 /// Cumulative counters at the optimizer's last change (zeros before any).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Baseline {
-    pool_waits: u64,
-    pool_timeouts: u64,
-    script_reloads: u64,
+pub(super) struct Baseline {
+    pub(super) pool_waits: u64,
+    pub(super) pool_timeouts: u64,
+    pub(super) script_reloads: u64,
 }
 
 // Thresholds. Each rule fires only with enough evidence behind it.
@@ -196,333 +130,21 @@ const SLOW_SHARE: f64 = 0.5;
 /// Failures above this share of calls over the window: callers see errors.
 const FAILURE_RATE: f64 = 0.01;
 
-impl StatefulExecutor {
-    /// The analyzer: findings from the monitor's snapshot, the pool, batcher and script
-    /// statistics and the configuration, most urgent first. Empty when nothing stands
-    /// out. Never does I/O.
-    ///
-    /// Pool waits and script reloads count from the optimizer's last change (from the
-    /// start before any), so a pool the optimizer already grew is not reported again for
-    /// the waits that made it grow.
-    pub fn optimization_suggestions(&self) -> Vec<Suggestion> {
-        let baseline = self.inner.advisor.lock().baseline;
-        let live = self.live_config();
-        analyze(&Inputs {
-            snapshot: self.snapshot(),
-            pool: self.pool_stats(),
-            batch: self.batch_stats(),
-            scripts: self.script_stats(),
-            config: &live,
-            hot_entities: self.monitor().hot_entities(),
-            baseline,
-        })
-    }
-
-    /// Resizes the exclusive pool live from measured waits and use, within
-    /// `[redis.pool.min_idle.max(1), redis.pool.max_size_limit]`.
-    ///
-    /// It doubles the size (up to the limit) when checkouts waited or timed out since the
-    /// previous call, or callers wait now; it shrinks it by a quarter (not below the lower
-    /// bound) only when no checkout waited since the previous call and at most half the
-    /// connections were in use at this call and at the previous one; otherwise it keeps
-    /// it. The first call compares with the start. Call it periodically (every minute, say).
-    /// Only callers of [`Pool::exclusive`](stateful_redis_pool::Pool::exclusive) use this
-    /// pool: the executor's operations go over the pipeline links.
-    pub fn optimize_connection_pool(&self) -> Result<PoolChange, Error> {
-        // The pool's own settings: live changes (apply_config) included.
-        let configured = &self.pool().config();
-        let limit = configured.max_size_limit;
-        let lower = configured.min_idle.max(1);
-        let pool = self.pool();
-        // Held across the resize: two concurrent calls must not both double the pool.
-        let mut remembered = self.inner.advisor.lock();
-        let stats = pool.stats();
-        let from = stats.max_size;
-        if from == 0 {
-            // The exclusive pool is gone: the executor was shut down.
-            return Err(Error::Shutdown);
-        }
-        let previous = remembered.previous.replace(PoolSample {
-            waits: stats.waits,
-            timeouts: stats.timeouts,
-            in_use: stats.in_use,
-            max_size: from,
-        });
-        let (waits, timeouts) = match previous {
-            Some(p) => (
-                stats.waits.saturating_sub(p.waits),
-                stats.timeouts.saturating_sub(p.timeouts),
-            ),
-            None => (stats.waits, stats.timeouts),
-        };
-        let waiters = stats.waiters;
-        let at_most_half = |in_use: u32, max_size: u32| u64::from(in_use) * 2 <= u64::from(max_size);
-        let (to, reason) = if waits > 0 || timeouts > 0 || waiters > 0 {
-            let to = from.saturating_mul(2).min(limit).max(lower);
-            if to > from {
-                let reason = format!(
-                    "{waits} checkouts waited and {timeouts} timed out since the previous call, \
-                     {waiters} waiting now"
-                );
-                (to, reason)
-            } else {
-                let reason = format!(
-                    "{waits} checkouts waited and {timeouts} timed out since the previous call, but the \
-                     pool is at redis.pool.max_size_limit ({limit})"
-                );
-                (from, reason)
-            }
-        } else {
-            match previous {
-                None => (
-                    from,
-                    "no checkout waited; the first call only records the figures to compare with".to_owned(),
-                ),
-                Some(p) if at_most_half(p.in_use, p.max_size) && at_most_half(stats.in_use, from) => {
-                    let to = (from - from.div_ceil(4)).max(lower);
-                    if to < from {
-                        let reason = format!(
-                            "no checkout waited since the previous call, and at most half the connections \
-                             were in use ({} of {} then, {} of {from} now)",
-                            p.in_use, p.max_size, stats.in_use
-                        );
-                        (to, reason)
-                    } else {
-                        (
-                            from,
-                            format!("the pool is quiet but already at its lower bound ({lower})"),
-                        )
-                    }
-                }
-                Some(p) => {
-                    let reason = format!(
-                        "no checkout waited, and more than half the connections were in use at this call \
-                         or the previous one ({} of {} then, {} of {from} now)",
-                        p.in_use, p.max_size, stats.in_use
-                    );
-                    (from, reason)
-                }
-            }
-        };
-        if to != from {
-            pool.resize(to)?;
-            remembered.baseline.pool_waits = stats.waits;
-            remembered.baseline.pool_timeouts = stats.timeouts;
-            tracing::info!(from, to, reason = %reason, "optimizer resized the exclusive pool");
-        }
-        Ok(PoolChange { from, to, reason })
-    }
-
-    /// Loads every script the executor uses on every node ahead of traffic (after a
-    /// restart, a failover or `SCRIPT FLUSH`), so that no operation meets `NOSCRIPT`. It
-    /// asks `SCRIPT EXISTS` first and loads only the scripts the server lacks, on the link
-    /// the executor's operations use. Standalone Redis is one node.
-    ///
-    /// With an ACL user that may not run `SCRIPT EXISTS`, it loads every script and
-    /// reports none as already cached.
-    pub async fn optimize_lua_scripts(&self) -> Result<ScriptsReport, Error> {
-        let scripts: &[&'static Script] = &stateful_redis_scripts::ALL;
-        let mut exists = redis::cmd("SCRIPT");
-        exists.arg("EXISTS");
-        for script in scripts {
-            exists.arg(script.sha());
-        }
-        if self.pool().is_cluster() {
-            return self.optimize_lua_scripts_on_every_master(scripts, exists).await;
-        }
-        let reply = self.send_to_node(std::slice::from_ref(&exists)).await?.pop();
-        let cached: Vec<bool> = match reply {
-            Some(Ok(value)) => exists_flags(&value, scripts.len()).ok_or_else(|| Error::UnexpectedReply {
-                what: "SCRIPT EXISTS",
-                detail: format!("{value:?}"),
-            })?,
-            Some(Err(message)) if message.contains("NOPERM") => {
-                tracing::debug!(%message, "SCRIPT EXISTS refused; loading every script");
-                vec![false; scripts.len()]
-            }
-            Some(Err(message)) => return Err(server_error(message)),
-            None => {
-                return Err(Error::UnexpectedReply {
-                    what: "SCRIPT EXISTS",
-                    detail: "no reply".into(),
-                });
-            }
-        };
-        let missing: Vec<&'static Script> = scripts
-            .iter()
-            .zip(&cached)
-            .filter(|(_, cached)| !**cached)
-            .map(|(script, _)| *script)
-            .collect();
-        if !missing.is_empty() {
-            let loads: Vec<Cmd> = missing.iter().map(|script| script.load_command()).collect();
-            let replies = self.send_to_node(&loads).await?;
-            for (script, reply) in missing.iter().zip(replies) {
-                let value = reply.map_err(server_error)?;
-                if text(&value).as_deref() != Some(script.sha()) {
-                    return Err(Error::UnexpectedReply {
-                        what: "SCRIPT LOAD",
-                        detail: format!("{}: expected digest {}, got {value:?}", script.name(), script.sha()),
-                    });
-                }
-            }
-        }
-        let report = ScriptsReport {
-            nodes: 1,
-            scripts: scripts.len() as u32,
-            already_cached: (scripts.len() - missing.len()) as u32,
-            loaded: missing.len() as u32,
-        };
-        // Reloads before this call are dealt with: the analyzer looks at those after it.
-        self.inner.advisor.lock().baseline.script_reloads = self.script_stats().reloads;
-        if report.loaded > 0 {
-            tracing::info!(
-                loaded = report.loaded,
-                cached = report.already_cached,
-                "optimizer loaded scripts"
-            );
-        }
-        Ok(report)
-    }
-
-    /// A cluster: asks every master which scripts it holds, then loads every script on
-    /// every master (a load of a cached script changes nothing).
-    async fn optimize_lua_scripts_on_every_master(
-        &self,
-        scripts: &[&'static Script],
-        exists: Cmd,
-    ) -> Result<ScriptsReport, Error> {
-        let pool = self.pool();
-        let mut cached = 0u32;
-        let asked = pool.to_every_master(std::slice::from_ref(&exists)).await;
-        let nodes = asked.len() as u32;
-        for (address, replies) in asked {
-            let reply = replies?.pop();
-            let flags = match reply {
-                Some(Ok(value)) => exists_flags(&value, scripts.len()).ok_or_else(|| Error::UnexpectedReply {
-                    what: "SCRIPT EXISTS",
-                    detail: format!("{address}: {value:?}"),
-                })?,
-                Some(Err(message)) if message.contains("NOPERM") => vec![false; scripts.len()],
-                Some(Err(message)) => return Err(server_error(message)),
-                None => vec![false; scripts.len()],
-            };
-            cached += flags.iter().filter(|&&f| f).count() as u32;
-        }
-        let loads: Vec<Cmd> = scripts.iter().map(|script| script.load_command()).collect();
-        for (address, replies) in pool.to_every_master(&loads).await {
-            for (script, reply) in scripts.iter().zip(replies?) {
-                let value = reply.map_err(server_error)?;
-                if text(&value).as_deref() != Some(script.sha()) {
-                    return Err(Error::UnexpectedReply {
-                        what: "SCRIPT LOAD",
-                        detail: format!(
-                            "{address}: {}: expected digest {}, got {value:?}",
-                            script.name(),
-                            script.sha()
-                        ),
-                    });
-                }
-            }
-        }
-        let total = nodes * scripts.len() as u32;
-        self.inner.advisor.lock().baseline.script_reloads = self.script_stats().reloads;
-        Ok(ScriptsReport {
-            nodes,
-            scripts: scripts.len() as u32,
-            already_cached: cached,
-            loaded: total - cached.min(total),
-        })
-    }
-
-    /// Sends `commands` as one pipeline on the link the executor's operations use (the
-    /// direct link on plain TCP, shared link 0 otherwise): already open, so no connect
-    /// hook runs in between. Returns one reply per command.
-    async fn send_to_node(&self, commands: &[Cmd]) -> Result<Vec<Reply>, Error> {
-        let pool = self.pool();
-        let replies: Vec<Reply> = if pool.direct_links() > 0 {
-            pool.pipeline(0, commands).await?
-        } else {
-            let timeout = pool.response_timeout();
-            let mut conn = pool.shared_at(0).await?;
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for cmd in commands {
-                pipe.add_command(cmd.clone());
-            }
-            let values: Vec<Value> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| map_redis_error(e, timeout))?;
-            values
-                .into_iter()
-                .map(|value| match value {
-                    Value::ServerError(e) => Err(e.to_string()),
-                    other => Ok(other),
-                })
-                .collect()
-        };
-        if replies.len() != commands.len() {
-            return Err(Error::UnexpectedReply {
-                what: "pipeline",
-                detail: format!("{} replies to {} commands", replies.len(), commands.len()),
-            });
-        }
-        Ok(replies)
-    }
-}
-
-/// `SCRIPT EXISTS`'s answer: one flag per script asked about.
-fn exists_flags(value: &Value, n: usize) -> Option<Vec<bool>> {
-    let Value::Array(items) = value else {
-        return None;
-    };
-    if items.len() != n {
-        return None;
-    }
-    items
-        .iter()
-        .map(|item| match item {
-            Value::Int(i) => Some(*i != 0),
-            Value::Boolean(b) => Some(*b),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A string reply's text.
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-/// An error reply to one of the optimizer's commands.
-fn server_error(message: String) -> Error {
-    if message.contains("NOPERM") {
-        Error::NoPermission { message }
-    } else {
-        Error::Server { message }
-    }
-}
-
 /// Everything the analyzer looks at, taken at one moment.
 #[derive(Debug)]
-struct Inputs<'a> {
-    snapshot: MetricsSnapshot,
-    pool: PoolStats,
-    batch: BatchStats,
-    scripts: ScriptStats,
-    config: &'a ExecutorConfig,
+pub(super) struct Inputs<'a> {
+    pub(super) snapshot: MetricsSnapshot,
+    pub(super) pool: PoolStats,
+    pub(super) batch: BatchStats,
+    pub(super) scripts: ScriptStats,
+    pub(super) config: &'a ExecutorConfig,
     /// The monitor's hot entities, most conflicted first.
-    hot_entities: Vec<(String, u64)>,
-    baseline: Baseline,
+    pub(super) hot_entities: Vec<(String, u64)>,
+    pub(super) baseline: Baseline,
 }
 
 /// The analyzer proper: a pure function of the figures.
-fn analyze(input: &Inputs<'_>) -> Vec<Suggestion> {
+pub(super) fn analyze(input: &Inputs<'_>) -> Vec<Suggestion> {
     let mut out = Vec::new();
     pool_rule(input, &mut out);
     batching_rule(input, &mut out);
