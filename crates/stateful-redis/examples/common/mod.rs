@@ -1,5 +1,6 @@
 //! What every example shares: the Redis it runs against, and a namespace of its own there.
 
+use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use stateful_redis::{ExecutorConfig, RedisUrl};
@@ -15,17 +16,14 @@ pub(crate) struct Redis {
 impl Redis {
     /// Takes the URL given, or starts a server (and says so); fails with how to install
     /// `redis-server` when there is neither.
-    pub(crate) fn given_or_started() -> Result<Redis, String> {
+    pub(crate) fn given_or_started() -> Result<Redis, NoRedis> {
         if let Some(url) = std::env::args().nth(1).or_else(|| std::env::var("REDIS_URL").ok()) {
             let url = RedisUrl::new(url);
             println!("using the Redis at {url}");
             return Ok(Redis { url, _server: None });
         }
         if !redis_server_available() {
-            return Err("no Redis URL given and redis-server is not on PATH: install it \
-                        (`apt-get install redis-server`) or pass a URL \
-                        (`cargo run --example NAME -- redis://127.0.0.1:6379`)"
-                .into());
+            return Err(NoRedis);
         }
         let server = RedisServer::start();
         println!(
@@ -45,6 +43,30 @@ impl Redis {
         config
     }
 }
+
+/// Neither a URL nor `redis-server`; its `Debug`, which `main` prints, says what to do.
+pub(crate) struct NoRedis;
+
+impl fmt::Debug for NoRedis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let exe = std::env::current_exe().ok();
+        let example = exe.as_deref().and_then(|p| p.file_stem()?.to_str()).unwrap_or("NAME");
+        write!(
+            f,
+            "no Redis URL given and redis-server is not on PATH: install it \
+             (`apt-get install redis-server`), or pass a URL \
+             (`cargo run -p stateful-redis --example {example} -- redis://127.0.0.1:6379`)"
+        )
+    }
+}
+
+impl fmt::Display for NoRedis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for NoRedis {}
 
 /// `name` with a suffix unique to this run, so that a run against a shared Redis never sees the
 /// keys (leases, message ids) of an earlier one.
