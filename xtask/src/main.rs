@@ -19,8 +19,10 @@ cargo xtask <TASK> [ARGS...]
 
 Tasks:
   test [ARGS...]   install redis-server and redis-cli if missing (as root, with apt-get), then
-                   `cargo test --workspace [ARGS...]` (unit, integration and doc tests);
-                   ARGS go to cargo test, e.g. `cargo xtask test -p stateful-redis-core`
+                   `cargo test --workspace [ARGS...]` (unit, integration and doc tests), then
+                   run every example of crates/stateful-redis/examples (each asserts what it
+                   shows); ARGS go to cargo test, e.g. `cargo xtask test -p stateful-redis-core`
+                   (ARGS that pick packages skip the examples)
   lint             `cargo fmt --check`, clippy and rustdoc with warnings denied: what CI checks
   demo [ARGS...]   install Redis tools if missing, then run the release CLI:
                    `stateful-redis load --duration 10 --concurrency 50 --workload put [ARGS...]`

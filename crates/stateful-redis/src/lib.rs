@@ -96,6 +96,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Examples
+//!
+//! Runnable programs in `examples/`, each against the Redis URL given as its argument (or in
+//! `REDIS_URL`), else a throw-away `redis-server` it starts; each asserts what it shows, and
+//! `cargo xtask test` runs them all. `cargo run -p stateful-redis --example device_registry`:
+//!
+//! - `device_registry`: create-if-absent, concurrent `update`s, a stale `cas` refused,
+//!   `transition`s of a state machine, `delete_if`.
+//! - `lease_worker`: writes fenced by a lease, failover to a second instance, and the stalled
+//!   holder's late write refused with [`Error::Fenced`].
+//! - `exactly_once`: `apply_once` per message id; a redelivered message is a replay.
+//! - `presence`: heartbeats of many devices, the active count, silent ones expired.
+//! - `alerts_and_advice`: an alert rule on the conflict rate fires and resolves; the advisor
+//!   names the hot entity.
+//! - `opentelemetry` (feature `otel`): the app's own tracer provider and the executor's metrics
+//!   and spans on one OTLP collector, the executor's spans linked to the app's.
+//!
 //! ## Feature flags
 //! - `compression` (default): LZ4 compression of values above `state.compress_above`.
 //! - `msgpack`: the MessagePack codec (`SerdeCodec::msgpack()`).
