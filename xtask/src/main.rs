@@ -1,5 +1,5 @@
-//! `cargo xtask`: the project's tasks (test, lint, demo, bench), written in Rust so that developers
-//! and CI run exactly the same commands.
+//! `cargo xtask`: the project's tasks (test, lint, demo, bench, publish-check), written in Rust so
+//! that developers and CI run exactly the same commands.
 //!
 //! Reached through the alias in `.cargo/config.toml`; `cargo xtask` with no arguments prints the tasks.
 
@@ -7,6 +7,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod lint;
+mod publish;
 mod test;
 mod tools;
 
@@ -32,6 +33,9 @@ Tasks:
                    redis-crate code on one throw-away redis-server (3 interleaved rounds;
                    --quick: 1 round, fewer operations); writes target/bench/report.{json,md},
                    compares with the previous report.json (or FILE) and prints report.md
+  publish-check    `cargo publish --workspace --dry-run --allow-dirty`: packages every published
+                   crate and builds each package alone, uploading nothing; reads the
+                   crates.io index (2 to 5 minutes, so not part of `lint`)
   help             print this help";
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn run() -> anyhow::Result<()> {
         Some("lint") => lint::run(&rest),
         Some("demo") => demo::run(&rest),
         Some("bench") => bench::run(&rest),
+        Some("publish-check") => publish::run(&rest),
         _ => anyhow::bail!("unknown task `{}`\n\n{HELP}", task.to_string_lossy()),
     }
 }

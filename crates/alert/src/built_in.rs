@@ -1,13 +1,19 @@
-//! The built-in alert rules, the same as `docs/dashboards/prometheus-rules.yml`.
+//! The built-in alert rules, the same as the Prometheus rules in
+//! [`dashboards/prometheus-rules.yml`][rules].
+//!
+//! [rules]: https://github.com/stateful-redis/stateful-redis/blob/main/dashboards/prometheus-rules.yml
 
 use std::time::Duration;
 
 use stateful_redis_core::{Aggregation, AlertRule, Severity};
 
-/// The built-in rules, the same as `docs/dashboards/prometheus-rules.yml`. An
+/// The built-in rules, the same as the Prometheus rules in
+/// [`dashboards/prometheus-rules.yml`][rules]. An
 /// [`AlertManager`](crate::AlertManager) evaluates them unless
 /// [`AlertsConfig::default_rules`](stateful_redis_core::AlertsConfig::default_rules) is off; a
 /// configured rule with the name of a built-in one replaces it.
+///
+/// [rules]: https://github.com/stateful-redis/stateful-redis/blob/main/dashboards/prometheus-rules.yml
 pub fn built_in_rules() -> Vec<AlertRule> {
     use Aggregation::{Rate, Value};
     use Severity::{Critical, Warning};

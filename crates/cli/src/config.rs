@@ -8,7 +8,8 @@ use stateful_redis::{RedisUrl, load_config, redacted_toml};
 /// Options of `config`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConfigArgs {
-    /// A TOML configuration file (see docs/configuration in the README).
+    /// A TOML configuration file (see "Configuration" in the project README,
+    /// https://github.com/stateful-redis/stateful-redis#configuration).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Redis URL, over the file's and the environment's (a password in it never shows).

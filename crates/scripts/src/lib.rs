@@ -1,6 +1,6 @@
 //! The Lua scripts of stateful-redis and how they run.
 //!
-//! Every atomic operation is a Lua script under `crates/scripts/lua/`, embedded at
+//! Every atomic operation is a Lua script in the crate's [`lua/`][lua] folder, embedded at
 //! build time, its SHA1 computed once. [`Scripts`] loads them all on every new
 //! connection (as a [`ConnectHook`](stateful_redis_pool::ConnectHook)) and runs them
 //! with `EVALSHA`, recovering from `NOSCRIPT` transparently, alone
@@ -41,6 +41,8 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! [lua]: https://github.com/stateful-redis/stateful-redis/tree/main/crates/scripts/lua
 
 mod combine;
 mod invocation;

@@ -98,9 +98,10 @@
 //!
 //! ## Examples
 //!
-//! Runnable programs in `examples/`, each against the Redis URL given as its argument (or in
-//! `REDIS_URL`), else a throw-away `redis-server` it starts; each asserts what it shows, and
-//! `cargo xtask test` runs them all. `cargo run -p stateful-redis --example device_registry`:
+//! Runnable programs in [`examples/`][examples], each against the Redis URL given as its
+//! argument (or in `REDIS_URL`), else a throw-away `redis-server` it starts; each asserts what it
+//! shows, and `cargo xtask test` runs them all. `cargo run -p stateful-redis --example
+//! device_registry`:
 //!
 //! - `device_registry`: create-if-absent, concurrent `update`s, a stale `cas` refused,
 //!   `transition`s of a state machine, `delete_if`.
@@ -117,7 +118,10 @@
 //! - `compression` (default): LZ4 compression of values above `state.compress_above`.
 //! - `msgpack`: the MessagePack codec (`SerdeCodec::msgpack()`).
 //! - `otel`: OpenTelemetry metrics and traces exported over OTLP (gRPC or HTTP/protobuf), turned
-//!   on by `telemetry.enabled`; see `TelemetryConfig` and docs/metrics.md.
+//!   on by `telemetry.enabled`; see [`TelemetryConfig`] and [docs/metrics.md][metrics].
+//!
+//! [examples]: https://github.com/stateful-redis/stateful-redis/tree/main/crates/stateful-redis/examples
+//! [metrics]: https://github.com/stateful-redis/stateful-redis/blob/main/docs/metrics.md
 
 mod advisor;
 mod executor;
