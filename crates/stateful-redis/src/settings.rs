@@ -197,6 +197,25 @@ mod tests {
     }
 
     #[test]
+    fn errors_about_a_value_from_the_file_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("sr-settings-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let no_env = || Env::prefixed("SR_TEST_NO_SUCH_PREFIX_");
+        for (text, field) in [
+            ("[batch]\nmax_batch = \"lots\"\n", "batch.max_batch"),
+            ("[batch]\nmax_batch = 0\n", "batch.max_batch"),
+            ("[batch]\nmax_bach = 3\n", "batch.max_bach"),
+        ] {
+            let file = dir.join("bad.toml");
+            std::fs::write(&file, text).expect("write");
+            let (got, message) = field_of(load_with_env(Some(&file), no_env()).expect_err(text));
+            assert_eq!(got, field, "{message}");
+            assert!(message.contains(&file.display().to_string()), "{message}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_renamed_setting_is_read_under_its_former_name() {
         let config = parse_config("[batch]\ncalls_per_run = 8\n").expect("valid");
         assert_eq!(config.batch.calls_per_bundle, 8);
