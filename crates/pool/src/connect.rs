@@ -143,16 +143,17 @@ fn not_tls(err: &redis::RedisError) -> bool {
                 std::io::ErrorKind::UnexpectedEof
                 | std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::ConnectionAborted => true,
-                std::io::ErrorKind::InvalidData => io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()).is_some_and(
-                    |e| {
+                std::io::ErrorKind::InvalidData => io
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                    .is_some_and(|e| {
                         matches!(
                             e,
                             rustls::Error::InvalidMessage(_)
                                 | rustls::Error::InappropriateMessage { .. }
                                 | rustls::Error::InappropriateHandshakeMessage { .. }
                         )
-                    },
-                ),
+                    }),
                 _ => false,
             };
         }

@@ -107,7 +107,10 @@ pub(super) fn compare(now: &Value, path: &Path, prev: &Value) -> Comparison {
         "\n{flagged} change{} beyond the noise.",
         if flagged == 1 { "" } else { "s" }
     );
-    let worse = rows.into_iter().filter(|r| r.verdict() == Some(Verdict::Worse)).collect();
+    let worse = rows
+        .into_iter()
+        .filter(|r| r.verdict() == Some(Verdict::Worse))
+        .collect();
     Comparison { markdown: md, worse }
 }
 
@@ -220,7 +223,9 @@ fn rows(now: &Value, prev: &Value) -> Vec<Row> {
     }
     for (id, case) in entries(&now["cases"]) {
         for (name, higher_better, shown) in METRICS {
-            let Some(median) = case["median"][name].as_f64() else { continue };
+            let Some(median) = case["median"][name].as_f64() else {
+                continue;
+            };
             rows.push(Row::new(
                 format!("{}: {shown}", case["label"].as_str().unwrap_or(id)),
                 prev["cases"][id]["median"][name].as_f64(),
@@ -231,7 +236,9 @@ fn rows(now: &Value, prev: &Value) -> Vec<Row> {
         }
     }
     for (name, b) in entries(&now["micro"]["benchmarks"]) {
-        let Some(median) = b["median_ns"].as_f64() else { continue };
+        let Some(median) = b["median_ns"].as_f64() else {
+            continue;
+        };
         rows.push(Row::new(
             format!("micro {name}: ns"),
             prev["micro"]["benchmarks"][name]["median_ns"].as_f64(),
@@ -298,7 +305,11 @@ mod tests {
         let comparison = compare(&now, Path::new("old.json"), &before);
         assert!(comparison.worse.is_empty(), "{comparison:?}");
         comparison.fail_on_regression().expect("within the noise");
-        assert!(comparison.markdown.contains("0 changes beyond the noise"), "{}", comparison.markdown);
+        assert!(
+            comparison.markdown.contains("0 changes beyond the noise"),
+            "{}",
+            comparison.markdown
+        );
     }
 
     #[test]
@@ -307,13 +318,26 @@ mod tests {
         // ops/s 20 % lower, p99 20 % lower (better), CPU 10 % higher: two worse, one better.
         let now = report(1.50, 80_000.0, 640.0, 0.132, 40.0);
         let comparison = compare(&now, Path::new("old.json"), &before);
-        let err = comparison.fail_on_regression().expect_err("beyond the noise").to_string();
+        let err = comparison
+            .fail_on_regression()
+            .expect_err("beyond the noise")
+            .to_string();
         assert!(err.starts_with("2 figures worse"), "{err}");
-        assert!(err.contains("executor put: ops/s: 100000 -> 80000 (-20.0%, noise ±10%)"), "{err}");
+        assert!(
+            err.contains("executor put: ops/s: 100000 -> 80000 (-20.0%, noise ±10%)"),
+            "{err}"
+        );
         assert!(err.contains("executor put: client CPU s/100k"), "{err}");
-        assert!(!err.contains("p99"), "a lower latency is better, not a regression: {err}");
+        assert!(
+            !err.contains("p99"),
+            "a lower latency is better, not a regression: {err}"
+        );
         assert!(comparison.markdown.contains("**better**"), "{}", comparison.markdown);
-        assert!(comparison.markdown.contains("3 changes beyond the noise"), "{}", comparison.markdown);
+        assert!(
+            comparison.markdown.contains("3 changes beyond the noise"),
+            "{}",
+            comparison.markdown
+        );
     }
 
     #[test]
@@ -329,7 +353,10 @@ mod tests {
         let worse: Vec<&str> = comparison.worse.iter().map(|r| r.label.as_str()).collect();
         assert_eq!(
             worse,
-            ["ratio executor put / redis-benchmark -P 16: ops/s", "micro key_build: ns"]
+            [
+                "ratio executor put / redis-benchmark -P 16: ops/s",
+                "micro key_build: ns"
+            ]
         );
         assert!(comparison.markdown.contains("| executor cas: ops/s | – | 1.00 | new |"));
     }

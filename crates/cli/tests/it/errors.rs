@@ -42,7 +42,15 @@ fn scratch(name: &str) -> std::path::PathBuf {
 fn a_value_size_over_the_limit_is_refused_before_the_run_naming_both() {
     // No server is needed: the refusal comes first.
     let output = bin()
-        .args(["load", "--redis", &closed_url(), "--ops", "10", "--value-size", "600000"])
+        .args([
+            "load",
+            "--redis",
+            &closed_url(),
+            "--ops",
+            "10",
+            "--value-size",
+            "600000",
+        ])
         .output()
         .expect("run");
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
@@ -92,28 +100,37 @@ fn errors_under_json_are_one_json_line_on_stderr_with_a_kind() {
     assert_eq!(output.status.code(), Some(2));
     let error = json_error(&output);
     assert_eq!(error["kind"], "usage", "{error}");
-    assert!(error["message"].as_str().unwrap_or("").contains("--concurrency"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap_or("").contains("--concurrency"),
+        "{error}"
+    );
 
     // `check` prints its report on stdout and the error on stderr.
-    let output = bin()
-        .args(["check", "--redis", &url, "--json"])
-        .output()
-        .expect("run");
+    let output = bin().args(["check", "--redis", &url, "--json"]).output().expect("run");
     assert_eq!(output.status.code(), Some(2));
     let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("the report");
     assert_eq!(report["verdict"], "at_risk", "{report}");
     assert_eq!(json_error(&output)["kind"], "connect");
 
     // Without --json, plain text.
-    let output = bin().args(["load", "--redis", &url, "--ops", "10"]).output().expect("run");
+    let output = bin()
+        .args(["load", "--redis", &url, "--ops", "10"])
+        .output()
+        .expect("run");
     let text = stderr(&output);
-    assert!(text.contains("error: connecting to") && !text.contains("{\"error\""), "{text}");
+    assert!(
+        text.contains("error: connecting to") && !text.contains("{\"error\""),
+        "{text}"
+    );
 }
 
 #[test]
 fn exit_status_is_2_when_it_cannot_run_and_1_when_it_ran_and_failed() {
     let help = stdout(&bin().arg("--help").output().expect("run"));
-    assert!(help.contains("Exit status: 0") && help.contains("2 when it could not run"), "{help}");
+    assert!(
+        help.contains("Exit status: 0") && help.contains("2 when it could not run"),
+        "{help}"
+    );
     assert!(help.contains("one line {\"error\""), "{help}");
 
     // Misconfigured.
@@ -184,7 +201,10 @@ fn config_help_points_at_what_exists() {
 fn a_tls_url_to_a_plaintext_server_says_tls() {
     let server = RedisServer::start();
     let url = format!("rediss://127.0.0.1:{}", server.port());
-    let output = bin().args(["load", "--redis", &url, "--ops", "10"]).output().expect("run");
+    let output = bin()
+        .args(["load", "--redis", &url, "--ops", "10"])
+        .output()
+        .expect("run");
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
     assert!(
@@ -224,6 +244,9 @@ fn errors_from_a_toml_file_name_the_file() {
         .output()
         .expect("run");
     let text = stderr(&output);
-    assert!(text.contains("batch.max_batch") && !text.contains("fine.toml"), "{text}");
+    assert!(
+        text.contains("batch.max_batch") && !text.contains("fine.toml"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
