@@ -27,12 +27,15 @@ Tasks:
   lint             `cargo fmt --check`, clippy and rustdoc with warnings denied: what CI checks
   demo [ARGS...]   install Redis tools if missing, then run the release CLI:
                    `stateful-redis load --duration 10 --concurrency 50 --workload put [ARGS...]`
-  bench [--quick] [--baseline FILE]
+  bench [--quick] [--baseline FILE] [--fail-on-regression]
                    install Redis tools if missing (redis-benchmark too), run the divan
                    micro-benchmarks, then the executor against redis-benchmark and plain
-                   redis-crate code on one throw-away redis-server (3 interleaved rounds;
+                   redis-crate code on one throw-away redis-server (5 interleaved rounds;
                    --quick: 1 round, fewer operations); writes target/bench/report.{json,md},
-                   compares with the previous report.json (or FILE) and prints report.md
+                   compares with the previous report.json (or FILE) and prints report.md;
+                   --fail-on-regression: exit 1 when a figure got worse than the baseline's
+                   (throughput lower, latency or CPU higher) by more than this run's noise,
+                   max(2 x spread, 5%), naming each such figure
   publish-check    `cargo publish --workspace --dry-run --allow-dirty`: packages every published
                    crate and builds each package alone, uploading nothing; reads the
                    crates.io index (2 to 5 minutes, so not part of `lint`)

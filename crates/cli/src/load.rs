@@ -9,6 +9,7 @@ use stateful_redis::bytes::Bytes;
 use stateful_redis::{BytesCodec, Error, Operation, RedisUrl, StateHandle, StatefulExecutor, Version};
 
 use crate::embedded::EmbeddedRedis;
+use crate::failure::{Failure, Kind};
 
 /// What each operation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -23,6 +24,15 @@ pub(crate) enum Workload {
 }
 
 impl Workload {
+    /// The name `--workload` takes.
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Cas => "cas",
+            Workload::Update => "update",
+        }
+    }
+
     /// The executor operation each call is (the monitor's figures for it are the run's).
     fn operation(self) -> Operation {
         match self {
@@ -66,9 +76,10 @@ pub(crate) struct LoadArgs {
     /// What each operation does.
     #[arg(long, value_enum, default_value_t = Workload::Put)]
     workload: Workload,
-    /// Print one JSON object on stdout instead of the text summary.
+    /// Print one JSON object on stdout instead of the text summary (errors: one JSON line
+    /// on stderr).
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Shared connections (and batch queues) to Redis (default: the configuration's,
     /// redis.pool.shared_connections, 1).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -141,16 +152,29 @@ enum Limit {
     Until(Instant),
 }
 
-pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: LoadArgs) -> Result<(), Failure> {
     if let Some(d) = args.duration
         && !(d.is_finite() && d > 0.0)
     {
-        anyhow::bail!("--duration must be a positive number of seconds, not {d}");
+        return Err(Failure::config(format_args!(
+            "--duration must be a positive number of seconds, not {d}"
+        )));
     }
     let mut config = stateful_redis::load_config(args.config.as_deref())?;
     config.redis.cluster |= args.cluster;
     if config.redis.cluster && args.redis.is_none() && args.config.is_none() {
-        anyhow::bail!("--cluster needs the seed nodes: --redis redis://host:port[,redis://host:port...]");
+        return Err(Failure::config(
+            "--cluster needs the seed nodes: --redis redis://host:port[,redis://host:port...]",
+        ));
+    }
+    // Every write would fail: say so before the run, not as N failed operations after it.
+    if args.value_size > config.state.max_value_size {
+        return Err(Failure::config(format_args!(
+            "--value-size {} is over state.max_value_size {}: every write would be refused; \
+             lower --value-size, or raise state.max_value_size (in --config, or \
+             STATEFUL_REDIS_STATE__MAX_VALUE_SIZE)",
+            args.value_size, config.state.max_value_size
+        )));
     }
     let configured = args.config.is_some() || std::env::var_os("STATEFUL_REDIS_REDIS__URL").is_some();
     let (_embedded, url) = match &args.redis {
@@ -163,7 +187,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         Some(url) => (None, url.clone()),
         None if configured => (None, config.redis.url.expose().to_owned()),
         None => {
-            let server = EmbeddedRedis::start()?;
+            let server = EmbeddedRedis::start().map_err(|e| Failure::new(Kind::Connect, e))?;
             let url = server.url();
             eprintln!("no --redis given: started a throw-away redis-server at {url}; it stops when the run ends");
             (Some(server), url)
@@ -188,11 +212,16 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
     config.validate().map_err(Error::Config)?;
     let shown = config.redis.url.redacted();
-    let exec = StatefulExecutor::builder()
-        .config(config)
-        .build()
-        .await
-        .with_context(|| format!("connecting to {shown}"))?;
+    let exec = match StatefulExecutor::builder().config(config).build().await {
+        Ok(exec) => exec,
+        Err(e @ Error::Config(_)) => return Err(e.into()),
+        Err(e) => {
+            return Err(Failure::new(
+                Kind::Connect,
+                anyhow::Error::new(e).context(format!("connecting to {shown}")),
+            ));
+        }
+    };
     let handle = exec.state_with_codec::<Bytes, _>("load", BytesCodec)?;
     let value = Bytes::from(vec![b'v'; args.value_size]);
     let limit = match (args.ops, args.duration) {
@@ -285,7 +314,10 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     };
     print_summary(&summary, args.json)?;
     if summary.errors > 0 {
-        anyhow::bail!("{} operations failed", summary.errors);
+        return Err(Failure::new(
+            Kind::Failed,
+            anyhow::anyhow!("{} operations failed", summary.errors),
+        ));
     }
     Ok(())
 }
@@ -300,8 +332,12 @@ fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
             s.ops, s.ok, s.conflicts, s.errors, s.elapsed_s, s.ops_per_sec, s.p50_us, s.p90_us, s.p99_us, s.max_us
         );
         println!(
-            "workload {:?}, {} callers, {} entities, {}-byte values, on {}",
-            s.workload, s.concurrency, s.entities, s.value_size, s.redis
+            "workload {}, {} callers, {} entities, {}-byte values, on {}",
+            s.workload.name(),
+            s.concurrency,
+            s.entities,
+            s.value_size,
+            s.redis
         );
         if !s.alerts_firing.is_empty() {
             println!("alerts firing: {}", s.alerts_firing.join(", "));

@@ -3,9 +3,15 @@
 mod check;
 mod config;
 mod embedded;
+mod failure;
 mod load;
 
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
+
+use self::failure::{EXIT_STATUS_HELP, Failure, Kind};
 
 /// mimalloc, as the benchmark's other clients (redis-benchmark, linked with jemalloc) have a
 /// fast allocator too; glibc's is slow when a pipeline frees many small buffers at once.
@@ -14,7 +20,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Stateful services on Redis: load generation and checks.
 #[derive(Debug, Parser)]
-#[command(name = "stateful-redis", version, about, args_override_self = true)]
+#[command(
+    name = "stateful-redis",
+    version,
+    about,
+    args_override_self = true,
+    after_help = EXIT_STATUS_HELP
+)]
 struct Cli {
     /// Runtime worker threads; 1 runs everything on one thread (the least CPU per operation).
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -44,7 +56,8 @@ enum Command {
     /// the script cache, as every executor does on connect, and changes nothing else.
     ///
     /// Exit status: 0 when nothing is at risk (warnings are printed), 1 when a guarantee is
-    /// at risk or the server cannot be reached.
+    /// at risk, 2 when the server cannot be reached (the report says why) or the
+    /// configuration is invalid.
     ///
     /// It needs the server to check (--redis, --config or STATEFUL_REDIS_REDIS__URL): unlike
     /// `load`, it starts no throw-away server, whose settings would say nothing about yours.
@@ -53,15 +66,39 @@ enum Command {
     Config(config::ConfigArgs),
 }
 
-fn main() -> std::process::ExitCode {
+impl Command {
+    /// Whether the command was asked for JSON (its errors are JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Load(args) => args.json,
+            Command::Check(args) => args.json,
+            Command::Config(_) => false,
+        }
+    }
+}
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version are not errors; clap prints them, and other errors under plain text.
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            return Failure::new(Kind::Usage, anyhow::anyhow!("{message}")).report(true);
+        }
+        Err(e) => e.exit(),
+    };
+    let json = cli.command.json();
     let runtime = if cli.threads == 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
@@ -73,8 +110,8 @@ fn main() -> std::process::ExitCode {
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            let error = anyhow::Error::new(e).context("cannot start the async runtime");
+            return Failure::new(Kind::Failed, error).report(json);
         }
     };
     let result = runtime.block_on(async {
@@ -85,10 +122,7 @@ fn main() -> std::process::ExitCode {
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(json),
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Connector {
     pub(crate) hooks: Arc<[Arc<dyn ConnectHook>]>,
     pub(crate) response_timeout: std::time::Duration,
     pub(crate) connect_timeout: std::time::Duration,
+    /// A `rediss://` URL: a failed handshake may mean a plaintext server.
+    tls: bool,
 }
 
 impl fmt::Debug for Connector {
@@ -93,6 +95,7 @@ impl Connector {
             hooks: hooks.into(),
             response_timeout: config.response_timeout,
             connect_timeout: config.connect_timeout,
+            tls: config.url.is_tls(),
         })
     }
 
@@ -101,7 +104,14 @@ impl Connector {
         let connecting = self.client.get_multiplexed_async_connection_with_config(&self.config);
         // The driver applies the connect timeout per address; bound the whole handshake too.
         let mut conn = match tokio::time::timeout(self.connect_timeout + self.response_timeout, connecting).await {
+            Ok(Err(e)) if self.tls && not_tls(&e) => return Err(plaintext_server(&e.to_string())),
             Ok(result) => result.map_err(|e| map_redis_error(e, self.response_timeout))?,
+            Err(_) if self.tls => {
+                return Err(plaintext_server(&format!(
+                    "no TLS reply within {:?}",
+                    self.connect_timeout + self.response_timeout
+                )));
+            }
             Err(_) => {
                 return Err(Error::Timeout {
                     operation: "connect to Redis",
@@ -115,5 +125,47 @@ impl Connector {
             }
         }
         Ok(conn)
+    }
+}
+
+/// Whether a failed `rediss://` handshake looks like a server that does not speak TLS: it
+/// sent no TLS reply in time (Redis waits for the end of the "command" the ClientHello looks
+/// like), hung up, or sent something that is not TLS. Refused connections and certificate
+/// errors are not that, and keep their own messages.
+fn not_tls(err: &redis::RedisError) -> bool {
+    if err.is_timeout() {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted => true,
+                std::io::ErrorKind::InvalidData => io
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                    .is_some_and(|e| {
+                        matches!(
+                            e,
+                            rustls::Error::InvalidMessage(_)
+                                | rustls::Error::InappropriateMessage { .. }
+                                | rustls::Error::InappropriateHandshakeMessage { .. }
+                        )
+                    }),
+                _ => false,
+            };
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// The error for a `rediss://` URL whose server does not answer in TLS.
+fn plaintext_server(detail: &str) -> Error {
+    Error::Connection {
+        message: format!("TLS handshake failed: is the server plaintext? use redis:// ({detail})"),
+        source: None,
     }
 }

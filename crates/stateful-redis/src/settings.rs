@@ -53,7 +53,9 @@ fn load_with_env(file: Option<&Path>, env: Env) -> Result<ExecutorConfig, Error>
                 format!("cannot be read: {e}"),
             ))
         })?;
-        figment = figment.merge(Toml::string(&checked_toml(&text, &path.display().to_string())?));
+        checked_toml(&text, &path.display().to_string())?;
+        // Read by figment as a file, so that errors about its values name it.
+        figment = figment.merge(Toml::file_exact(path));
     }
     extract(figment.merge(env))
 }
@@ -81,8 +83,22 @@ fn checked_toml(text: &str, what: &str) -> Result<String, Error> {
 
 fn extract(figment: Figment) -> Result<ExecutorConfig, Error> {
     let config: ExecutorConfig = figment.extract().map_err(|e| Error::Config(from_figment(e)))?;
-    config.validate()?;
+    config.validate().map_err(|mut e| {
+        // A value from a file: say which file.
+        if let Some(file) = figment.find_metadata(&e.field).and_then(file_of) {
+            e.reason = format!("{} (from {})", e.reason, file.display());
+        }
+        e
+    })?;
     Ok(config)
+}
+
+/// The file a value came from, if it came from one.
+fn file_of(metadata: &figment::Metadata) -> Option<&Path> {
+    match &metadata.source {
+        Some(figment::Source::File(path)) => Some(path),
+        _ => None,
+    }
 }
 
 /// The first error of figment's chain, as a [`ConfigError`] naming the field.
@@ -126,7 +142,11 @@ fn from_figment(error: figment::Error) -> ConfigError {
     if is_secret_path(&field) {
         return ConfigError::new(field, "<redacted>", "is not valid");
     }
-    let source = error.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|m| file_of(m).map_or_else(|| m.name.to_string(), |file| file.display().to_string()))
+        .unwrap_or_default();
     let reason = if source.is_empty() {
         reason
     } else {
@@ -174,6 +194,25 @@ mod tests {
         // The environment is tested through the CLI (a child process with its own variables).
         let config = load_with_env(Some(&file), Env::prefixed("SR_TEST_NO_SUCH_PREFIX_")).expect("valid");
         assert_eq!(config.batch.max_batch, 64);
+    }
+
+    #[test]
+    fn errors_about_a_value_from_the_file_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("sr-settings-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let no_env = || Env::prefixed("SR_TEST_NO_SUCH_PREFIX_");
+        for (text, field) in [
+            ("[batch]\nmax_batch = \"lots\"\n", "batch.max_batch"),
+            ("[batch]\nmax_batch = 0\n", "batch.max_batch"),
+            ("[batch]\nmax_bach = 3\n", "batch.max_bach"),
+        ] {
+            let file = dir.join("bad.toml");
+            std::fs::write(&file, text).expect("write");
+            let (got, message) = field_of(load_with_env(Some(&file), no_env()).expect_err(text));
+            assert_eq!(got, field, "{message}");
+            assert!(message.contains(&file.display().to_string()), "{message}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

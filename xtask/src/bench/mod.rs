@@ -2,8 +2,10 @@
 //! of the executor against `redis-benchmark` and plain redis-crate code on one `redis-server` in one
 //! run; writes `target/bench/report.{json,md}` and compares them with the previous report.
 //!
-//! Benchmarks report, they never fail on a figure: a missed target is shown as "not met". The run
-//! fails only when a client fails (an error reply, a crash), because its figures would mean nothing.
+//! Benchmarks report; by default they never fail on a figure: a missed target is shown as "not
+//! met". The run fails when a client fails (an error reply, a crash), because its figures would
+//! mean nothing, and, with `--fail-on-regression`, when a figure got worse than the baseline's by
+//! more than the run's own noise.
 
 mod cases;
 mod cluster;
@@ -72,9 +74,13 @@ impl Plan {
     }
 }
 
-/// Runs the benchmarks; `args` are `[--quick] [--baseline FILE]`.
+/// Runs the benchmarks; `args` are `[--quick] [--baseline FILE] [--fail-on-regression]`.
 pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
-    let Flags { quick, baseline } = Flags::parse(args)?;
+    let Flags {
+        quick,
+        baseline,
+        fail_on_regression,
+    } = Flags::parse(args)?;
     let plan = Plan::new(quick);
     let started = Instant::now();
     tools::ensure_redis()?;
@@ -94,6 +100,13 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && baseline_path == out_dir.join("report.json") => None,
         Err(e) => return Err(e).with_context(|| format!("reading the baseline {}", baseline_path.display())),
     };
+    // Said before the run, not after many minutes of it.
+    if fail_on_regression && previous.is_none() {
+        anyhow::bail!(
+            "--fail-on-regression needs a baseline: there is no {} yet; run once without it, or pass --baseline FILE",
+            baseline_path.display()
+        );
+    }
 
     let mut build = cmd::cargo();
     build.args([
@@ -157,8 +170,8 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
     json["cluster"] = cluster.json;
     let comparison = previous
         .as_ref()
-        .map(|(path, _, prev)| compare::compare(&report, &json, path, prev));
-    let mut markdown = report.markdown(&sha, comparison.as_deref());
+        .map(|(path, _, prev)| compare::compare(&json, path, prev));
+    let mut markdown = report.markdown(&sha, comparison.as_ref().map(|c| c.markdown.as_str()));
     markdown.push_str(&cluster.markdown);
 
     if let Some((_, text, _)) = &previous {
@@ -172,7 +185,10 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
         out_dir.join("report.json").display(),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    match &comparison {
+        Some(comparison) if fail_on_regression => comparison.fail_on_regression(),
+        _ => Ok(()),
+    }
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {

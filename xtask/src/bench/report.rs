@@ -296,6 +296,7 @@ impl Report<'_> {
             .map(|r| {
                 let ratio = json!({
                     "label": r.label,
+                    "higher_better": r.higher_better,
                     "median": r.stat.map(|s| s.median),
                     "spread": r.stat.map(|s| s.spread),
                     "runs": r.runs,

@@ -7,6 +7,7 @@ mod probe;
 use stateful_redis::{Error, Pool, RedisUrl};
 
 use self::judge::{Finding, Level};
+use crate::failure::{Failure, Kind};
 
 /// Options of `check` (what it checks is its `--help`, in main.rs).
 #[derive(Debug, clap::Args)]
@@ -21,9 +22,10 @@ pub(crate) struct CheckArgs {
     /// A TOML configuration file (its redis section); the environment and the flags go over it.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
-    /// Print one JSON object on stdout instead of the text report.
+    /// Print one JSON object on stdout instead of the text report (errors: one JSON line on
+    /// stderr).
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// The overall judgement.
@@ -51,7 +53,7 @@ struct Report {
     findings: Vec<Finding>,
 }
 
-pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: CheckArgs) -> Result<(), Failure> {
     let mut config = stateful_redis::load_config(args.config.as_deref())?;
     config.redis.cluster |= args.cluster;
     let configured = args.config.is_some() || std::env::var_os("STATEFUL_REDIS_REDIS__URL").is_some();
@@ -63,20 +65,24 @@ pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<()> {
         }
         Some(url) => config.redis.url = RedisUrl::new(url.clone()),
         None if configured => {}
-        None => anyhow::bail!(
-            "check needs the server to check: --redis URL (or --config FILE, or STATEFUL_REDIS_REDIS__URL); \
-             a throw-away server would say nothing about yours"
-        ),
+        None => {
+            return Err(Failure::config(
+                "check needs the server to check: --redis URL (or --config FILE, or STATEFUL_REDIS_REDIS__URL); \
+                 a throw-away server would say nothing about yours",
+            ));
+        }
     }
     config.validate().map_err(Error::Config)?;
     let shown = config.redis.url.redacted();
     let topology = if config.redis.cluster { "cluster" } else { "standalone" };
+    let mut unreachable = None;
     let report = match Pool::connect(&config.redis, Vec::new()).await {
         Ok(pool) => {
             let report = check(&pool, shown, topology).await;
             pool.close();
             report
         }
+        Err(e @ Error::Config(_)) => return Err(e.into()),
         Err(e) => {
             let check = if matches!(e, Error::Auth { .. }) {
                 "auth"
@@ -91,6 +97,7 @@ pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<()> {
                 message: format!("cannot connect to {shown}: {e}"),
                 fix: Some("check the URL (host, port, user, password, TLS) and that the server is up".into()),
             };
+            unreachable = Some(finding.message.clone());
             Report {
                 verdict: Verdict::AtRisk,
                 redis: shown,
@@ -101,9 +108,15 @@ pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<()> {
         }
     };
     print_report(&report, args.json)?;
+    if let Some(message) = unreachable {
+        return Err(Failure::new(Kind::Connect, anyhow::anyhow!("{message}")));
+    }
     if report.verdict == Verdict::AtRisk {
         let risks = report.findings.iter().filter(|f| f.level == Level::Risk).count();
-        anyhow::bail!("{risks} finding(s) put a guarantee at risk");
+        return Err(Failure::new(
+            Kind::Failed,
+            anyhow::anyhow!("{risks} finding(s) put a guarantee at risk"),
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `stateful-redis` binary, run as users run it.
 
 mod check;
+mod errors;
 
 use std::process::Command;
 

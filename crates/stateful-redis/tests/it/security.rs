@@ -141,4 +141,6 @@ async fn tls_with_a_private_ca() {
         .await
         .expect_err("untrusted CA");
     assert!(matches!(err, Error::Connection { .. }), "{err:?}");
+    // A TLS server it does not trust is not taken for a plaintext one.
+    assert!(!err.to_string().contains("plaintext"), "{err}");
 }
