@@ -81,7 +81,7 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     pub(crate) json: bool,
     /// Shared connections (and batch queues) to Redis (default: the configuration's,
-    /// redis.pool.shared_connections, 1).
+    /// redis.pool.pipeline_links, 1).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     links: Option<u32>,
     /// Pipelines in flight per connection (default: batch.pipelines_in_flight, 2).
@@ -128,7 +128,7 @@ struct Summary {
     export_errors: u64,
     /// Alerts firing at the end of the run.
     alerts_firing: Vec<String>,
-    /// The analyzer's findings on the run.
+    /// The advisor's findings on the run.
     suggestions: Vec<stateful_redis::Suggestion>,
     /// `standalone` or `cluster`.
     topology: &'static str,
@@ -199,7 +199,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<(), Failure> {
     // OTEL_* variable (protocol, headers, interval, sampler) is read too.
     config.telemetry.enabled |= stateful_redis::TelemetryConfig::enabled_by_env();
     if let Some(links) = args.links {
-        config.redis.pool.shared_connections = links;
+        config.redis.pool.pipeline_links = links;
     }
     if let Some(n) = args.calls_per_bundle {
         config.batch.calls_per_bundle = n;

@@ -119,7 +119,7 @@ impl Pool {
     pub async fn connect(config: &RedisConfig, hooks: Vec<Arc<dyn ConnectHook>>) -> Result<Self, Error> {
         let connector = Connector::new(config, hooks)?;
         let link_counters = Arc::new(LinkCounters::default());
-        let links = (0..config.pool.shared_connections)
+        let links = (0..config.pool.pipeline_links)
             .map(|_| Arc::new(Link::new(Arc::clone(&link_counters))))
             .collect::<Box<[_]>>();
         let exclusive = build_exclusive(&connector, &config.pool);
@@ -131,7 +131,7 @@ impl Pool {
         let direct: Box<[DirectLink]> = match Target::of(config, Arc::clone(&connector.hooks))? {
             // A cluster's traffic goes over its masters' links.
             Some(_) if cluster.is_some() => Box::new([]),
-            Some(target) => (0..config.pool.shared_connections)
+            Some(target) => (0..config.pool.pipeline_links)
                 .map(|_| DirectLink::new(target.clone(), Arc::clone(&link_counters)))
                 .collect(),
             None => Box::new([]),
@@ -394,15 +394,15 @@ impl Pool {
 
     /// Takes the exclusive pool's settings of `next` live (`max_size`, `max_size_limit`,
     /// `min_idle`, `checkout_timeout`), validated first: on error nothing changes. Returns
-    /// the fields that cannot change without reconnecting (`shared_connections`,
+    /// the fields that cannot change without reconnecting (`pipeline_links`,
     /// `health_check_interval`), which keep their old values.
     pub fn apply(&self, next: &PoolConfig) -> Result<Vec<&'static str>, Error> {
         let mut config = self.inner.config.lock().unwrap_or_else(|p| p.into_inner());
         let mut restart = Vec::new();
         let mut next = next.clone();
-        if next.shared_connections != config.shared_connections {
-            restart.push("redis.pool.shared_connections");
-            next.shared_connections = config.shared_connections;
+        if next.pipeline_links != config.pipeline_links {
+            restart.push("redis.pool.pipeline_links");
+            next.pipeline_links = config.pipeline_links;
         }
         if next.health_check_interval != config.health_check_interval {
             restart.push("redis.pool.health_check_interval");

@@ -140,7 +140,7 @@ pub(crate) struct Inner {
     retries: AtomicU64,
     /// OpenTelemetry, when `telemetry.enabled` (and the `otel` feature) is on.
     pub(crate) telemetry: crate::telemetry::Handle,
-    /// What the optimizer saw at its last call.
+    /// What the advisor saw at its last call.
     pub(crate) advisor: crate::advisor::AdvisorState,
     /// Rules evaluated on the monitor's snapshots, and their notifiers.
     pub(crate) alerts: AlertManager,

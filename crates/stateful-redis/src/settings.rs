@@ -219,6 +219,8 @@ mod tests {
     fn a_renamed_setting_is_read_under_its_former_name() {
         let config = parse_config("[batch]\ncalls_per_run = 8\n").expect("valid");
         assert_eq!(config.batch.calls_per_bundle, 8);
+        let config = parse_config("[redis.pool]\nshared_connections = 3\n").expect("valid");
+        assert_eq!(config.redis.pool.pipeline_links, 3);
     }
 
     #[test]

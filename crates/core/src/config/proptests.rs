@@ -92,9 +92,9 @@ const SETTERS: &[Setter] = &[
         |c, n, _| c.redis.response_timeout = Duration::from_micros(n),
     ),
     (
-        "redis.pool.shared_connections",
-        &["redis.pool.shared_connections"],
-        |c, n, _| c.redis.pool.shared_connections = n as u32,
+        "redis.pool.pipeline_links",
+        &["redis.pool.pipeline_links"],
+        |c, n, _| c.redis.pool.pipeline_links = n as u32,
     ),
     ("redis.pool.max_size", &["redis.pool.max_size"], |c, n, _| {
         c.redis.pool.max_size = n as u32

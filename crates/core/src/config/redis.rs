@@ -114,10 +114,13 @@ impl Serialize for RedisUrl {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PoolConfig {
-    /// Connections shared by all pipelined traffic, each with its own batch queue
-    /// (default 1: one link keeps batches largest and client CPU lowest, and two pipelines
-    /// in flight on it keep the server busy; measured with `cargo xtask bench`).
-    pub shared_connections: u32,
+    /// Pipeline links to the server (to each master of a cluster) that carry the executor's
+    /// batched operations, each with its own batch queue; an entity's operations always take
+    /// the same link (default 1: one link keeps batches largest and client CPU lowest, and two
+    /// pipelines in flight on it keep the server busy; measured with `cargo xtask bench`).
+    /// Also read under its former name, `shared_connections`.
+    #[serde(alias = "shared_connections")]
+    pub pipeline_links: u32,
     /// Most connections in the exclusive (bb8) pool (default 8).
     pub max_size: u32,
     /// The largest `max_size` may become: `optimize_connection_pool()` and live resizes
@@ -136,7 +139,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
-            shared_connections: 1,
+            pipeline_links: 1,
             max_size: 8,
             max_size_limit: 64,
             min_idle: 0,
@@ -229,7 +232,7 @@ impl RedisConfig {
         positive("redis.connect_timeout", self.connect_timeout)?;
         positive("redis.response_timeout", self.response_timeout)?;
         let p = &self.pool;
-        at_least("redis.pool.shared_connections", p.shared_connections, 1, 64)?;
+        at_least("redis.pool.pipeline_links", p.pipeline_links, 1, 64)?;
         at_least("redis.pool.max_size", p.max_size, 1, 1024)?;
         at_least("redis.pool.max_size_limit", p.max_size_limit, 1, 1024)?;
         if p.max_size > p.max_size_limit {

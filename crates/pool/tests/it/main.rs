@@ -10,7 +10,7 @@ fn config(server: &RedisServer) -> RedisConfig {
     let mut config = RedisConfig::with_url(server.url());
     config.pool.max_size = 2;
     // Two links, so that the tests see more than one.
-    config.pool.shared_connections = 2;
+    config.pool.pipeline_links = 2;
     config.pool.checkout_timeout = Duration::from_millis(200);
     config.connect_timeout = Duration::from_millis(500);
     config

@@ -1,4 +1,4 @@
-//! The analyzer: a pure function from the figures of one moment (the monitor's snapshot,
+//! The advisor's analysis: a pure function from the figures of one moment (the monitor's snapshot,
 //! the pool, batcher and script statistics, the configuration) to [`Suggestion`]s with
 //! their evidence. No I/O, no executor: [`super`] gathers the figures.
 
@@ -34,7 +34,7 @@ pub enum Area {
     Errors,
 }
 
-/// One finding of the analyzer: what was seen, the figures it rests on, and what to change.
+/// One finding of the advisor: what was seen, the figures it rests on, and what to change.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Suggestion {
@@ -52,7 +52,7 @@ pub struct Suggestion {
     /// The configuration field and the value proposed, when the change is one setting:
     /// `("redis.pool.max_size", "16")`.
     pub setting: Option<(&'static str, String)>,
-    /// Whether the optimizer (`optimize_connection_pool`, `optimize_lua_scripts`) applies it.
+    /// Whether the advisor (`optimize_connection_pool`, `optimize_lua_scripts`) applies it.
     pub automatic: bool,
 }
 
@@ -85,7 +85,7 @@ impl Suggestion {
     }
 }
 
-/// Cumulative counters at the optimizer's last change (zeros before any).
+/// Cumulative counters at the advisor's last change (zeros before any).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Baseline {
     pub(super) pool_waits: u64,
@@ -130,7 +130,7 @@ const SLOW_SHARE: f64 = 0.5;
 /// Failures above this share of calls over the window: callers see errors.
 const FAILURE_RATE: f64 = 0.01;
 
-/// Everything the analyzer looks at, taken at one moment.
+/// Everything the advisor looks at, taken at one moment.
 #[derive(Debug)]
 pub(super) struct Inputs<'a> {
     pub(super) snapshot: MetricsSnapshot,
@@ -143,7 +143,7 @@ pub(super) struct Inputs<'a> {
     pub(super) baseline: Baseline,
 }
 
-/// The analyzer proper: a pure function of the figures.
+/// The analysis proper: a pure function of the figures.
 pub(super) fn analyze(input: &Inputs<'_>) -> Vec<Suggestion> {
     let mut out = Vec::new();
     pool_rule(input, &mut out);
@@ -692,14 +692,14 @@ mod tests {
         assert_eq!(suggestions[0].area, Area::Pool);
         assert_eq!(suggestions[0].severity, Severity::Critical);
 
-        // At the limit, the limit is what to raise, and the optimizer cannot.
+        // At the limit, the limit is what to raise, and the advisor cannot.
         case.config.redis.pool.max_size_limit = 8;
         let suggestions = case.analyze();
         let pool = of(&suggestions, Area::Pool)[0];
         assert_eq!(pool.setting, Some(("redis.pool.max_size_limit", "16".to_owned())));
         assert!(!pool.automatic);
 
-        // Waits the optimizer already answered count no more.
+        // Waits the advisor already answered count no more.
         case.baseline.pool_waits = 5;
         case.baseline.pool_timeouts = 1;
         assert!(of(&case.analyze(), Area::Pool).is_empty());

@@ -1,4 +1,4 @@
-//! The optimizer: the changes it applies live, which do I/O: resizing the exclusive pool
+//! The advisor: the changes it applies live, which do I/O: resizing the exclusive pool
 //! from measured waits, and loading the scripts on every server ahead of traffic.
 
 use redis::{Cmd, Value};
@@ -214,7 +214,7 @@ impl StatefulExecutor {
             already_cached,
             loaded: total - already_cached.min(total),
         };
-        // Reloads before this call are dealt with: the analyzer looks at those after it.
+        // Reloads before this call are dealt with: the advisor's analysis looks at those after it.
         self.inner.advisor.lock().baseline.script_reloads = self.script_stats().reloads;
         if report.loaded > 0 {
             tracing::info!(

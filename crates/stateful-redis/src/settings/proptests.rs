@@ -30,7 +30,7 @@ const KEYS: &[(&str, &[&str])] = &[
     (
         "redis.pool",
         &[
-            "shared_connections",
+            "pipeline_links",
             "max_size",
             "max_size_limit",
             "min_idle",

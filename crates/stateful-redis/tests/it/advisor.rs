@@ -1,4 +1,4 @@
-//! The analyzer and the optimizer on real Redis: a saturated pool grows and waits fall,
+//! The advisor on real Redis: a saturated pool grows and waits fall,
 //! scripts are loaded ahead of traffic, findings name what was measured.
 
 use std::sync::Arc;
@@ -128,7 +128,7 @@ async fn optimize_lua_scripts_loads_after_a_flush() {
     assert_eq!(read.value, Counter { n: 1 });
     assert_eq!(exec.script_stats().reloads, reloads);
 
-    // A flush that traffic meets first: the analyzer says so until the optimizer loads them.
+    // A flush that traffic meets first: the advisor's analysis says so until the advisor loads them.
     assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
     counters.put("e1", &Counter { n: 2 }).await.expect("put after a flush");
     assert!(exec.script_stats().reloads > reloads);
@@ -170,7 +170,7 @@ async fn suggestions_name_the_pool_after_waits() {
         "{:?}",
         pool.evidence
     );
-    // Once the optimizer acted on them, those waits are no longer a finding.
+    // Once the advisor acted on them, those waits are no longer a finding.
     let change = exec.optimize_connection_pool().expect("optimize");
     assert_eq!((change.from, change.to), (2, 4));
     let suggestions = exec.optimization_suggestions();

@@ -182,7 +182,7 @@ async fn a_retry_refused_after_an_unknown_outcome_reports_the_unknown_outcome() 
     let server = Arc::new(RedisServer::start());
     let mut config = config_for(&server.url());
     config.redis.response_timeout = Duration::from_millis(300);
-    config.redis.pool.shared_connections = 1;
+    config.redis.pool.pipeline_links = 1;
     config.retry.attempts = 2;
     config.retry.backoff = Duration::from_millis(10);
     config.batch.queue_capacity = 1;
