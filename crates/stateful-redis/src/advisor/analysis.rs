@@ -79,7 +79,7 @@ impl Suggestion {
         self
     }
 
-    fn applied_by_optimizer(mut self) -> Self {
+    fn applied_by_advisor(mut self) -> Self {
         self.automatic = true;
         self
     }
@@ -204,7 +204,7 @@ fn pool_rule(input: &Inputs<'_>, out: &mut Vec<Suggestion>) {
                 format!("raise redis.pool.max_size from {max} to {to}"),
             )
             .with_setting("redis.pool.max_size", to)
-            .applied_by_optimizer()
+            .applied_by_advisor()
         } else {
             let to = limit.saturating_mul(2);
             Suggestion::new(
@@ -242,7 +242,7 @@ fn pool_rule(input: &Inputs<'_>, out: &mut Vec<Suggestion>) {
                     ),
                 )
                 .with_setting("redis.pool.max_size", to)
-                .applied_by_optimizer()
+                .applied_by_advisor()
                 .with_evidence("pool.waits", 0.0)
                 .with_evidence("pool.in_use", 0.0)
                 .with_evidence("pool.max_size", f64::from(max))
@@ -475,7 +475,7 @@ fn scripts_rule(input: &Inputs<'_>, out: &mut Vec<Suggestion>) {
              or failover"
                 .to_owned(),
         )
-        .applied_by_optimizer()
+        .applied_by_advisor()
         .with_evidence("scripts.reloads", reloads as f64)
         .with_evidence("scripts.preloads", input.scripts.preloads as f64),
     );
@@ -817,7 +817,7 @@ mod tests {
     }
 
     #[test]
-    fn script_reloads_suggest_preloading_until_the_optimizer_did() {
+    fn script_reloads_suggest_preloading_until_the_advisor_did() {
         let mut case = Case::quiet();
         case.scripts.reloads = 3;
         let suggestions = case.analyze();

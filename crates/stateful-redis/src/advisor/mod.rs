@@ -1,4 +1,4 @@
-//! The performance analyzer and optimizer: findings with evidence from measured figures,
+//! The advisor: findings with evidence from measured figures,
 //! and the safe changes applied live.
 //!
 //! [`StatefulExecutor::optimization_suggestions`] reads the monitor's snapshot, the pool,

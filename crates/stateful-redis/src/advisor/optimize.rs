@@ -134,7 +134,7 @@ impl StatefulExecutor {
             pool.resize(to)?;
             remembered.baseline.pool_waits = stats.waits;
             remembered.baseline.pool_timeouts = stats.timeouts;
-            tracing::info!(from, to, reason = %reason, "optimizer resized the exclusive pool");
+            tracing::info!(from, to, reason = %reason, "advisor resized the exclusive pool");
         }
         Ok(PoolChange { from, to, reason })
     }
@@ -221,7 +221,7 @@ impl StatefulExecutor {
                 nodes = report.nodes,
                 loaded = report.loaded,
                 cached = report.already_cached,
-                "optimizer loaded scripts"
+                "advisor loaded scripts"
             );
         }
         Ok(report)
