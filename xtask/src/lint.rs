@@ -47,6 +47,24 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
          --all-targets --all-features` fixes some; an `#[allow]` needs a `reason`)",
     )?;
 
+    // The facade with its default features off (no HTTP notifiers, no config files): what a
+    // team that turns them off builds.
+    let mut lean = cmd::cargo();
+    lean.args([
+        "clippy",
+        "--package",
+        "stateful-redis",
+        "--no-default-features",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    cmd::run(&mut lean).context(
+        "clippy check of `stateful-redis --no-default-features` failed: gate what needs a feature \
+         with `#[cfg(feature = ...)]` or `required-features`",
+    )?;
+
     cmd::run(&mut doc()).context(
         "documentation check failed: fix the rustdoc warnings reported above (missing docs, broken \
          intra-doc links)",

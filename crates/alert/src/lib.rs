@@ -46,7 +46,11 @@
 //! ```
 //!
 //! ## Feature flags
-//! None.
+//! - `http` (default): the webhook and Alertmanager notifiers, over reqwest. Without it only
+//!   the log notifier is there, and [`AlertManager::new`] and [`AlertManager::reconfigure`]
+//!   refuse a configuration that names a webhook or an Alertmanager with a
+//!   [`ConfigError`](stateful_redis_core::ConfigError) for `alerts.webhook` or
+//!   `alerts.alertmanager`.
 
 mod built_in;
 mod manager;

@@ -160,7 +160,8 @@ impl AlertManager {
     /// Needs a Tokio runtime. Errors: [`Error::Config`] naming the field, such as
     /// `alerts.rules[1].metric` for a metric not in
     /// [`ALERT_METRICS`](stateful_redis_metrics::ALERT_METRICS), or `alerts.webhook.url` for
-    /// an `https://` URL (no TLS yet); [`Error::InvalidArgument`] outside a Tokio runtime.
+    /// an `https://` URL (no TLS yet), or `alerts.webhook` and `alerts.alertmanager` in a
+    /// build without the `http` feature; [`Error::InvalidArgument`] outside a Tokio runtime.
     pub fn new(config: &AlertsConfig) -> Result<Self, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::InvalidArgument {
             name: "runtime",
@@ -168,11 +169,7 @@ impl AlertManager {
         })?;
         let rules = rule::compile(config)?;
         let notifiers = Notifiers::new(config)?;
-        let client = reqwest::Client::builder().build().map_err(|e| Error::Connection {
-            message: format!("cannot build the HTTP client: {}", e.without_url()),
-            source: None,
-        })?;
-        let shared = Arc::new(Shared::new(client, notifiers));
+        let shared = Arc::new(Shared::new(notifiers)?);
         let (queue, received) = mpsc::channel(QUEUE_CAPACITY);
         let delivery = runtime.spawn(notify::run(Arc::clone(&shared), received));
         let (stop, _) = watch::channel(false);

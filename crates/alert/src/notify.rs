@@ -2,15 +2,26 @@
 //! that reads a bounded queue, so that an evaluation never waits for a notifier.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use stateful_redis_core::{AlertsConfig, ConfigError, Secret, Severity};
+use stateful_redis_core::{AlertsConfig, ConfigError, Error, Severity};
 use tokio::sync::mpsc;
+
+// The webhook and Alertmanager notifiers post over HTTP with the `http` feature; without it
+// a configuration naming one is refused, and their code is there but never reached.
+#[cfg(feature = "http")]
+mod http;
+#[cfg(not(feature = "http"))]
+mod no_http;
+#[cfg(feature = "http")]
+use http as transport;
+#[cfg(not(feature = "http"))]
+use no_http as transport;
+
+use transport::{Client, Target};
 
 /// Notifications waiting for delivery; once it is full, new ones are dropped and counted.
 pub(crate) const QUEUE_CAPACITY: usize = 1024;
@@ -71,28 +82,6 @@ pub(crate) fn bump(counter: &AtomicU64) -> u64 {
     counter.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
 }
 
-/// Where one notifier posts.
-pub(crate) struct Target {
-    /// The whole URL posted to (a webhook's may carry a token).
-    url: Secret,
-    /// Values marked sensitive.
-    headers: HeaderMap,
-    timeout: Duration,
-    retries: u32,
-}
-
-impl fmt::Debug for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<&str> = self.headers.keys().map(HeaderName::as_str).collect();
-        f.debug_struct("Target")
-            .field("url", &self.url)
-            .field("headers", &headers)
-            .field("timeout", &self.timeout)
-            .field("retries", &self.retries)
-            .finish()
-    }
-}
-
 /// An Alertmanager (API v2).
 #[derive(Debug)]
 pub(crate) struct Alertmanager {
@@ -111,46 +100,12 @@ pub(crate) struct Notifiers {
 impl Notifiers {
     /// The notifiers of a validated `config`.
     pub(crate) fn new(config: &AlertsConfig) -> Result<Self, ConfigError> {
-        let webhook = match &config.webhook {
-            Some(webhook) => {
-                plain_http("alerts.webhook.url", webhook.url.expose())?;
-                let mut headers = HeaderMap::new();
-                for (key, secret) in &webhook.headers {
-                    let name = HeaderName::from_bytes(key.as_bytes())
-                        .map_err(|_| ConfigError::new("alerts.webhook.headers", key, "not a valid header name"))?;
-                    let mut value = HeaderValue::from_str(secret.expose()).map_err(|_| {
-                        ConfigError::new(
-                            format!("alerts.webhook.headers.{key}"),
-                            "<redacted>",
-                            "not a valid header value",
-                        )
-                    })?;
-                    value.set_sensitive(true);
-                    headers.insert(name, value);
-                }
-                Some(Target {
-                    url: webhook.url.clone(),
-                    headers,
-                    timeout: webhook.timeout,
-                    retries: webhook.retries,
-                })
-            }
-            None => None,
-        };
+        let webhook = config.webhook.as_ref().map(Target::webhook).transpose()?;
         let alertmanager = match &config.alertmanager {
-            Some(alertmanager) => {
-                plain_http("alerts.alertmanager.url", &alertmanager.url)?;
-                let endpoint = format!("{}/api/v2/alerts", alertmanager.url.trim().trim_end_matches('/'));
-                Some(Alertmanager {
-                    target: Target {
-                        url: Secret::new(endpoint),
-                        headers: HeaderMap::new(),
-                        timeout: alertmanager.timeout,
-                        retries: alertmanager.retries,
-                    },
-                    resend_interval: alertmanager.resend_interval,
-                })
-            }
+            Some(alertmanager) => Some(Alertmanager {
+                target: Target::alertmanager(alertmanager)?,
+                resend_interval: alertmanager.resend_interval,
+            }),
             None => None,
         };
         Ok(Self {
@@ -176,34 +131,21 @@ impl Notifiers {
     }
 }
 
-/// Refuses `https://` (and anything but `http://`): this build has no TLS.
-fn plain_http(field: &str, text: &str) -> Result<(), ConfigError> {
-    match url::Url::parse(text) {
-        Ok(url) if url.scheme() == "http" => Ok(()),
-        Ok(url) => Err(ConfigError::new(
-            field,
-            format!("{}://…", url.scheme()),
-            "only http:// URLs are supported for now (no TLS in this build)",
-        )),
-        Err(_) => Err(ConfigError::new(field, "<redacted>", "not a URL")),
-    }
-}
-
 /// What the manager and the delivery task share.
 #[derive(Debug)]
 pub(crate) struct Shared {
     notifiers: RwLock<Arc<Notifiers>>,
     pub(crate) counters: Counters,
-    client: reqwest::Client,
+    client: Client,
 }
 
 impl Shared {
-    pub(crate) fn new(client: reqwest::Client, notifiers: Notifiers) -> Self {
-        Self {
+    pub(crate) fn new(notifiers: Notifiers) -> Result<Self, Error> {
+        Ok(Self {
             notifiers: RwLock::new(Arc::new(notifiers)),
             counters: Counters::default(),
-            client,
-        }
+            client: Client::new()?,
+        })
     }
 
     pub(crate) fn notifiers(&self) -> Arc<Notifiers> {
@@ -369,20 +311,10 @@ fn count(
 /// Posts `body` as JSON, retrying with backoff; the error never holds the URL.
 async fn post(shared: &Shared, target: &Target, body: &Value) -> Result<(), String> {
     let mut backoff = FIRST_BACKOFF;
-    let mut retries_left = target.retries;
+    let mut retries_left = target.retries();
     loop {
-        let sent = shared
-            .client
-            .post(target.url.expose())
-            .timeout(target.timeout)
-            .headers(target.headers.clone())
-            .json(body)
-            .send()
-            .await;
-        let error = match sent {
-            Ok(response) if response.status().is_success() => return Ok(()),
-            Ok(response) => format!("HTTP status {}", response.status()),
-            Err(error) => describe(error),
+        let Err(error) = shared.client.post(target, body).await else {
+            return Ok(());
         };
         if retries_left == 0 {
             return Err(error);
@@ -391,17 +323,6 @@ async fn post(shared: &Shared, target: &Target, body: &Value) -> Result<(), Stri
         bump(&shared.counters.retries);
         tokio::time::sleep(backoff).await;
         backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
-    }
-}
-
-/// A request error without its URL, which may carry a token.
-fn describe(error: reqwest::Error) -> String {
-    if error.is_timeout() {
-        "timed out".to_owned()
-    } else if error.is_connect() {
-        "could not connect".to_owned()
-    } else {
-        error.without_url().to_string()
     }
 }
 

@@ -55,12 +55,12 @@
 //! - **Configuration and live changes.** [`load_config`] reads the defaults, a TOML file and the
 //!   `STATEFUL_REDIS_*` variables ([`ENV_PREFIX`], `__` between levels), validated, with errors
 //!   that name the field and never show a secret; [`parse_config`] reads TOML text, and
-//!   [`redacted_toml`] prints a configuration with its secrets hidden.
+//!   [`redacted_toml`] prints a configuration with its secrets hidden (feature `config-file`).
 //!   [`StatefulExecutor::apply_config`] takes the alert rules, the batch settings, the exclusive
 //!   pool's settings and `telemetry.sample_ratio` live, and lists every other change in
 //!   [`ConfigChange::restart_needed`]. [`StatefulExecutor::watch_config`] re-reads a file when its
 //!   contents change, and rejects a bad edit with an error log, keeping the running settings
-//!   ([`ConfigWatch`]). [`StatefulExecutor::live_config`] is the configuration in force.
+//!   ([`ConfigWatch`], feature `config-file`). [`StatefulExecutor::live_config`] is the configuration in force.
 //! - **Advice.** [`StatefulExecutor::optimization_suggestions`] turns the measured figures into
 //!   [`Suggestion`]s (what was seen, the evidence, the setting to change), without I/O.
 //!   [`StatefulExecutor::optimize_connection_pool`] resizes the exclusive pool from its measured
@@ -68,6 +68,7 @@
 //!   loads the scripts the server lacks, ahead of traffic.
 //!
 //! ```no_run
+//! # #[cfg(feature = "config-file")] {
 //! use std::time::Duration;
 //!
 //! use stateful_redis::{Error, StatefulExecutor, load_config};
@@ -94,6 +95,7 @@
 //! watch.stop();
 //! executor.shutdown().await;
 //! # Ok(()) }
+//! # }
 //! ```
 //!
 //! ## Examples
@@ -117,6 +119,13 @@
 //! ## Feature flags
 //! - `compression` (default): LZ4 compression of values above `state.compress_above`.
 //! - `msgpack`: the MessagePack codec (`SerdeCodec::msgpack()`).
+//! - `alert-http` (default): the alerts' webhook and Alertmanager notifiers, over reqwest
+//!   (`stateful-redis-alert/http`). Without it alerts go to the log only, and building the
+//!   executor or [`StatefulExecutor::apply_config`] refuses an `alerts.webhook` or
+//!   `alerts.alertmanager` with an [`Error::Config`] naming the field.
+//! - `config-file` (default): configuration from TOML and the environment, with figment and
+//!   toml: `load_config`, `parse_config`, `redacted_toml` and `StatefulExecutor::watch_config`.
+//!   Without it, build an [`ExecutorConfig`] in code.
 //! - `otel`: OpenTelemetry metrics and traces exported over OTLP (gRPC or HTTP/protobuf), turned
 //!   on by `telemetry.enabled`; see [`TelemetryConfig`] and [docs/metrics.md][metrics].
 //!
@@ -128,9 +137,12 @@ mod executor;
 mod leases;
 mod presence;
 mod reload;
+#[cfg(feature = "config-file")]
 mod settings;
 mod state;
 mod telemetry;
+#[cfg(feature = "config-file")]
+mod watch;
 
 /// One value in this many has its serialization and compression timed (two clock reads
 /// per value would show on the hot path).
@@ -153,9 +165,12 @@ pub use crate::advisor::{Area, PoolChange, ScriptsReport, Suggestion};
 pub use crate::executor::{ExecutorBuilder, StatefulExecutor};
 pub use crate::leases::{Lease, LeaseGuard, LeaseLoss, LeaseStatus, Leases};
 pub use crate::presence::Presence;
-pub use crate::reload::{ConfigChange, ConfigWatch};
+pub use crate::reload::ConfigChange;
+#[cfg(feature = "config-file")]
 pub use crate::settings::{ENV_PREFIX, load_config, parse_config, redacted_toml};
 pub use crate::state::{Applied, Change, Fence, Fenced, StateHandle, Updated};
+#[cfg(feature = "config-file")]
+pub use crate::watch::ConfigWatch;
 #[doc(inline)]
 pub use stateful_redis_alert::{AlertManager, AlertState, AlertStats, AlertStatus, Transition, built_in_rules};
 #[doc(inline)]

@@ -1,6 +1,8 @@
 //! Integration tests of the executor against real `redis-server` processes.
 
 mod advisor;
+// A real Alertmanager and webhook, and a configuration file edited live.
+#[cfg(all(feature = "alert-http", feature = "config-file"))]
 mod alerts;
 mod batching;
 mod cluster;
