@@ -518,18 +518,7 @@ async fn leases_fences_and_apply_once_hold_through_a_resharding() {
     let moved = {
         let cluster = Arc::clone(&cluster);
         tokio::task::spawn_blocking(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            cluster.begin_migration(slot, to);
-            let mut moved = 0;
-            loop {
-                std::thread::sleep(Duration::from_millis(30));
-                match cluster.migrate_keys(slot, from, to, 2) {
-                    0 => break,
-                    n => moved += n,
-                }
-            }
-            cluster.finish_migration(slot, to);
-            std::thread::sleep(Duration::from_millis(200));
+            let moved = migrate_key_by_key(&cluster, slot, from, to);
             cluster.reshard(third, from, 1, 2);
             std::thread::sleep(Duration::from_millis(300));
             moved
@@ -551,6 +540,24 @@ async fn leases_fences_and_apply_once_hold_through_a_resharding() {
         "the load never met the migration: {stats:?}"
     );
     exec.shutdown().await;
+}
+
+/// Moves `slot` from master `from` to `to` two keys at a time with pauses between, while a
+/// load runs (blocking: call it from `spawn_blocking`); the keys moved.
+fn migrate_key_by_key(cluster: &RedisCluster, slot: u16, from: usize, to: usize) -> usize {
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.begin_migration(slot, to);
+    let mut moved = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(30));
+        match cluster.migrate_keys(slot, from, to, 2) {
+            0 => break,
+            n => moved += n,
+        }
+    }
+    cluster.finish_migration(slot, to);
+    std::thread::sleep(Duration::from_millis(200));
+    moved
 }
 
 /// A user with exactly [`stateful_redis::ACL_COMMANDS`] and its namespace's keys starts on a
@@ -581,17 +588,9 @@ async fn a_least_privilege_user_works_on_a_cluster_through_a_migration() {
     let load = spawn_guarded_load(&exec, "app", &entities, &stop);
     {
         let cluster = Arc::clone(&cluster);
-        tokio::task::spawn_blocking(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            cluster.begin_migration(slot, to);
-            while cluster.migrate_keys(slot, from, to, 2) > 0 {
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            cluster.finish_migration(slot, to);
-            std::thread::sleep(Duration::from_millis(200));
-        })
-        .await
-        .expect("migration");
+        tokio::task::spawn_blocking(move || migrate_key_by_key(&cluster, slot, from, to))
+            .await
+            .expect("migration");
     }
     stop.store(true, Ordering::Relaxed);
     let seen = collect_guarded(load).await;
