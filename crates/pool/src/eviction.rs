@@ -17,6 +17,14 @@ pub struct EvictionPolicy {
 }
 
 impl EvictionPolicy {
+    /// The policy `policy` of the server `node`, as read elsewhere (a report of `check`).
+    pub fn new(node: impl Into<String>, policy: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            policy: policy.into(),
+        }
+    }
+
     /// Whether the policy never evicts: only `noeviction` keeps every guarantee. Any other
     /// policy removes keys under memory pressure: `volatile-*` exactly those with an expiry
     /// (leases and remembered message ids), `allkeys-*` any key (state and fence counters too).

@@ -188,7 +188,9 @@ pub use stateful_redis_metrics::{
     PerformanceMonitor, Stage, StageSnapshot,
 };
 #[doc(inline)]
-pub use stateful_redis_pool::{ExclusiveConnection, Pool, PoolStats, Reply, SharedConnection, server_error};
+pub use stateful_redis_pool::{
+    EvictionPolicy, ExclusiveConnection, Pool, PoolStats, Reply, SharedConnection, server_error,
+};
 #[doc(inline)]
 pub use stateful_redis_scripts::{ACL_COMMANDS, ALL as SCRIPTS, Script, ScriptStats};
 

@@ -1,6 +1,8 @@
 //! What the facts `check` read mean for the guarantees: findings, each ok, a warning, or a
 //! risk to a named guarantee with how to fix it.
 
+use stateful_redis::EvictionPolicy;
+
 use super::probe::{Permission, Read, ServerFacts};
 
 /// How serious a finding is.
@@ -105,34 +107,31 @@ fn maxmemory_policy(at: &str, policy: Option<&Read<String>>) -> Finding {
     const FIX: &str = "CONFIG SET maxmemory-policy noeviction (and in redis.conf); \
                        at maxmemory, writes then fail with OOM, which the executor reports as unavailable";
     match policy {
-        Some(Ok(p)) if p == "noeviction" => Finding::new(
-            Level::Ok,
-            "maxmemory-policy",
-            at,
-            "noeviction: no key is ever evicted (at maxmemory, writes fail instead)",
-        ),
-        Some(Ok(p)) if p.starts_with("volatile-") => Finding::new(
-            Level::Risk,
-            "maxmemory-policy",
-            at,
-            format!(
-                "{p} evicts keys with an expiry, which are exactly the lease keys and the message-id \
-                 keys: a lease can vanish early (two holders), a message id can be forgotten (apply_once applies twice)"
-            ),
-        )
-        .guarantee(LEASES_AND_IDS)
-        .fix(FIX),
-        Some(Ok(p)) => Finding::new(
-            Level::Risk,
-            "maxmemory-policy",
-            at,
-            format!(
-                "{p} may evict any key: leases and message ids (two holders, apply_once applies twice), \
-                 entity state, and the never-expiring fence counters (an old fence token could write again)"
-            ),
-        )
-        .guarantee(EVERY)
-        .fix(FIX),
+        // What a policy breaks is the executor's own judgement (the one `build()` refuses by).
+        Some(Ok(p)) => {
+            let policy = EvictionPolicy::new(at, p.as_str());
+            if policy.keeps_every_key() {
+                return Finding::new(
+                    Level::Ok,
+                    "maxmemory-policy",
+                    at,
+                    "noeviction: no key is ever evicted (at maxmemory, writes fail instead)",
+                );
+            }
+            let guarantee = if p.starts_with("volatile-") {
+                LEASES_AND_IDS
+            } else {
+                EVERY
+            };
+            Finding::new(
+                Level::Risk,
+                "maxmemory-policy",
+                at,
+                format!("{p}: {}", policy.what_it_breaks()),
+            )
+            .guarantee(guarantee)
+            .fix(FIX)
+        }
         Some(Err(_)) | None => {
             let why = why_of(policy);
             Finding::new(Level::Warning, "maxmemory-policy", at, format!("not verified: {why}"))
