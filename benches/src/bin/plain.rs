@@ -7,6 +7,7 @@
 //! plain --url redis://127.0.0.1:6379 --mode shared|pipeline16 --concurrency 50 --ops 200000 \
 //!       --value-size 100 --entities 100000 [--sha SHA] [--json]
 //! plain --print-put-args
+//! plain --print-write-script
 //! ```
 //!
 //! `shared`: one multiplexed connection cloned to every task; each task awaits one `EVALSHA` at a
@@ -85,6 +86,9 @@ struct Args {
     /// Print the arguments of a put after `EVALSHA <sha>` as a JSON array and exit.
     #[arg(long)]
     print_put_args: bool,
+    /// Print the source of the write script, as the scripts crate loads it, and exit.
+    #[arg(long)]
+    print_write_script: bool,
 }
 
 /// The result of a run.
@@ -166,6 +170,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let template = put_template()?;
     if args.print_put_args {
         return print_put_args(&template);
+    }
+    if args.print_write_script {
+        println!("{}", stateful_redis_scripts::WRITE.source());
+        return Ok(());
     }
     #[allow(clippy::disallowed_methods, reason = "the baseline must be plain redis crate code")]
     let client = redis::Client::open(args.url.as_str()).with_context(|| format!("bad URL {}", args.url))?;

@@ -21,6 +21,9 @@ pub(crate) enum Workload {
     Cas,
     /// One read-modify-write (`get` + `cas`, retried on conflict) per operation.
     Update,
+    /// One read (a plain `GET` of the entity's record) per operation; a missing entity is
+    /// a read like any other.
+    Get,
 }
 
 impl Workload {
@@ -30,6 +33,7 @@ impl Workload {
             Workload::Put => "put",
             Workload::Cas => "cas",
             Workload::Update => "update",
+            Workload::Get => "get",
         }
     }
 
@@ -39,6 +43,7 @@ impl Workload {
             Workload::Put => Operation::Put,
             Workload::Cas => Operation::Cas,
             Workload::Update => Operation::Update,
+            Workload::Get => Operation::Get,
         }
     }
 }
@@ -432,6 +437,7 @@ impl Worker {
             id.push_str(digits.format(entity));
             let result = match self.workload {
                 Workload::Put => self.handle.put(&id, &self.value).await.map(|_| ()),
+                Workload::Get => self.handle.get(&id).await.map(|_| ()),
                 Workload::Cas => {
                     let expected = known.get(&entity).copied().unwrap_or(Version::NONE);
                     match self.handle.cas(&id, expected, &self.value).await {

@@ -2,7 +2,7 @@
 
 use crate::id::Namespace;
 
-/// Suffix of the state hash (`v`, `d`, `st`, `t`, `f`).
+/// Suffix of the state record (a string: header and value, see [`Record`](crate::Record)).
 pub const STATE_SUFFIX: &str = ":s";
 /// Suffix of the lease key.
 pub const LEASE_SUFFIX: &str = ":l";
@@ -53,7 +53,7 @@ impl KeyLayout {
         out
     }
 
-    /// The state hash of `entity`.
+    /// The state record of `entity`.
     pub fn state(&self, entity: &str) -> String {
         self.key(entity, STATE_SUFFIX)
     }

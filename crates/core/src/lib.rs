@@ -1,4 +1,5 @@
-//! The vocabulary of stateful-redis: validated ids, the hash-tagged key layout, versions,
+//! The vocabulary of stateful-redis: validated ids, the hash-tagged key layout, the stored
+//! record, versions,
 //! value codecs, the error type and the configuration schema. It does no I/O.
 //!
 //! ```
@@ -26,6 +27,7 @@ mod config;
 mod error;
 mod id;
 mod keys;
+mod record;
 mod version;
 
 pub use crate::codec::{
@@ -46,4 +48,5 @@ pub use crate::keys::{
     AUTO_MESSAGES_SUFFIX, AUTO_OUTCOMES_SUFFIX, FENCE_SUFFIX, KeyLayout, LEASE_SUFFIX, MESSAGES_SUFFIX,
     OUTCOMES_SUFFIX, STATE_SUFFIX, hash_tag,
 };
+pub use crate::record::{HEADER_LEN, MAX_VERSION, RECORD_FORMAT, Record};
 pub use crate::version::{Version, Versioned};

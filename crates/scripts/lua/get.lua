@@ -1,4 +1,4 @@
--- get: read an entity's state.
--- KEYS[1] state hash
--- Returns [version, data, status, updated_ms]; all nil when the entity does not exist.
-return redis.call('HMGET', KEYS[1], 'v', 'd', 'st', 't')
+-- get: read an entity's state record. The executor sends a plain GET instead; this script
+-- stays for a caller that runs every read as a script.
+-- KEYS[1] state record
+return redis.call('GET', KEYS[1])

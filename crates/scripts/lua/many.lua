@@ -1,11 +1,13 @@
 -- many: several calls of the other scripts in one EVALSHA (a bundle), each as if it ran alone.
 --
--- The scripts crate builds this script: each of the other scripts becomes a local function
--- of (KEYS, ARGV) in place of the marker line below, and `scripts` lists them by number
--- (1 get, 2 write, 3 acquire, 4 renew, 5 release, 6 presence).
+-- The scripts crate builds this script: record.lua's functions, then each of the other
+-- scripts as a local function of (KEYS, ARGV), in place of the marker line below, and
+-- `scripts` lists them by number
+-- (1 write, 2 acquire, 3 renew, 4 release, 5 presence).
 -- KEYS: every call's keys, one call after another.
 -- ARGV: for each call, its script's number, its number of keys, its number of arguments,
---   then its arguments.
+--   then its arguments; or, for a plain put (a write with op 'put', no fence, no message id,
+--   ttl '0'), 'p' and the value: the same put in two arguments instead of six.
 -- Returns one reply per call, in order: what the call alone returns, or its error (a
 -- malformed call ends the list with an error, and those after it do not run). A call
 -- that fails (a wrong type, a bad argument) fails alone: the calls before it stay applied and
@@ -58,45 +60,66 @@ local function clock(fresh)
   end
   if not shared_time then
     shared_time = redis.call('TIME')
+    shared_time.ms = tonumber(shared_time[1]) * 1000 + math.floor(tonumber(shared_time[2]) / 1000)
   end
   return shared_time
 end
 
 --@scripts
 
+-- A call's error as the reply of that call.
+local function failed(reply)
+  if type(reply) == 'table' and reply.err then
+    return {err = reply.err}
+  elseif type(reply) == 'string' and string.find(reply, '^%u+ ') then
+    return {err = reply}
+  end
+  return {err = 'ERR ' .. tostring(reply)}
+end
+
 local argv, all = ARGV, KEYS
 local replies = {}
 local n, a, k = #argv, 1, 0
+-- Small counts by table lookup: tonumber is strtod, slow for what it does here.
+local small = {}
+for i = 0, 32 do
+  small[tostring(i)] = i
+end
 while a <= n do
-  local script, nk, na = scripts[tonumber(argv[a])], tonumber(argv[a + 1]), tonumber(argv[a + 2])
-  if not script or not nk or not na or nk < 0 or na < 0 or a + 2 + na > n or k + nk > #all then
-    -- Not as the scripts crate writes calls: this one and those after it do not run, and
-    -- the reply is short of them.
-    replies[#replies + 1] = {err = 'ERR many: malformed call at argument ' .. a}
-    return replies
-  end
-  local keys, args = {}, {}
-  for j = 1, nk do
-    keys[j] = all[k + j]
-  end
-  for j = 1, na do
-    args[j] = argv[a + 2 + j]
-  end
-  k = k + nk
-  a = a + 3 + na
-  wrote = false
-  local ok, reply = pcall(script, keys, args)
-  if not ok then
-    if type(reply) == 'table' and reply.err then
-      reply = {err = reply.err}
-    elseif type(reply) == 'string' and string.find(reply, '^%u+ ') then
-      reply = {err = reply}
-    else
-      reply = {err = 'ERR ' .. tostring(reply)}
+  local sa, ka, aa = argv[a], argv[a + 1], argv[a + 2]
+  if sa == 'p' and a < n and k < #all then
+    -- A plain put, the common call, by position: 'p' and its value; its key is the next key.
+    k = k + 1
+    a = a + 2
+    wrote = false
+    local ok, reply = pcall(put_record, all[k], ka, clock().ms)
+    replies[#replies + 1] = ok and reply or failed(reply)
+  else
+    local script = scripts[small[sa] or tonumber(sa)]
+    local nk, na = small[ka] or tonumber(ka), small[aa] or tonumber(aa)
+    if not script or not nk or not na or nk < 0 or na < 0 or a + 2 + na > n or k + nk > #all then
+      -- Not as the scripts crate writes calls: this one and those after it do not run, and
+      -- the reply is short of them.
+      replies[#replies + 1] = {err = 'ERR many: malformed call at argument ' .. a}
+      return replies
     end
-  elseif reply == nil then
-    reply = false
+    local keys, args = {}, {}
+    for j = 1, nk do
+      keys[j] = all[k + j]
+    end
+    for j = 1, na do
+      args[j] = argv[a + 2 + j]
+    end
+    k = k + nk
+    a = a + 3 + na
+    wrote = false
+    local ok, reply = pcall(script, keys, args)
+    if not ok then
+      reply = failed(reply)
+    elseif reply == nil then
+      reply = false
+    end
+    replies[#replies + 1] = reply
   end
-  replies[#replies + 1] = reply
 end
 return replies

@@ -1,6 +1,7 @@
 -- write: every state change, with optional fencing and idempotency, in one atomic step.
+-- The scripts crate puts record.lua (read_record, write_record, put_record) before it.
 --
--- KEYS[1] state hash (fields v, d, st, t, f)
+-- KEYS[1] state record (see record.lua)
 -- With a fence token or a message id, also:
 --   KEYS[2] fence counter, KEYS[3] lease,
 --   KEYS[4] message ids (zset: id -> arrival number), KEYS[5] first outcomes (hash: id -> 'code:nonce|detail')
@@ -11,7 +12,7 @@
 -- ARGV[6]  message id ('' or absent: not idempotent)
 -- ARGV[7]  message ids kept per entity, ARGV[8] for how many ms
 -- ARGV[9]  the caller's nonce, stored with the first outcome ('': none)
--- ARGV[10] expected version (cas, del; '0': must not exist)
+-- ARGV[10] expected version (cas, del; '0': must not exist; '*': any, for del)
 -- ARGV[11] new status (tr)
 -- ARGV[12..] allowed current statuses (tr; '' stands for "no status yet")
 -- A plain put sends ARGV[1..3] only: the hot path is short.
@@ -19,28 +20,30 @@
 -- Returns the new version (an integer; 0 after a delete) when applied, else {code, detail}:
 --   0 conflict (current version)   -1 not found   3 refused (actual status, '' for none)
 --  -2 fenced (the entity's current fence)   2 replay ('code:nonce|detail' of the first outcome)
---   5 corrupt (the stored version, which is not a version)
+--   5 corrupt (what is wrong with the stored record)
 -- With a message id, an applied write returns {1, version}. A fenced refusal and a corrupt
 -- record are not recorded under the message id: the message stays to be applied later.
 --
 -- Every check comes before the first write, for every key the script touches: a wrong type
--- fails a read (GET, HGET, ZRANGE) before anything changes, and HINCRBY, the first write, fails
--- alone on a corrupt version (and is undone when the stored version was below 1). An error
--- never leaves a half-done change.
--- A version is canonical decimal text from 1 to 2^63-1, as the client reads it: '+7' or
--- '007' are corrupt, never compared as text.
+-- fails a read (GETRANGE, GET, HGET, ZRANGE) before anything changes, and a record that is
+-- not one is reported corrupt. An error never leaves a half-done change.
+-- Versions go from 1 to 2^53-1, the integers Lua counts exactly.
 -- Message ids are numbered in order of arrival: the microseconds of the server's clock, or one
 -- more than the newest id's number when the clock stepped back, so a new id is never the first
 -- one forgotten.
 
+-- Inside `many`, `t.ms` is the shared clock's ms, computed once.
 local t = redis.call('TIME')
-local now = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
+local now = t.ms or tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local msg = ARGV[6] or ''
--- Out-of-range expiries would fail in PEXPIRE after the change was written: refuse first.
+-- Out-of-range expiries would fail in SET after the checks: refuse first.
 local limit = 3153600000000 -- 100 years in ms
-local ttl = tonumber(ARGV[3])
-if not ttl or ttl < 0 or ttl > limit then
-  return redis.error_reply('ERR ttl out of range: ' .. tostring(ARGV[3]))
+local ttl = 0
+if ARGV[3] ~= '0' then
+  ttl = tonumber(ARGV[3])
+  if not ttl or ttl < 0 or ttl > limit or ttl ~= math.floor(ttl) then
+    return redis.error_reply('ERR ttl out of range: ' .. tostring(ARGV[3]))
+  end
 end
 local newest
 if msg ~= '' then
@@ -57,6 +60,13 @@ if msg ~= '' then
 end
 
 local key, op, data, fence = KEYS[1], ARGV[1], ARGV[2], ARGV[4] or '0'
+if op == 'put' and fence == '0' and msg == '' and ARGV[3] == '0' then
+  return put_record(key, data, now)
+end
+local cur, st, last = read_record(key) -- version, status, fence of the last fenced write
+if not cur then
+  return st
+end
 local result
 if fence ~= '0' then
   local current = redis.call('GET', KEYS[2]) or '0'
@@ -67,15 +77,10 @@ if fence ~= '0' then
   end
 end
 if op == 'cas' or op == 'del' then
-  local cur = redis.call('HGET', key, 'v')
-  if not cur then
-    cur = '0'
-  elseif #cur > 19 or not string.find(cur, '^[1-9]%d*$') or (#cur == 19 and cur > '9223372036854775807') then
-    return {5, cur}
-  end
-  if op == 'del' and cur == '0' then
+  local expected = ARGV[10]
+  if op == 'del' and cur == 0 then
     result = {-1, ''}
-  elseif cur ~= ARGV[10] then
+  elseif expected ~= '*' and cur ~= tonumber(expected) then
     result = {0, cur}
   elseif op == 'del' then
     redis.call('DEL', key)
@@ -85,10 +90,9 @@ if op == 'cas' or op == 'del' then
     end
   end
 elseif op == 'tr' then
-  if redis.call('EXISTS', key) == 0 then
+  if cur == 0 then
     result = {-1, ''}
   else
-    local st = redis.call('HGET', key, 'st') or ''
     local allowed = false
     for i = 12, #ARGV do
       if ARGV[i] == st then
@@ -98,42 +102,24 @@ elseif op == 'tr' then
     end
     if not allowed then
       result = {3, st}
+    elseif #ARGV[11] > 64 then
+      return redis.error_reply('ERR status longer than 64 bytes')
+    else
+      if data == '' then
+        -- Without a new value the value stays: the rest of the record after its status.
+        data = redis.call('GETRANGE', key, tostring(22 + #st), '-1')
+      end
+      st = ARGV[11]
     end
   end
 end
 if not result then
-  local v = redis.pcall('HINCRBY', key, 'v', 1)
-  if type(v) == 'table' then
-    local err = v.err or ''
-    if string.find(err, 'not an integer', 1, true) or string.find(err, 'overflow', 1, true) then
-      return {5, redis.call('HGET', key, 'v')}
-    end
-    -- A wrong type, or refused (OOM): nothing was written.
-    return v
-  elseif v < 1 then
-    redis.call('HINCRBY', key, 'v', -1)
-    return {5, string.format('%d', v - 1)}
+  if fence ~= '0' then
+    last = tonumber(fence)
   end
-  if data ~= '' and op ~= 'tr' and fence == '0' then
-    redis.call('HSET', key, 't', now, 'd', data)
-  else
-    local fields = {'t', now}
-    if data ~= '' then
-      fields[#fields + 1] = 'd'
-      fields[#fields + 1] = data
-    end
-    if op == 'tr' then
-      fields[#fields + 1] = 'st'
-      fields[#fields + 1] = ARGV[11]
-    end
-    if fence ~= '0' then
-      fields[#fields + 1] = 'f'
-      fields[#fields + 1] = fence
-    end
-    redis.call('HSET', key, unpack(fields))
-  end
-  if ARGV[3] ~= '0' then
-    redis.call('PEXPIRE', key, ARGV[3])
+  local v, corrupt = write_record(key, cur, st, last, data, now, ARGV[3])
+  if not v then
+    return corrupt
   end
   if msg == '' then
     return v

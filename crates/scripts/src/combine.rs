@@ -12,7 +12,7 @@ use stateful_redis_core::Error;
 use stateful_redis_pool::{Packable, PackedCommand, ScriptCall, write_int};
 
 use crate::invocation::Invocation;
-use crate::script::{MANY, MANY_SCRIPTS, Script};
+use crate::script::{GET, MANY, MANY_SCRIPTS, Script, WRITE};
 
 /// One script call of a batch, encoded: what [`plan`] groups and the runners send.
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ pub struct Call {
     /// The cluster slot of its keys (0 on a standalone server): only calls of one slot
     /// share a bundle.
     pub slot: u16,
+    /// A hash of its entity (the hash tag of its keys): a read goes ahead of the calls of
+    /// other entities, never of its own.
+    pub entity: u64,
 }
 
 impl Call {
@@ -33,8 +36,16 @@ impl Call {
             script: invocation.script(),
             command: invocation.packed(),
             slot,
+            entity: entity_hash(invocation.routing_key()),
         }
     }
+}
+
+/// FNV-1a of a key's hash tag: equal for the keys of one entity.
+fn entity_hash(key: &str) -> u64 {
+    stateful_redis_core::hash_tag(key)
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// How many calls one bundle (one `EVALSHA` of [`MANY`]) may hold.
@@ -74,7 +85,8 @@ pub enum Unit<'a> {
 /// A bundle: several calls as one `EVALSHA many`, their parts read from their encoded bytes.
 #[derive(Debug)]
 pub struct Bundle<'a> {
-    /// Each call's number in [`MANY`] and its keys and arguments.
+    /// Each call's number in [`MANY`] ([`PLAIN_PUT`] for a plain put) and its keys and
+    /// arguments.
     calls: Vec<(u64, ScriptCall<'a>)>,
     keys: usize,
     /// Arguments in all: `EVALSHA`, the SHA, numkeys, the keys, and three plus its own for
@@ -90,7 +102,11 @@ impl Bundle<'_> {
             cmd.encoded(call.key_bytes, call.keys);
         }
         for (number, call) in &self.calls {
-            cmd.call_header(*number, call.keys as u64, call.args as u64);
+            if *number == PLAIN_PUT {
+                cmd.encoded(b"$1\r\np\r\n", 1);
+            } else {
+                cmd.call_header(*number, call.keys as u64, call.args as u64);
+            }
             cmd.encoded(call.arg_bytes, call.args);
         }
     }
@@ -239,7 +255,9 @@ fn number(script: &Script) -> Option<u64> {
 
 /// Groups `calls` into units: calls of one slot, in order, up
 /// to `combine`'s limits, go as one bundle. Calls of different slots may change places
-/// (an entity's calls all have its slot, so each entity keeps its order).
+/// (an entity's calls all have its slot, so each entity keeps its order). A read (a plain
+/// `GET`, which no bundle holds) goes ahead of the open bundle unless a call of its own
+/// entity is in it, so that reads do not cut a batch's writes into small bundles.
 pub fn plan<'a>(calls: &'a [Call], combine: Combine) -> Plan<'a> {
     let n = calls.len();
     // Calls of several slots (a cluster's) are grouped by slot; stable, so each slot's calls
@@ -265,7 +283,21 @@ pub fn plan<'a>(calls: &'a [Call], combine: Combine) -> Plan<'a> {
             script,
             command: cmd,
             slot,
+            entity,
         } = &calls[i];
+        let open = &plan.members.order[group..];
+        if combine.max_calls > 1
+            && !open.is_empty()
+            && std::ptr::eq(*script, &GET)
+            && open.iter().all(|&j| calls[j].entity != *entity)
+        {
+            // Ahead of the open bundle, which is not in `plan.units` yet.
+            plan.members.order.insert(group, i);
+            plan.units.push((script, Unit::One(cmd), *slot));
+            group += 1;
+            plan.members.ends.push(group);
+            continue;
+        }
         let size = cmd.packed_len_hint();
         let fits = combine.max_calls > 1 && size <= combine.max_bytes && number(script).is_some();
         let open = plan.members.order.len() - group;
@@ -306,6 +338,7 @@ fn close<'a>(calls: &'a [Call], group: usize, plan: &mut Plan<'a>) {
                 script,
                 command: cmd,
                 slot,
+                ..
             } = &calls[members[0]];
             plan.units.push((script, Unit::One(cmd), *slot));
         }
@@ -318,6 +351,7 @@ fn close<'a>(calls: &'a [Call], group: usize, plan: &mut Plan<'a>) {
                         script,
                         command: cmd,
                         slot,
+                        ..
                     } = &calls[plan.members.order[k]];
                     plan.units.push((script, Unit::One(cmd), *slot));
                     if k + 1 < plan.members.order.len() {
@@ -328,6 +362,25 @@ fn close<'a>(calls: &'a [Call], group: usize, plan: &mut Plan<'a>) {
         },
     }
     plan.members.ends.push(plan.members.order.len());
+}
+
+/// The number that stands for a plain put in a bundle, sent as `p` and its value (see many.lua).
+const PLAIN_PUT: u64 = 0;
+
+/// A plain put's arguments (`put`, the value, ttl `0`, as [`Write`](crate::Write) encodes
+/// them) cut to the value: what a bundle sends of it. `None` for any other call.
+fn plain_put<'a>(script: &Script, call: &ScriptCall<'a>) -> Option<ScriptCall<'a>> {
+    const OP: &[u8] = b"$3\r\nput\r\n";
+    const NO_TTL: &[u8] = b"$1\r\n0\r\n";
+    if !std::ptr::eq(script, &WRITE) || call.keys != 1 || call.args != 3 {
+        return None;
+    }
+    let value = call.arg_bytes.strip_prefix(OP)?.strip_suffix(NO_TTL)?;
+    Some(ScriptCall {
+        args: 1,
+        arg_bytes: value,
+        ..*call
+    })
 }
 
 /// The bundle of `members`' calls: each one's number in [`MANY`], keys and arguments.
@@ -343,10 +396,15 @@ fn bundle<'a>(calls: &'a [Call], members: &[usize]) -> Option<Bundle<'a>> {
             script, command: cmd, ..
         } = &calls[i];
         let call = cmd.script_call_after(script.evalsha())?;
+        let (number, call) = match plain_put(script, &call) {
+            Some(put) => (PLAIN_PUT, put),
+            None => (number(script)?, call),
+        };
+        let header = if number == PLAIN_PUT { 1 } else { 3 };
         bundle.keys += call.keys;
-        bundle.count += call.keys + 3 + call.args;
+        bundle.count += call.keys + header + call.args;
         bundle.bytes += call.key_bytes.len() + call.arg_bytes.len() + 24;
-        bundle.calls.push((number(script)?, call));
+        bundle.calls.push((number, call));
     }
     Some(bundle)
 }
@@ -443,10 +501,16 @@ mod tests {
 
     #[test]
     fn calls_of_one_slot_become_one_bundle_with_every_key_and_argument() {
-        let calls = vec![put("a", 0), get("b", 0), put("c", 0)];
+        let cas = |entity: &str| {
+            let key = format!("ns:{{{entity}}}:s");
+            Call::new(&Write::new(&key, WriteOp::Cas { expected: 1 }, Some(b"\x03value")), 0)
+        };
+        let calls = vec![put("a", 0), get("b", 0), cas("c")];
         let plan = plan(&calls, Combine::up_to(64));
-        assert_eq!(members(&plan), vec![vec![0, 1, 2]]);
-        let (script, unit, _) = &plan.units[0];
+        // The read of b goes ahead, as a plain GET; the writes share one bundle.
+        assert_eq!(members(&plan), vec![vec![1], vec![0, 2]]);
+        assert_eq!(plan.units[0].0.name(), "get");
+        let (script, unit, _) = &plan.units[1];
         assert_eq!(script.name(), "many");
         let packed = unit.to_packed();
         let mut bytes = Vec::new();
@@ -460,12 +524,21 @@ mod tests {
         let text: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         assert_eq!(text[0], "EVALSHA");
         assert_eq!(text[1], MANY.sha());
-        assert_eq!(text[2..6], ["3", "ns:{a}:s", "ns:{b}:s", "ns:{c}:s"]);
-        // write is script 2 of many, get script 1: (number, keys, arguments, arguments…).
-        assert_eq!(text[6..12], ["2", "1", "3", "put", "\u{3}value", "0"]);
-        assert_eq!(text[12..15], ["1", "1", "0"]);
-        assert_eq!(text[15..21], ["2", "1", "3", "put", "\u{3}value", "0"]);
-        assert_eq!(text.len(), 21);
+        assert_eq!(text[2..5], ["2", "ns:{a}:s", "ns:{c}:s"]);
+        // A plain put is `p` and its value; any other call (number, keys, arguments,
+        // arguments…), write being script 1 of many.
+        assert_eq!(text[5..7], ["p", "\u{3}value"]);
+        assert_eq!(text[7..10], ["1", "1", "10"]);
+        assert_eq!(text[10..], ["cas", "\u{3}value", "0", "0", "", "", "0", "0", "", "1"]);
+    }
+
+    #[test]
+    fn a_read_never_goes_ahead_of_a_call_of_its_own_entity() {
+        let calls = vec![put("a", 0), put("b", 0), get("a", 0), put("c", 0), get("d", 0)];
+        let plan = plan(&calls, Combine::up_to(64));
+        assert_eq!(members(&plan), vec![vec![0, 1], vec![2], vec![4], vec![3]]);
+        let names: Vec<&str> = plan.units.iter().map(|u| u.0.name()).collect();
+        assert_eq!(names, ["many", "get", "get", "write"]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use redis::{Cmd, ToRedisArgs, Value};
-use stateful_redis_core::Version;
+use stateful_redis_core::{Record, Version};
 use stateful_redis_pool::PackedCommand;
 
 use crate::script::{ACQUIRE, GET, PRESENCE, RELEASE, RENEW, Script, WRITE};
@@ -94,31 +94,19 @@ pub trait Invocation {
     }
 }
 
-/// An entity's state as stored: version, encoded value, status and update time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawRecord {
-    /// The version.
-    pub version: u64,
-    /// The stored (encoded) value.
-    pub data: Bytes,
-    /// The status, if a transition ever set one.
-    pub status: Option<String>,
-    /// Last update, ms since the Unix epoch (server clock).
-    pub updated_ms: u64,
-}
-
-/// A record whose fields are present but malformed, or partly missing.
+/// A record whose bytes are not a record (see [`Record::decode`]): what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed(pub String);
 
-/// `get`: reads the state hash.
+/// `get`: reads the state record with a plain `GET`, no script. It goes through batches like
+/// every call (its [`Script`] names it in errors, spans and metrics) but never into a bundle.
 #[derive(Debug, Clone, Copy)]
 pub struct Get<'a> {
-    /// The state hash key.
+    /// The state record's key.
     pub key: &'a str,
 }
 
-/// A version as Redis holds it: canonical decimal text (see [`Version::parse`]).
+/// A version in a reply: an integer, or canonical decimal text (see [`Version::parse`]).
 fn version(v: &Value) -> Result<u64, String> {
     match v {
         Value::Int(i) if *i >= 0 => Ok(*i as u64),
@@ -166,7 +154,7 @@ fn first(items: Vec<Value>) -> Result<Value, String> {
 }
 
 impl Invocation for Get<'_> {
-    type Reply = Option<Result<RawRecord, Malformed>>;
+    type Reply = Option<Result<Record, Malformed>>;
 
     fn script(&self) -> &'static Script {
         &GET
@@ -177,56 +165,41 @@ impl Invocation for Get<'_> {
     }
 
     fn write_args<A: Args>(&self, cmd: &mut A) {
-        cmd.keys(&[self.key.as_bytes()]);
+        cmd.bytes(self.key.as_bytes());
     }
 
     fn parse(&self, reply: Value) -> Result<Self::Reply, String> {
         Self::parse_reply(reply)
     }
+
+    fn size_hint(&self) -> usize {
+        self.key.len() + 16
+    }
+
+    fn command(&self) -> Cmd {
+        let mut cmd = redis::cmd("GET");
+        self.write_args(&mut cmd);
+        cmd
+    }
+
+    fn packed(&self) -> PackedCommand {
+        let mut cmd = PackedCommand::with_capacity(32 + self.size_hint());
+        cmd.arg("GET");
+        self.write_args(&mut cmd);
+        cmd
+    }
 }
 
 impl Get<'_> {
-    /// Reads a reply of the `get` script (what [`Invocation::parse`] does, without a call).
-    pub fn parse_reply(reply: Value) -> Result<Option<Result<RawRecord, Malformed>>, String> {
-        let Value::Array(items) = reply else {
-            return Err(format!("expected an array, got {reply:?}"));
-        };
-        let [v, d, st, t]: [Value; 4] = items
-            .try_into()
-            .map_err(|items: Vec<Value>| format!("expected 4 fields, got {}", items.len()))?;
-        if [&v, &d, &st, &t].iter().all(|x| matches!(x, Value::Nil)) {
-            return Ok(None);
+    /// Reads a reply of `GET` of a state record (what [`Invocation::parse`] does, without a
+    /// call): `None` when there is no record.
+    pub fn parse_reply(reply: Value) -> Result<Option<Result<Record, Malformed>>, String> {
+        match reply {
+            Value::Nil => Ok(None),
+            // Something is stored: from here on, bad bytes are corrupt data, not a protocol error.
+            Value::BulkString(b) => Ok(Some(Record::decode(Bytes::from(b)).map_err(Malformed))),
+            other => Err(format!("expected a record or nil, got {other:?}")),
         }
-        // Something is stored: from here on, a bad field is corrupt data, not a protocol error.
-        let record = (|| {
-            let version = match &v {
-                Value::Nil => return Err("the version field `v` is missing".to_owned()),
-                other => match version(other).map_err(|e| format!("field `v`: {e}"))? {
-                    0 => return Err("field `v`: \"0\" is not a version".to_owned()),
-                    n => n,
-                },
-            };
-            let data = match d {
-                Value::BulkString(b) => Bytes::from(b),
-                Value::Nil => return Err("the value field `d` is missing".to_owned()),
-                other => return Err(format!("field `d`: unexpected {other:?}")),
-            };
-            let status = match st {
-                Value::Nil => None,
-                other => Some(text(other).map_err(|e| format!("field `st`: {e}"))?).filter(|s| !s.is_empty()),
-            };
-            let updated_ms = match &t {
-                Value::Nil => 0,
-                other => int(other).map_err(|e| format!("field `t`: {e}"))?,
-            };
-            Ok(RawRecord {
-                version,
-                data,
-                status,
-                updated_ms,
-            })
-        })();
-        Ok(Some(record.map_err(Malformed)))
     }
 }
 
@@ -279,7 +252,7 @@ pub struct MessageWindow {
 /// `write`: one state change, optionally fenced and/or idempotent.
 #[derive(Debug, Clone, Copy)]
 pub struct Write<'a> {
-    /// The state hash key.
+    /// The state record's key.
     pub key: &'a str,
     /// What to do.
     pub op: WriteOp<'a>,
@@ -330,8 +303,8 @@ pub enum WriteResult {
     /// Not applied: the fence is stale, or its lease is gone or held by another owner;
     /// the entity's current fence.
     Fenced(u64),
-    /// Not applied: the stored version is not a version (see [`Version::parse`]); what is
-    /// stored instead.
+    /// Not applied: the stored record is not one (see [`Record::decode`]); what is wrong
+    /// with it.
     Corrupt(String),
 }
 

@@ -548,15 +548,21 @@ impl Batch {
     }
 }
 
-/// The hash tag of a script call's first key: what its entity's keys share. `None` for a
-/// call without keys.
+/// The hash tag of a call's first key: what its entity's keys share. `None` for a call
+/// without keys.
 fn entity_tag(cmd: &PackedCommand) -> Option<&str> {
-    // `EVALSHA`, the sha, `numkeys`, then the first key.
-    let mut args = cmd.args().skip(2);
-    if args.next()? == b"0" {
-        return None;
-    }
-    Some(stateful_redis_core::hash_tag(std::str::from_utf8(args.next()?).ok()?))
+    let mut args = cmd.args();
+    let key = if args.next()? == b"GET" {
+        // A read: `GET <key>`.
+        args.next()?
+    } else {
+        // `EVALSHA`, the sha, `numkeys`, then the first key.
+        if args.nth(1)? == b"0" {
+            return None;
+        }
+        args.next()?
+    };
+    Some(stateful_redis_core::hash_tag(std::str::from_utf8(key).ok()?))
 }
 
 /// Every call's result; one that got none (which a pipeline that answered at all never

@@ -75,10 +75,11 @@ impl Script {
     }
 }
 
-/// Reads an entity's state.
+/// Reads an entity's state: the name of the plain `GET` reads are sent as (see [`Get`](crate::Get)).
 pub static GET: Script = Script::new("get", include_str!("../lua/get.lua"));
-/// Every state change (put, cas, transition, delete), with fencing and idempotency.
-pub static WRITE: Script = Script::new("write", include_str!("../lua/write.lua"));
+/// Every state change (put, cas, transition, delete), with fencing and idempotency:
+/// `lua/record.lua` then `lua/write.lua`.
+pub static WRITE: Script = Script::built("write", build_write);
 /// Takes a lease and issues a fencing token.
 pub static ACQUIRE: Script = Script::new("acquire", include_str!("../lua/acquire.lua"));
 /// Extends a lease.
@@ -93,24 +94,36 @@ pub static PRESENCE: Script = Script::new("presence", include_str!("../lua/prese
 pub static MANY: Script = Script::built("many", build_many);
 
 /// The scripts [`MANY`] runs, in the order of their numbers there (from 1).
-pub static MANY_SCRIPTS: [&Script; 6] = [&GET, &WRITE, &ACQUIRE, &RENEW, &RELEASE, &PRESENCE];
+pub static MANY_SCRIPTS: [&Script; 5] = [&WRITE, &ACQUIRE, &RENEW, &RELEASE, &PRESENCE];
 
 /// How each script reads the clock inside `many`: the calls of one bundle share one reading,
 /// except a write with a message id (its `ARGV[6]`), which reads its own.
 const CLOCKS: [(&str, &str); 2] = [("write", "clock(ARGV[6])"), ("presence", "clock()")];
 
-/// The source of [`MANY`]: `lua/many.lua` with every script of [`MANY_SCRIPTS`] made a
-/// local function of `(KEYS, ARGV)` in place of its line `--@scripts`.
+/// What reads and writes a state record, put before the scripts that use it.
+const RECORD_LUA: &str = include_str!("../lua/record.lua");
+
+/// The source of [`WRITE`]: record.lua's functions, then lua/write.lua.
+fn build_write() -> String {
+    format!("{RECORD_LUA}\n{}", include_str!("../lua/write.lua"))
+}
+
+/// The source of [`MANY`]: `lua/many.lua` with record.lua's functions and every script of
+/// [`MANY_SCRIPTS`] made a local function of `(KEYS, ARGV)` in place of its line `--@scripts`.
 fn build_many() -> String {
     const TIME: &str = "redis.call('TIME')";
-    let mut functions = String::new();
+    // Through the bundle's maxmemory check (see many.lua).
+    let through = |lua: &str| lua.replace("redis.call(", "call(").replace("redis.pcall(", "pcall_(");
+    let mut functions = through(RECORD_LUA);
     for script in MANY_SCRIPTS {
-        let mut body = script.source().to_owned();
+        let mut body = match script.name() {
+            "write" => include_str!("../lua/write.lua").to_owned(),
+            _ => script.source().to_owned(),
+        };
         if let Some((_, clock)) = CLOCKS.iter().find(|(name, _)| *name == script.name()) {
             body = body.replacen(TIME, clock, 1);
         }
-        // Through the bundle's maxmemory check (see many.lua).
-        body = body.replace("redis.call(", "call(").replace("redis.pcall(", "pcall_(");
+        body = through(&body);
         functions.push_str(&format!(
             "local function script_{}(KEYS, ARGV)\n{}\nend\n",
             script.name(),
@@ -127,8 +140,8 @@ fn build_many() -> String {
 /// Scripts run their commands as the calling user, so these include what the scripts call.
 /// On a Redis Cluster the executor also reads the topology (`CLUSTER SLOTS`) and follows
 /// `ASK` redirects during a slot migration (`ASKING`).
-pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +select +time +exists +del +get +set +incr +pttl +pexpire \
-     +hget +hmget +hset +hdel +hincrby \
+pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +select +time +del +get +getrange +set +incr +pttl +pexpire \
+     +hget +hset +hdel \
      +zadd +zcard +zcount +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank \
      +setrange +info \
      +asking +cluster|slots";
@@ -169,6 +182,7 @@ mod tests {
         // `clock` itself reads it twice: the shared reading and a fresh one.
         assert_eq!(many.matches("redis.call('TIME')").count(), 2);
         assert_eq!(many.matches("clock(ARGV[6])").count(), 1);
-        assert_eq!(many.matches("clock()").count(), 1);
+        // presence's, and the plain puts' (`clock().ms`).
+        assert_eq!(many.matches("clock()").count(), 2);
     }
 }

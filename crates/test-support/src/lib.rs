@@ -254,6 +254,19 @@ impl RedisServer {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// A field of the state record at `key`, read on the server (the record's layout is
+    /// `stateful_redis_core::Record`): `"version"`, `"value"` (the stored, encoded value),
+    /// `"status"`, `"fence"` or `"updated"`; `""` when there is no record.
+    pub fn record(&self, key: &str, field: &str) -> String {
+        self.cli(&["EVAL", RECORD_FIELD_LUA, "1", key, field])
+    }
+
+    /// Stores a state record at `key` as the executor would: `version`, `status` (`""`: none)
+    /// and the stored `value` (its format byte first), updated now, not fenced.
+    pub fn write_record(&self, key: &str, version: u64, status: &str, value: &str) {
+        self.cli(&["EVAL", WRITE_RECORD_LUA, "1", key, &version.to_string(), status, value]);
+    }
+
     fn config_path(&self) -> PathBuf {
         self.dir.join("redis.conf")
     }
@@ -789,3 +802,17 @@ mod tests {
         assert!(config.contains("\nsave \"\"\n"), "{config}");
     }
 }
+
+/// Reads one field of a state record (`stateful_redis_core::Record`'s layout).
+const RECORD_FIELD_LUA: &str = "local r = redis.call('GET', KEYS[1]) if not r then return '' end \
+    local s = string.byte(r, 2) local f = ARGV[1] \
+    if f == 'version' then return string.format('%d', struct.unpack('>I8', r, 3)) end \
+    if f == 'updated' then return string.format('%d', struct.unpack('>I6', r, 11)) end \
+    if f == 'fence' then return string.format('%d', struct.unpack('>I6', r, 17)) end \
+    if f == 'status' then return string.sub(r, 23, 22 + s) end \
+    return string.sub(r, 23 + s)";
+
+/// Writes a state record (`stateful_redis_core::Record`'s layout).
+const WRITE_RECORD_LUA: &str = "local t = redis.call('TIME') \
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+    return redis.call('SET', KEYS[1], struct.pack('>BBI8I6I6', 1, #ARGV[2], tonumber(ARGV[1]), now, 0) .. ARGV[2] .. ARGV[3])";

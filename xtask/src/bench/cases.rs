@@ -27,8 +27,13 @@ pub(super) enum Group {
 /// The client of a case and how it is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Client {
-    /// `redis-benchmark` with this many connections and this pipeline depth; reads `--csv`.
-    RedisBenchmark { clients: u32, pipeline: u32 },
+    /// `redis-benchmark` with this many connections and this pipeline depth, sending `command`;
+    /// reads `--csv`.
+    RedisBenchmark {
+        clients: u32,
+        pipeline: u32,
+        command: Anchor,
+    },
     /// `plain --mode <mode>` with this many tasks; reads `--json`.
     Plain { mode: &'static str, tasks: u32 },
     /// `stateful-redis load --workload <workload>` with this many callers; reads `--json`.
@@ -54,6 +59,32 @@ impl Client {
     }
 }
 
+/// What a `redis-benchmark` case sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Anchor {
+    /// `EVALSHA` of the executor's write script, with a plain put's arguments.
+    Write,
+    /// `EVALSHA` of [`MINIMAL_PUT`]: the least a versioned put can do in a script.
+    MinimalPut,
+    /// `GET` of a record, the command the executor's reads send.
+    Get,
+}
+
+/// The minimal hand-written versioned put, the anchor of the server-cost figures: one
+/// `EVALSHA` per operation, no fence, no message id, no checks.
+pub(super) const MINIMAL_PUT: &str =
+    "local v = redis.call('HINCRBY', KEYS[1], 'v', 1) redis.call('HSET', KEYS[1], 'd', ARGV[1], 't', ARGV[2]) return v";
+
+/// What a run leaves in Redis, checked after it so that a client sending the wrong
+/// arguments is caught.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Written {
+    /// Records of the value under `load:{e<n>}:s`.
+    Records,
+    /// [`MINIMAL_PUT`]'s hashes under `min:{e<n>}`.
+    MinimalHashes,
+}
+
 /// One client run, repeated once per round.
 #[derive(Debug)]
 pub(super) struct Case {
@@ -67,6 +98,25 @@ pub(super) struct Case {
     pub(super) shown: String,
     /// Operations it is asked for.
     pub(super) ops: u64,
+    /// Run (untimed) after the server is flushed and before the case: the records a read
+    /// case reads.
+    pub(super) prepare: Option<(PathBuf, Vec<OsString>)>,
+    pub(super) written: Written,
+}
+
+/// The write script's source as the scripts crate loads it, from `plain --print-write-script`.
+pub(super) fn write_script(plain: &Path) -> anyhow::Result<String> {
+    let out = Command::new(plain)
+        .arg("--print-write-script")
+        .output()
+        .with_context(|| format!("running {}", plain.display()))?;
+    if !out.status.success() {
+        bail!("`plain --print-write-script` failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut source = String::from_utf8(out.stdout).context("the write script is not UTF-8")?;
+    // println!'s newline.
+    source.pop();
+    Ok(source)
 }
 
 /// The arguments of a plain put after `EVALSHA <sha>`, as the scripts crate sends them, from
@@ -92,7 +142,14 @@ pub(super) fn put_args(plain: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// Every case, in the order each round runs them.
-pub(super) fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_args: &[String]) -> Vec<Case> {
+/// The SHAs of the scripts the `redis-benchmark` cases call.
+#[derive(Debug)]
+pub(super) struct Shas {
+    pub(super) write: String,
+    pub(super) minimal_put: String,
+}
+
+pub(super) fn cases(plan: Plan, server: &Server, bins: &Bins, shas: &Shas, put_args: &[String]) -> Vec<Case> {
     use Client::{Load, LoadAlone, LoadOtel, Plain, RedisBenchmark};
     use Group::{SingleCaller, Throughput};
     const C: u32 = CONCURRENCY;
@@ -104,6 +161,7 @@ pub(super) fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_arg
             RedisBenchmark {
                 clients: C,
                 pipeline: 1,
+                command: Anchor::Write,
             },
         ),
         (
@@ -113,6 +171,17 @@ pub(super) fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_arg
             RedisBenchmark {
                 clients: C,
                 pipeline: 16,
+                command: Anchor::Write,
+            },
+        ),
+        (
+            "redis-benchmark-minimal-P16",
+            "redis-benchmark -c 50 -P 16, minimal versioned put script",
+            Throughput,
+            RedisBenchmark {
+                clients: C,
+                pipeline: 16,
+                command: Anchor::MinimalPut,
             },
         ),
         (
@@ -161,6 +230,25 @@ pub(super) fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_arg
             },
         ),
         (
+            "executor-get",
+            "executor get",
+            Throughput,
+            Load {
+                workload: "get",
+                callers: C,
+            },
+        ),
+        (
+            "redis-benchmark-get-P16",
+            "redis-benchmark -c 50 -P 16 GET",
+            Throughput,
+            RedisBenchmark {
+                clients: C,
+                pipeline: 16,
+                command: Anchor::Get,
+            },
+        ),
+        (
             "executor-cas",
             "executor cas",
             Throughput,
@@ -185,6 +273,7 @@ pub(super) fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_arg
             RedisBenchmark {
                 clients: 1,
                 pipeline: 1,
+                command: Anchor::Write,
             },
         ),
         (
@@ -217,17 +306,27 @@ pub(super) fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_arg
             };
             // Every value but `value` is free of whitespace.
             let (program, line) = match client {
-                RedisBenchmark { clients, pipeline } => (
+                RedisBenchmark {
+                    clients,
+                    pipeline,
+                    command,
+                } => (
                     PathBuf::from("redis-benchmark"),
                     format!(
-                        "-h 127.0.0.1 -p {port} -c {clients} -n {ops} -r {ENTITIES} -P {pipeline} --csv EVALSHA {sha}"
+                        "-h 127.0.0.1 -p {port} -c {clients} -n {ops} -r {ENTITIES} -P {pipeline} --csv {}",
+                        match command {
+                            Anchor::Write => format!("EVALSHA {}", shas.write),
+                            Anchor::MinimalPut => format!("EVALSHA {} 1 min:{{e__rand_int__}}", shas.minimal_put),
+                            Anchor::Get => "GET load:{e__rand_int__}:s".to_owned(),
+                        }
                     ),
                 ),
                 Plain { mode, tasks } => (
                     bins.plain.clone(),
                     format!(
                         "--url {url} --mode {mode} --concurrency {tasks} --ops {ops} --value-size {VALUE_SIZE} \
-                         --entities {ENTITIES} --sha {sha} --json"
+                         --entities {ENTITIES} --sha {} --json",
+                        shas.write
                     ),
                 ),
                 LoadAlone { workload, callers } => (
@@ -246,14 +345,45 @@ pub(super) fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_arg
                 ),
             };
             let mut args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-            if let RedisBenchmark { .. } = client {
-                // The executor's put, argument for argument (from `Write::write_args` in crates/scripts).
-                args.extend(put_args.iter().map(|arg| match arg.as_str() {
-                    "{key}" => "load:{e__rand_int__}:s".to_owned(),
-                    "{value}" => value.clone(),
-                    other => other.to_owned(),
-                }));
+            match client {
+                RedisBenchmark {
+                    command: Anchor::Write, ..
+                } => {
+                    // The executor's put, argument for argument (from `Write::write_args` in crates/scripts).
+                    args.extend(put_args.iter().map(|arg| match arg.as_str() {
+                        "{key}" => "load:{e__rand_int__}:s".to_owned(),
+                        "{value}" => value.clone(),
+                        other => other.to_owned(),
+                    }));
+                }
+                RedisBenchmark {
+                    command: Anchor::MinimalPut,
+                    ..
+                } => args.extend([value.clone(), "1765000000000".to_owned()]),
+                _ => {}
             }
+            let reads = matches!(
+                client,
+                RedisBenchmark {
+                    command: Anchor::Get,
+                    ..
+                } | Load { workload: "get", .. }
+            );
+            // A read case reads records one put of each entity wrote.
+            let prepare = reads.then(|| {
+                let line = format!(
+                    "load --redis {url} --workload put --concurrency {C} --ops {ENTITIES} --entities {ENTITIES} \
+                     --value-size {VALUE_SIZE} --json"
+                );
+                (bins.load.clone(), line.split_whitespace().map(OsString::from).collect())
+            });
+            let written = match client {
+                RedisBenchmark {
+                    command: Anchor::MinimalPut,
+                    ..
+                } => Written::MinimalHashes,
+                _ => Written::Records,
+            };
             let shown_program = root
                 .and_then(|root| program.strip_prefix(root).ok())
                 .unwrap_or(&program)
@@ -279,6 +409,8 @@ pub(super) fn cases(plan: Plan, server: &Server, bins: &Bins, sha: &str, put_arg
                 args: args.into_iter().map(OsString::from).collect(),
                 shown,
                 ops,
+                prepare,
+                written,
             }
         })
         .collect()

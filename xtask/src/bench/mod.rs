@@ -10,6 +10,7 @@
 mod cases;
 mod cluster;
 mod compare;
+mod cost;
 mod divan;
 mod flags;
 mod otlp;
@@ -25,7 +26,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use serde_json::Value;
 
-use self::cases::{Bins, cases, put_args};
+use self::cases::{Bins, MINIMAL_PUT, Shas, cases, put_args, write_script};
 use self::flags::Flags;
 use self::report::{Report, machine};
 use self::sample::Sample;
@@ -128,9 +129,18 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let pinning = pinning();
     let server = Server::start(&out_dir.join("redis-server.log"), pinning.as_ref())?;
-    let sha = server.load_script(&root.join("crates/scripts/lua/write.lua"))?;
+    // The scripts as the executor loads them (write.lua is built from two files).
+    let write_lua = out_dir.join("write.lua");
+    write(&write_lua, &write_script(&bins.plain)?)?;
+    let minimal_lua = out_dir.join("minimal-put.lua");
+    write(&minimal_lua, MINIMAL_PUT)?;
+    let shas = Shas {
+        write: server.load_script(&write_lua)?,
+        minimal_put: server.load_script(&minimal_lua)?,
+    };
+    let sha = shas.write.clone();
     let put_args = put_args(&bins.plain)?;
-    let cases = cases(plan, &server, &bins, &sha, &put_args);
+    let cases = cases(plan, &server, &bins, &shas, &put_args);
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); cases.len()];
     for round in 0..plan.rounds {
         for (case, samples) in cases.iter().zip(&mut samples) {
@@ -142,6 +152,7 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
         }
     }
     let redis_version = server.version()?;
+    let cost = cost::measure(&server, &bins, &write_lua)?;
     drop(server);
 
     let results: Vec<CaseResult<'_>> = cases
@@ -168,10 +179,12 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
     )?;
     let mut json = report.to_json();
     json["cluster"] = cluster.json;
+    json["server_cost"] = report.server_cost_json(&cost);
     let comparison = previous
         .as_ref()
         .map(|(path, _, prev)| compare::compare(&json, path, prev));
     let mut markdown = report.markdown(&sha, comparison.as_ref().map(|c| c.markdown.as_str()));
+    markdown.push_str(&report.server_cost_markdown(&cost));
     markdown.push_str(&cluster.markdown);
 
     if let Some((_, text, _)) = &previous {

@@ -7,6 +7,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use super::cases::Group;
+use super::cost::Cost;
 use super::divan::{MicroReport, spread_micro};
 use super::server::Pinning;
 use super::stats::{CaseResult, METRICS, Stat, metric, stat};
@@ -42,6 +43,19 @@ pub(super) struct Ratio {
 /// The ids of the ratios the targets use.
 const THROUGHPUT_RATIO: &str = "executor_put_vs_redis_benchmark_p16";
 const SINGLE_P50_RATIO: &str = "single_caller_p50_vs_redis_benchmark_c1_p1";
+const SERVER_CPU_RATIO: &str = "executor_put_vs_minimal_script_server_cpu";
+const READ_CPU_RATIO: &str = "executor_get_vs_redis_benchmark_get_server_cpu";
+
+/// The server-cost targets: executor put server CPU per 100k operations at most this many s,
+const TARGET_SERVER_CPU_PER_100K: f64 = 0.30;
+/// and at most this times the minimal versioned put script's;
+const TARGET_SERVER_CPU_VS_MINIMAL: f64 = 0.62;
+/// put throughput at least this times `redis-benchmark -P 16` of the minimal script;
+const TARGET_THROUGHPUT_VS_MINIMAL: f64 = 1.5;
+/// a record at most this times the bytes of its value as a plain string;
+const TARGET_RECORD_VS_PLAIN: f64 = 1.25;
+/// a read at most this times the server CPU of `redis-benchmark` of the same `GET`.
+const TARGET_READ_VS_GET: f64 = 1.0;
 
 /// A target of the issue: a figure, its limit and whether it was met.
 #[derive(Debug)]
@@ -183,6 +197,46 @@ impl Report<'_> {
                 put,
                 "plain-shared",
                 "client_cpu_s_per_100k",
+                false,
+            ),
+            ratio(
+                "executor_put_vs_minimal_script_p16",
+                "executor put / redis-benchmark -P 16 of the minimal versioned put: ops/s",
+                put,
+                "redis-benchmark-minimal-P16",
+                "ops_per_sec",
+                true,
+            ),
+            ratio(
+                SERVER_CPU_RATIO,
+                "executor put / minimal versioned put script: server CPU",
+                put,
+                "redis-benchmark-minimal-P16",
+                "server_cpu_s_per_100k",
+                false,
+            ),
+            ratio(
+                "executor_cas_vs_minimal_script_server_cpu",
+                "executor cas / minimal versioned put script: server CPU",
+                "executor-cas",
+                "redis-benchmark-minimal-P16",
+                "server_cpu_s_per_100k",
+                false,
+            ),
+            ratio(
+                "executor_update_vs_minimal_script_server_cpu",
+                "executor update (get + cas) / minimal versioned put script: server CPU",
+                "executor-update",
+                "redis-benchmark-minimal-P16",
+                "server_cpu_s_per_100k",
+                false,
+            ),
+            ratio(
+                READ_CPU_RATIO,
+                "executor get / redis-benchmark -P 16 GET: server CPU",
+                "executor-get",
+                "redis-benchmark-get-P16",
+                "server_cpu_s_per_100k",
                 false,
             ),
             ratio(
@@ -485,6 +539,116 @@ impl Report<'_> {
             let _ = writeln!(md, "{}", r.case.shown);
         }
         let _ = writeln!(md, "```");
+        md
+    }
+
+    fn cost_targets(&self, cost: &Cost) -> Vec<Target> {
+        let mut targets = vec![
+            Target {
+                id: "server_cpu_s_per_100k",
+                label: "executor put server CPU per 100k operations",
+                value: self.median("executor-put", "server_cpu_s_per_100k"),
+                limit: TARGET_SERVER_CPU_PER_100K,
+                at_least: false,
+                unit: " s",
+            },
+            Target {
+                id: "server_cpu_vs_minimal_script",
+                label: "executor put server CPU / minimal versioned put script's",
+                value: self.ratio(SERVER_CPU_RATIO),
+                limit: TARGET_SERVER_CPU_VS_MINIMAL,
+                at_least: false,
+                unit: "×",
+            },
+            Target {
+                id: "throughput_vs_minimal_script_p16",
+                label: "executor put throughput / redis-benchmark -P 16 of the minimal script",
+                value: self.ratio("executor_put_vs_minimal_script_p16"),
+                limit: TARGET_THROUGHPUT_VS_MINIMAL,
+                at_least: true,
+                unit: "×",
+            },
+            Target {
+                id: "read_server_cpu_vs_get",
+                label: "executor get server CPU / redis-benchmark -P 16 GET's",
+                value: self.ratio(READ_CPU_RATIO),
+                limit: TARGET_READ_VS_GET,
+                at_least: false,
+                unit: "×",
+            },
+        ];
+        for &(size, record, plain) in &cost.records {
+            targets.push(Target {
+                id: if size == 100 { "record_vs_plain_100b" } else { "record_vs_plain_1kib" },
+                label: if size == 100 {
+                    "bytes per entity / plain string, 100 B value"
+                } else {
+                    "bytes per entity / plain string, 1 KiB value"
+                },
+                value: Some(record / plain),
+                limit: TARGET_RECORD_VS_PLAIN,
+                at_least: false,
+                unit: "×",
+            });
+        }
+        targets
+    }
+
+    /// The server's cost per operation and per entity, as JSON.
+    pub(super) fn server_cost_json(&self, cost: &Cost) -> Value {
+        let cpu: serde_json::Map<String, Value> = self
+            .results
+            .iter()
+            .filter_map(|r| Some((r.case.id.to_owned(), json!(r.median("server_cpu_s_per_100k")?))))
+            .collect();
+        json!({
+            "server_cpu_s_per_100k": cpu,
+            "records": cost.records.iter().map(|&(size, record, plain)| json!({
+                "value_bytes": size, "record_bytes": record, "plain_string_bytes": plain,
+            })).collect::<Vec<_>>(),
+            "lease_bytes": cost.lease,
+            "message_id_bytes": cost.message_id,
+            "targets": self.cost_targets(cost).iter().map(|t| json!({
+                "id": t.id, "value": t.value, "limit": t.limit, "met": t.met(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The "Server cost" section of report.md.
+    pub(super) fn server_cost_markdown(&self, cost: &Cost) -> String {
+        let mut md = String::from(
+            "\n## Server cost\n\nWhat Redis spends, which sets how many entities one server (or cluster \
+             shard) serves: its CPU per 100k operations of each client (`/proc` of the pinned \
+             `redis-server`, medians of the rounds), and `MEMORY USAGE` per entity.\n\n\
+             | client | server CPU s/100k |\n|---|---:|\n",
+        );
+        for r in &self.results {
+            if let Some(cpu) = r.median("server_cpu_s_per_100k") {
+                let _ = writeln!(md, "| {} | {cpu:.3} |", r.case.label);
+            }
+        }
+        let _ = writeln!(
+            md,
+            "\n| value | record bytes | plain string bytes | ratio |\n|---|---:|---:|---:|"
+        );
+        for &(size, record, plain) in &cost.records {
+            let _ = writeln!(md, "| {size} B | {record:.0} | {plain:.0} | {:.2} |", record / plain);
+        }
+        let _ = writeln!(
+            md,
+            "\nA lease (its key and the fence counter): {:.0} bytes. A remembered message id: {:.0} bytes.\n",
+            cost.lease, cost.message_id
+        );
+        let _ = writeln!(md, "| target | value | limit | met |\n|---|---:|---:|---|");
+        for t in self.cost_targets(cost) {
+            let value = t.value.map_or("–".to_owned(), |v| format!("{v:.2}{}", t.unit));
+            let met = match t.met() {
+                Some(true) => "yes",
+                Some(false) => "not met",
+                None => "–",
+            };
+            let _ = writeln!(md, "| {} | {value} | {}{} | {met} |", t.label, t.limit, t.unit);
+        }
         md
     }
 

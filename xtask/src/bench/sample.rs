@@ -56,6 +56,16 @@ impl Case {
     /// waited for in between.
     pub(super) fn run(&self, server: &Server) -> anyhow::Result<Sample> {
         server.cli(&["FLUSHALL"])?;
+        if let Some((program, args)) = &self.prepare {
+            let out = pinned(program, server.clients.as_deref())
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .with_context(|| format!("failed to start `{}`", program.display()))?;
+            if !out.status.success() {
+                bail!("preparing `{}` failed ({}):\n{}", self.shown, out.status, tail(&out.stderr));
+            }
+        }
         let mut command = pinned(&self.program, server.clients.as_deref());
         command.args(&self.args).stdin(Stdio::null());
         for var in [
@@ -108,7 +118,7 @@ impl Case {
             );
         }
         server
-            .check_written()
+            .check_written(self.written)
             .with_context(|| format!("after `{}`", self.shown))?;
         sample.wall_s = wall_s;
         sample.client_cpu_s = client_cpu_s;

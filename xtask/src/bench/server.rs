@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use super::cases::Written;
 use super::value;
 use crate::cmd;
 
@@ -122,7 +123,7 @@ impl Server {
         self.cli_with_input(args, None)
     }
 
-    fn cli_with_input(&self, args: &[&str], input: Option<&Path>) -> anyhow::Result<String> {
+    pub(super) fn cli_with_input(&self, args: &[&str], input: Option<&Path>) -> anyhow::Result<String> {
         let mut command = Command::new("redis-cli");
         command
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
@@ -154,18 +155,28 @@ impl Server {
         Ok(sha)
     }
 
-    /// Checks that the run stored what a put stores: a random key's hash holds the value under `d`
-    /// and a version under `v`. A client that sends the wrong arguments is caught here even when
-    /// the script does not answer with an error.
-    pub(super) fn check_written(&self) -> anyhow::Result<()> {
+    /// Checks that the run stored what a put stores: a random key holds a record (the layout of
+    /// `stateful_redis_core::Record`) of the value at a version of 1 or more. A client that sends
+    /// the wrong arguments is caught here even when the script does not answer with an error.
+    pub(super) fn check_written(&self, written: Written) -> anyhow::Result<()> {
         let key = self.cli(&["RANDOMKEY"])?;
         if key.is_empty() {
             bail!("the database is empty: nothing was written");
         }
-        let data = self.cli(&["HGET", &key, "d"])?;
-        let version = self.cli(&["HGET", &key, "v"])?;
+        if written == Written::MinimalHashes {
+            let data = self.cli(&["HGET", &key, "d"])?;
+            if data != value() {
+                bail!("{key} holds d = {data:?}: not the value written");
+            }
+            return Ok(());
+        }
+        // The value after the header and status, and the version (bytes 3 to 10).
+        const READ: &str = "local r = redis.call('GET', KEYS[1]) \
+            return {string.sub(r, 23 + string.byte(r, 2)), string.format('%d', struct.unpack('>I8', r, 3))}";
+        let read = self.cli(&["EVAL", READ, "1", &key])?;
+        let (data, version) = read.split_once('\n').unwrap_or((&read, ""));
         if data != value() || version.parse::<u64>().map_or(true, |v| v == 0) {
-            bail!("{key} holds d = {data:?}, v = {version:?}: not the value written");
+            bail!("{key} holds value {data:?}, version {version:?}: not the value written");
         }
         Ok(())
     }

@@ -177,7 +177,7 @@ async fn leases_fences_and_message_ids_in_the_scripts() {
         scripts.invoke(&mut conn, &fenced(1, "a"), t).await.expect("w"),
         applied(WriteResult::Applied(1))
     );
-    assert_eq!(server.cli(&["HGET", "t:{e}:s", "f"]), "1");
+    assert_eq!(server.record("t:{e}:s", "fence"), "1");
     // Even its holder cannot acquire it again: leases are exclusive.
     assert!(matches!(
         scripts.invoke(&mut conn, &acquire("a"), t).await.expect("acq"),
@@ -238,7 +238,7 @@ async fn leases_fences_and_message_ids_in_the_scripts() {
             replayed: true
         }
     );
-    assert_eq!(server.cli(&["HGET", "t:{e}:s", "v"]), "3");
+    assert_eq!(server.record("t:{e}:s", "version"), "3");
     // A fenced refusal is not recorded: the message stays for the rightful holder.
     let stale = Write {
         guard: Some(guard),
@@ -289,7 +289,7 @@ async fn noscript_is_recovered_alone_and_inside_pipelines() {
     assert_eq!(scripts.stats().reloads, 2);
     // Each call ran exactly once.
     for key in &keys {
-        assert_eq!(server.cli(&["HGET", key, "v"]), "1");
+        assert_eq!(server.record(key, "version"), "1");
     }
 }
 
@@ -298,7 +298,7 @@ async fn a_failing_call_in_a_pipeline_fails_alone() {
     let server = RedisServer::start();
     let (pool, scripts) = setup(&server).await;
     let mut conn = pool.shared().await.expect("conn");
-    server.cli(&["SET", "t:{str}:s", "not a hash"]);
+    server.cli(&["HSET", "t:{str}:s", "f", "not a string"]);
     let calls: Vec<_> = ["t:{ok}:s", "t:{str}:s", "t:{ok2}:s"]
         .into_iter()
         .map(|key| (&WRITE, Write::new(key, WriteOp::Put, Some(b"1")).command()))
@@ -434,6 +434,10 @@ fn every_kind_of_call() -> Vec<Call> {
         ))
     });
     push(&|| packed(Write::new("t:{a}:s", WriteOp::Delete { expected: 3 }, None)));
+    // Plain puts (a bundle sends them by position) onto what is not a record, and at the
+    // highest version: corrupt, as alone.
+    push(&|| packed(Write::new("t:{bad}:s", WriteOp::Put, Some(b"x"))));
+    push(&|| packed(Write::new("t:{top}:s", WriteOp::Put, Some(b"x"))));
     calls
 }
 
@@ -459,6 +463,16 @@ fn outcome(result: &Result<redis::Value, Error>) -> String {
         match value {
             redis::Value::BulkString(b) if b.len() == 13 && b.iter().all(u8::is_ascii_digit) => {
                 redis::Value::SimpleString("time".into())
+            }
+            // A state record: its fields without the update time.
+            redis::Value::BulkString(b) if b.first() == Some(&stateful_redis_core::RECORD_FORMAT) => {
+                match stateful_redis_core::Record::decode(bytes::Bytes::from(b.clone())) {
+                    Ok(r) => redis::Value::SimpleString(format!(
+                        "record v={} st={:?} f={} d={:?}",
+                        r.version, r.status, r.fence, r.data
+                    )),
+                    Err(e) => redis::Value::SimpleString(format!("not a record: {e}")),
+                }
             }
             redis::Value::Array(items) => match items.as_slice() {
                 [
@@ -493,7 +507,7 @@ fn outcome(result: &Result<redis::Value, Error>) -> String {
     }
 }
 
-/// Every key the calls touch, with its type and content (the time field `t` left out).
+/// Every key the calls touch, with its type and content (a record's update time left out).
 fn dump(server: &RedisServer) -> Vec<String> {
     let mut keys: Vec<String> = server.cli(&["KEYS", "t:*"]).lines().map(str::to_owned).collect();
     keys.sort();
@@ -514,6 +528,9 @@ fn dump(server: &RedisServer) -> Vec<String> {
                     fields.join(",")
                 }
                 "zset" => server.cli(&["ZRANGE", key, "0", "-1"]),
+                "string" if key.ends_with(":s") => ["version", "status", "fence", "value"]
+                    .map(|field| format!("{field}={}", server.record(key, field)))
+                    .join(","),
                 _ => server.cli(&["GET", key]),
             };
             format!("{key} {kind} {content}")
@@ -528,7 +545,9 @@ async fn calls_of_every_script_in_one_bundle_answer_and_apply_as_if_alone() {
     let mut outcomes = Vec::new();
     for (server, combine) in [(&combined_server, Combine::up_to(64)), (&alone_server, Combine::OFF)] {
         let (pool, scripts) = setup(server).await;
-        server.cli(&["SET", "t:{str}:s", "not a hash"]);
+        server.cli(&["HSET", "t:{str}:s", "f", "not a string"]);
+        server.cli(&["SET", "t:{bad}:s", "not a record"]);
+        server.write_record("t:{top}:s", (1 << 53) - 1, "", "x");
         let calls = every_kind_of_call();
         let results = scripts.run_direct(&pool, 0, &calls, combine).await;
         assert_eq!(results.len(), calls.len());
@@ -536,7 +555,9 @@ async fn calls_of_every_script_in_one_bundle_answer_and_apply_as_if_alone() {
         if combine == Combine::OFF {
             assert_eq!((stats.bundles, stats.bundled_calls), (0, 0));
         } else {
-            assert_eq!((stats.bundles, stats.bundled_calls), (1, calls.len() as u64));
+            // The first put, then the three reads, go alone: each read has a call of its
+            // entity before it, or nothing to go ahead of. Two bundles hold the rest.
+            assert_eq!((stats.bundles, stats.bundled_calls), (2, calls.len() as u64 - 4));
         }
         outcomes.push((results.iter().map(outcome).collect::<Vec<_>>(), dump(server)));
     }
@@ -552,7 +573,7 @@ async fn calls_of_every_script_in_one_bundle_answer_and_apply_as_if_alone() {
         answers[3],
         format!(
             "{:?}",
-            redis::Value::Array(vec![redis::Value::Int(0), redis::Value::BulkString(b"2".to_vec())])
+            redis::Value::Array(vec![redis::Value::Int(0), redis::Value::Int(2)])
         )
     );
     assert!(
@@ -562,9 +583,12 @@ async fn calls_of_every_script_in_one_bundle_answer_and_apply_as_if_alone() {
     );
     assert!(answers[9].contains("ttl out of range"), "{}", answers[9]);
     assert_eq!(answers[10], "int(1)", "the calls after a failed one run");
+    let n = answers.len();
+    assert!(answers[n - 2].contains("not a record"), "{}", answers[n - 2]);
+    assert!(answers[n - 1].contains("the highest a record holds"), "{}", answers[n - 1]);
     // Both message ids kept, in their order of arrival; the replay changed nothing.
     assert_eq!(combined_server.cli(&["ZRANGE", "t:{g}:m", "0", "-1"]), "m1\nm2");
-    assert_eq!(combined_server.cli(&["HGET", "t:{g}:s", "d"]), "second");
+    assert_eq!(combined_server.record("t:{g}:s", "value"), "second");
 }
 
 #[tokio::test]
@@ -586,7 +610,7 @@ async fn a_bundle_the_server_lost_is_loaded_again_and_each_call_applies_once() {
     // Bundles of 4, 4 and 2 calls; one load of `many` for all of them.
     assert_eq!((stats.bundles, stats.bundled_calls, stats.reloads), (3, 10, 1));
     for key in &keys {
-        assert_eq!(server.cli(&["HGET", key, "v"]), "1");
+        assert_eq!(server.record(key, "version"), "1");
     }
 }
 
@@ -623,7 +647,7 @@ async fn a_bundle_with_keys_the_user_may_not_touch_answers_each_call_on_its_own(
     for (key, result) in keys.iter().zip(&results) {
         if key.starts_with("t:") {
             assert!(result.is_ok(), "{key}: {result:?}");
-            assert_eq!(server.cli(&["HGET", key, "v"]), "1");
+            assert_eq!(server.record(key, "version"), "1");
         } else {
             assert!(matches!(result, Err(Error::NoPermission { .. })), "{key}: {result:?}");
         }
@@ -668,10 +692,10 @@ async fn a_refused_bundle_never_applies_a_call_after_a_later_call_of_its_entity(
         "{:?}",
         results[5]
     );
-    assert_eq!(server.cli(&["HGET", "t:{x}:s", "d"]), "second");
-    assert_eq!(server.cli(&["HGET", "t:{x}:s", "v"]), "1", "x was written once");
-    assert_eq!(server.cli(&["HGET", "t:{y}:s", "v"]), "1");
-    assert_eq!(server.cli(&["HGET", "t:{z}:s", "d"]), "z");
+    assert_eq!(server.record("t:{x}:s", "value"), "second");
+    assert_eq!(server.record("t:{x}:s", "version"), "1", "x was written once");
+    assert_eq!(server.record("t:{y}:s", "version"), "1");
+    assert_eq!(server.record("t:{z}:s", "value"), "z");
 }
 
 /// Redis checks `maxmemory` once per script, before its first write: in a bundle of `many`, a
@@ -681,8 +705,8 @@ async fn over_maxmemory_a_bundle_refuses_what_each_call_alone_would_be_refused()
     let server = RedisServer::start();
     let (pool, scripts) = setup(&server).await;
     let t = pool.response_timeout();
-    server.cli(&["HSET", "t:{c}:s", "v", "1", "d", "x"]);
-    server.cli(&["HSET", "t:{d}:s", "v", "1", "d", "x"]);
+    server.write_record("t:{c}:s", 1, "", "x");
+    server.write_record("t:{d}:s", 1, "", "x");
     assert_eq!(server.cli(&["DEBUG", "POPULATE", "20000", "fill", "100"]), "OK");
     assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]), "OK");
     assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "1mb"]), "OK");
@@ -783,12 +807,20 @@ async fn a_failed_reload_fails_only_its_own_calls_on_a_redis_rs_link() {
     let conn = pool.shared().await.expect("conn");
     let mut conn = FailingLoad {
         conn,
-        script: &stateful_redis_scripts::GET,
+        script: &stateful_redis_scripts::RELEASE,
     };
     assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
     let calls = vec![
         (&WRITE, Write::new("t:{a}:s", WriteOp::Put, Some(b"x")).command()),
-        (&stateful_redis_scripts::GET, Get { key: "t:{b}:s" }.command()),
+        (
+            &stateful_redis_scripts::RELEASE,
+            Release {
+                lease: "t:{b}:l",
+                token: 1,
+                owner: "me",
+            }
+            .command(),
+        ),
         (&WRITE, Write::new("t:{c}:s", WriteOp::Put, Some(b"x")).command()),
     ];
     let results = scripts
@@ -803,6 +835,6 @@ async fn a_failed_reload_fails_only_its_own_calls_on_a_redis_rs_link() {
             WriteResult::Applied(1)
         );
     }
-    assert_eq!(server.cli(&["HGET", "t:{a}:s", "v"]), "1");
-    assert_eq!(server.cli(&["HGET", "t:{c}:s", "v"]), "1");
+    assert_eq!(server.record("t:{a}:s", "version"), "1");
+    assert_eq!(server.record("t:{c}:s", "version"), "1");
 }

@@ -50,47 +50,53 @@ async fn corrupt_records_are_typed_errors_naming_the_entity() {
     let server = RedisServer::start();
     let exec = executor(&server).await;
     let counters = exec.state::<Counter>("it").expect("namespace");
-    server.cli(&["HSET", "it:{broken}:s", "v", "3", "d", "not a format byte"]);
+    server.write_record("it:{broken}:s", 3, "", "not a format byte");
     match counters.get("broken").await {
         Err(e @ Error::Decode { .. }) => assert!(e.to_string().contains("\"broken\""), "{e}"),
         other => panic!("expected a decode error, got {other:?}"),
     }
-    server.cli(&["HSET", "it:{json}:s", "v", "1", "d", "\u{1}{\"n\": \"many\"}"]);
+    server.write_record("it:{json}:s", 1, "", "\u{1}{\"n\": \"many\"}");
     assert!(matches!(counters.get("json").await, Err(Error::Decode { entity, .. }) if entity == "json"));
-    server.cli(&["HSET", "it:{noversion}:s", "d", "\u{1}{\"n\":1}"]);
+    server.write_record("it:{noversion}:s", 0, "", "\u{1}{\"n\":1}");
     assert!(matches!(counters.get("noversion").await, Err(Error::Corrupt { entity, .. }) if entity == "noversion"));
-    server.cli(&["HSET", "it:{badversion}:s", "v", "seven", "d", "\u{1}{\"n\":1}"]);
-    assert!(matches!(counters.get("badversion").await, Err(Error::Corrupt { .. })));
-    // A write onto a corrupt version is refused as corrupt, naming it, and changes nothing.
-    match counters.put("badversion", &Counter { n: 2 }).await {
+    server.cli(&["SET", "it:{foreign}:s", "seven"]);
+    assert!(matches!(counters.get("foreign").await, Err(Error::Corrupt { .. })));
+    // A write onto what is not a record is refused as corrupt, saying why, and changes nothing.
+    match counters.put("foreign", &Counter { n: 2 }).await {
         Err(Error::Corrupt { entity, detail }) => {
-            assert_eq!(entity, "badversion");
-            assert!(detail.contains("\"seven\""), "{detail}");
+            assert_eq!(entity, "foreign");
+            assert!(detail.contains("not a record"), "{detail}");
         }
         other => panic!("expected a corrupt record, got {other:?}"),
     }
-    assert_eq!(server.cli(&["HGET", "it:{badversion}:s", "v"]), "seven");
-    // A key of the wrong type.
-    server.cli(&["SET", "it:{string}:s", "x"]);
+    assert_eq!(server.cli(&["GET", "it:{foreign}:s"]), "seven");
+    // A key of the wrong type (a hash: the layout before records were strings).
+    server.cli(&["HSET", "it:{hash}:s", "v", "1"]);
     assert!(matches!(
-        counters.get("string").await,
+        counters.get("hash").await,
         Err(Error::Script { script: "get", .. })
     ));
 }
 
-/// `+7` and `007` are not versions on either side: Rust once read them as 7 while the script
-/// compared text, so `cas(7)` conflicted forever and `update` ended in `TooManyConflicts`.
+/// A record whose header is out of range, or bytes that are no record, are corrupt for every
+/// operation: none reads a wrong version or writes over them.
 #[tokio::test]
-async fn a_version_that_is_not_canonical_is_corrupt_for_reads_and_every_write() {
+async fn a_record_that_is_not_one_is_corrupt_for_reads_and_every_write() {
     let server = RedisServer::start();
     let exec = executor(&server).await;
     let counters = exec.state::<Counter>("it").expect("namespace");
-    for (entity, stored) in [("plus", "+7"), ("zeros", "007"), ("negative", "-3")] {
+    for entity in ["zero", "huge", "short", "format"] {
         let key = format!("it:{{{entity}}}:s");
-        server.cli(&["HSET", &key, "v", stored, "d", "\u{1}{\"n\":1}"]);
+        match entity {
+            "zero" => server.write_record(&key, 0, "", "\u{1}{\"n\":1}"),
+            "huge" => server.write_record(&key, 1 << 60, "", "\u{1}{\"n\":1}"),
+            "short" => drop(server.cli(&["SET", &key, "x"])),
+            _ => drop(server.cli(&["SET", &key, "A record of another format, long enough"])),
+        }
+        let stored = server.cli(&["GET", &key]);
         let corrupt = |result: Result<_, Error>, what: &str| match result {
             Err(Error::Corrupt { entity: e, .. }) => assert_eq!(e, entity, "{what}"),
-            other => panic!("{what} of {stored:?}: expected a corrupt record, got {other:?}"),
+            other => panic!("{what} of {entity:?}: expected a corrupt record, got {other:?}"),
         };
         corrupt(counters.get(entity).await.map(|_| ()), "get");
         corrupt(
@@ -120,7 +126,7 @@ async fn a_version_that_is_not_canonical_is_corrupt_for_reads_and_every_write() 
             "apply_once",
         );
         // Nothing changed, and the message was not recorded as handled.
-        assert_eq!(server.cli(&["HGET", &key, "v"]), stored);
+        assert_eq!(server.cli(&["GET", &key]), stored);
         assert_eq!(server.cli(&["EXISTS", &format!("it:{{{entity}}}:mr")]), "0");
     }
 }

@@ -111,7 +111,7 @@ async fn killed_connection_mid_apply_once_retries_into_exactly_once() {
         .await
         .expect("replay");
     assert_eq!((again.version, again.replayed), (Version(1), true));
-    assert_eq!(server.cli(&["HGET", "it:{k}:s", "v"]), "1");
+    assert_eq!(server.record("it:{k}:s", "version"), "1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +131,7 @@ async fn lost_replies_retry_idempotent_writes_but_never_plain_ones() {
     assert!(!applied.replayed, "a first delivery reported as a replay");
     assert!(exec.retries() >= 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(server.cli(&["HGET", "it:{lost}:s", "v"]), "1", "applied more than once");
+    assert_eq!(server.record("it:{lost}:s", "version"), "1", "applied more than once");
 
     // A fenced write is retried too, and its own message id keeps it to one application,
     // even for an update (which would otherwise re-read its own write and apply again).
@@ -157,7 +157,7 @@ async fn lost_replies_retry_idempotent_writes_but_never_plain_ones() {
         Counter { n: 1 }
     );
     assert_eq!(
-        server.cli(&["HGET", "it:{fenced}:s", "v"]),
+        server.record("it:{fenced}:s", "version"),
         "2",
         "the update applied more than once"
     );
@@ -171,7 +171,7 @@ async fn lost_replies_retry_idempotent_writes_but_never_plain_ones() {
     }
     assert_eq!(exec.retries(), retries);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(server.cli(&["HGET", "it:{plain}:s", "v"]), "1");
+    assert_eq!(server.record("it:{plain}:s", "version"), "1");
 }
 
 crate::on_both! {

@@ -175,7 +175,7 @@ async fn raw_bytes_and_compressed_values_round_trip() {
         .expect("namespace");
     let big = stateful_redis::bytes::Bytes::from(vec![b'x'; 10_000]);
     blobs.put("b", &big).await.expect("put");
-    let stored = server.cli(&["HSTRLEN", "it:{b}:s", "d"]);
+    let stored = server.cli(&["STRLEN", "it:{b}:s"]);
     assert!(
         stored.parse::<usize>().expect("len") < 1_000,
         "stored {stored} bytes: not compressed"
