@@ -138,7 +138,10 @@ mod tests {
             ([&good[..1], &[200u8][..], &good[2..]].concat(), "status length 200"),
             ([&good[..2], &[0u8; 8][..], &good[10..]].concat(), "version 0"),
             (good[..HEADER_LEN + 2].to_vec(), "no value"),
-            ([&good[..HEADER_LEN], &[0xff, 0xfe][..], &good[HEADER_LEN + 2..]].concat(), "not UTF-8"),
+            (
+                [&good[..HEADER_LEN], &[0xff, 0xfe][..], &good[HEADER_LEN + 2..]].concat(),
+                "not UTF-8",
+            ),
         ];
         for (bytes, says) in cases {
             let err = Record::decode(Bytes::from(bytes)).expect_err(says);

@@ -63,7 +63,7 @@ impl fmt::Display for Version {
     }
 }
 
-/// A value with the version it was read at, its status and its last update time.
+/// A value with the version it was read at, its status, its last update time and fence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned<T> {
     /// The version the value was read at.
@@ -74,6 +74,11 @@ pub struct Versioned<T> {
     pub status: Option<String>,
     /// When it was last written, in milliseconds since the Unix epoch (server clock).
     pub updated_ms: u64,
+    /// The fencing token of the last fenced write ([`StateHandle::under`]); 0 when no fenced
+    /// write was ever accepted. A plain write keeps it.
+    ///
+    /// [`StateHandle::under`]: https://docs.rs/stateful-redis/latest/stateful_redis/struct.StateHandle.html#method.under
+    pub fence: u64,
 }
 
 impl<T> Versioned<T> {
@@ -84,6 +89,7 @@ impl<T> Versioned<T> {
             value: f(self.value),
             status: self.status,
             updated_ms: self.updated_ms,
+            fence: self.fence,
         }
     }
 }

@@ -45,7 +45,9 @@ impl Call {
 fn entity_hash(key: &str) -> u64 {
     stateful_redis_core::hash_tag(key)
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// How many calls one bundle (one `EVALSHA` of [`MANY`]) may hold.

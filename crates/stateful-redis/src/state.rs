@@ -207,7 +207,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         &self.namespace
     }
 
-    /// The Redis key of an entity's state hash.
+    /// The Redis key of an entity's state record.
     pub fn state_key(&self, entity: &str) -> Result<String, Error> {
         validate_entity_id(entity)?;
         Ok(self.keys.state(entity))
@@ -393,9 +393,9 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 version: Version(v),
                 replayed: reply.replayed && !automatic,
             }),
-            WriteResult::Corrupt(stored) => Err(Error::Corrupt {
+            WriteResult::Corrupt(detail) => Err(Error::Corrupt {
                 entity: entity.to_owned(),
-                detail: format!("the version field `v` holds {stored:?}, which is not a version"),
+                detail,
             }),
             WriteResult::Conflict(current) => {
                 // Every conflicting write (update attempts too) counts for the advisor's hot entities.
@@ -487,6 +487,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
             value,
             status: record.status,
             updated_ms: record.updated_ms,
+            fence: record.fence,
         }))
     }
 

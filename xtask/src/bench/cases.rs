@@ -111,7 +111,10 @@ pub(super) fn write_script(plain: &Path) -> anyhow::Result<String> {
         .output()
         .with_context(|| format!("running {}", plain.display()))?;
     if !out.status.success() {
-        bail!("`plain --print-write-script` failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "`plain --print-write-script` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut source = String::from_utf8(out.stdout).context("the write script is not UTF-8")?;
     // println!'s newline.

@@ -41,7 +41,15 @@ pub(super) fn measure(server: &Server, bins: &Bins, write_lua: &Path) -> anyhow:
         server.cli(&["FLUSHALL"])?;
         // Records as the executor writes them, on entities e0 … e<SAMPLE-1>.
         let out = pinned(&bins.load, server.clients.as_deref())
-            .args(["load", "--redis", &server.url(), "--workload", "put", "--concurrency", "1"])
+            .args([
+                "load",
+                "--redis",
+                &server.url(),
+                "--workload",
+                "put",
+                "--concurrency",
+                "1",
+            ])
             .args(["--ops", &(SAMPLE * 8).to_string(), "--entities", &SAMPLE.to_string()])
             .args(["--value-size", &size.to_string(), "--json"])
             .output()

@@ -579,7 +579,11 @@ impl Report<'_> {
         ];
         for &(size, record, plain) in &cost.records {
             targets.push(Target {
-                id: if size == 100 { "record_vs_plain_100b" } else { "record_vs_plain_1kib" },
+                id: if size == 100 {
+                    "record_vs_plain_100b"
+                } else {
+                    "record_vs_plain_1kib"
+                },
                 label: if size == 100 {
                     "bytes per entity / plain string, 100 B value"
                 } else {

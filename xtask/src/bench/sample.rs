@@ -63,7 +63,12 @@ impl Case {
                 .output()
                 .with_context(|| format!("failed to start `{}`", program.display()))?;
             if !out.status.success() {
-                bail!("preparing `{}` failed ({}):\n{}", self.shown, out.status, tail(&out.stderr));
+                bail!(
+                    "preparing `{}` failed ({}):\n{}",
+                    self.shown,
+                    out.status,
+                    tail(&out.stderr)
+                );
             }
         }
         let mut command = pinned(&self.program, server.clients.as_deref());
@@ -142,7 +147,7 @@ fn parse_redis_benchmark(text: &str, ops: u64) -> anyhow::Result<Sample> {
     let line = text
         .lines()
         .rev()
-        .find(|line| line.starts_with("\"EVALSHA"))
+        .find(|line| line.starts_with("\"EVALSHA") || line.starts_with("\"GET"))
         .with_context(|| format!("no result line in redis-benchmark's output:\n{text}"))?;
     let fields: Vec<f64> = line
         .rsplitn(8, ',')

@@ -100,7 +100,10 @@ fn a_user_lacking_a_command_the_scripts_call_is_named_and_its_password_never_sho
     let acl = findings(&report, "acl");
     assert_eq!(acl.len(), 1, "every other command verified: {report}");
     assert_eq!(acl[0]["level"], "risk", "{report}");
-    assert!(acl[0]["message"].as_str().unwrap_or("").contains("getrange"), "{report}");
+    assert!(
+        acl[0]["message"].as_str().unwrap_or("").contains("getrange"),
+        "{report}"
+    );
     // This user may not read CONFIG, but INFO (one of ACL_COMMANDS) tells the policy; the RDB
     // schedule only CONFIG tells: not verified, not failed.
     let policy = findings(&report, "maxmemory-policy");

@@ -585,7 +585,11 @@ async fn calls_of_every_script_in_one_bundle_answer_and_apply_as_if_alone() {
     assert_eq!(answers[10], "int(1)", "the calls after a failed one run");
     let n = answers.len();
     assert!(answers[n - 2].contains("not a record"), "{}", answers[n - 2]);
-    assert!(answers[n - 1].contains("the highest a record holds"), "{}", answers[n - 1]);
+    assert!(
+        answers[n - 1].contains("the highest a record holds"),
+        "{}",
+        answers[n - 1]
+    );
     // Both message ids kept, in their order of arrival; the replay changed nothing.
     assert_eq!(combined_server.cli(&["ZRANGE", "t:{g}:m", "0", "-1"]), "m1\nm2");
     assert_eq!(combined_server.record("t:{g}:s", "value"), "second");

@@ -95,7 +95,12 @@ async fn operations_go_to_the_master_of_their_slot_and_scripts_heal_on_every_mas
     // (Reads are plain GETs: the writes need the scripts.)
     for i in 0..300u64 {
         let id = format!("e{i}");
-        state.update(&id, |c| Counter { n: c.map_or(0, |c| c.n) + 1 }).await.expect("update");
+        state
+            .update(&id, |c| Counter {
+                n: c.map_or(0, |c| c.n) + 1,
+            })
+            .await
+            .expect("update");
         assert_eq!(state.get(&id).await.expect("get").expect("stored").value.n, i + 1);
     }
     assert!(exec.script_stats().reloads >= reloads + 3, "{:?}", exec.script_stats());

@@ -182,3 +182,44 @@ async fn raw_bytes_and_compressed_values_round_trip() {
     );
     assert_eq!(blobs.get("b").await.expect("get").expect("exists").value, big);
 }
+
+/// A record keeps its status, fence and expiry across writes that do not change them: the
+/// header is rewritten with each write, so each field must be carried over.
+#[tokio::test]
+async fn a_record_keeps_what_a_write_does_not_change() {
+    let server = RedisServer::start();
+    let exec = executor(&server).await;
+    let counters = exec.state::<Counter>("it").expect("namespace");
+    let lease = exec
+        .leases("it")
+        .expect("namespace")
+        .acquire("d", "me", Duration::from_secs(30))
+        .await
+        .expect("acquire");
+    counters.put("d", &Counter { n: 1 }).await.expect("put");
+    counters
+        .transition("d", &[""], "online", None)
+        .await
+        .expect("transition");
+    counters.under(&lease).put(&Counter { n: 2 }).await.expect("fenced put");
+    counters.put("d", &Counter { n: 3 }).await.expect("plain put");
+    let now = counters.get("d").await.expect("get").expect("stored");
+    assert_eq!((now.version, now.value.n), (Version(4), 3));
+    assert_eq!(now.status.as_deref(), Some("online"), "a put keeps the status");
+    assert_eq!(now.fence, lease.token(), "a plain write keeps the last fence");
+    assert!(now.updated_ms > 1_700_000_000_000, "server ms: {}", now.updated_ms);
+    // A transition without a value keeps the value; an expiry set once stays through puts.
+    counters
+        .transition("d", &["online"], "updating", None)
+        .await
+        .expect("transition");
+    assert_eq!(counters.get("d").await.expect("get").expect("stored").value.n, 3);
+    let expiring = exec
+        .state::<Counter>("it")
+        .expect("namespace")
+        .with_ttl(Duration::from_secs(100));
+    expiring.put("d", &Counter { n: 4 }).await.expect("put with ttl");
+    counters.put("d", &Counter { n: 5 }).await.expect("put");
+    let ttl: i64 = server.cli(&["PTTL", "it:{d}:s"]).parse().expect("PTTL");
+    assert!(ttl > 0, "the expiry was dropped: PTTL {ttl}");
+}
