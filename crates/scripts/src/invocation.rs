@@ -252,6 +252,8 @@ pub enum WriteOp<'a> {
         /// The expected version.
         expected: u64,
     },
+    /// Delete at any version (the script's expected version `'*'`).
+    DeleteAny,
 }
 
 /// The keys a fenced or idempotent write also touches (all under the entity's hash tag).
@@ -390,7 +392,7 @@ impl Invocation for Write<'_> {
             WriteOp::Put => "put",
             WriteOp::Cas { .. } => "cas",
             WriteOp::Transition { .. } => "tr",
-            WriteOp::Delete { .. } => "del",
+            WriteOp::Delete { .. } | WriteOp::DeleteAny => "del",
         };
         cmd.bytes(op.as_bytes())
             .bytes(self.data.unwrap_or_default())
@@ -412,6 +414,7 @@ impl Invocation for Write<'_> {
             .arg(self.nonce);
         match self.op {
             WriteOp::Cas { expected } | WriteOp::Delete { expected } => cmd.arg(expected),
+            WriteOp::DeleteAny => cmd.arg("*"),
             WriteOp::Transition { from, to } => cmd.arg(0).arg(to).arg(from),
             WriteOp::Put => cmd.arg(0),
         };

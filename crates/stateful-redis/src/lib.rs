@@ -168,7 +168,7 @@ pub use crate::presence::Presence;
 pub use crate::reload::ConfigChange;
 #[cfg(feature = "config-file")]
 pub use crate::settings::{ENV_PREFIX, load_config, parse_config, redacted_toml};
-pub use crate::state::{Applied, Change, Fence, Fenced, StateHandle, Updated};
+pub use crate::state::{Applied, Change, Fence, Fenced, StateHandle, TryUpdateError, Updated};
 #[cfg(feature = "config-file")]
 pub use crate::watch::ConfigWatch;
 #[doc(inline)]

@@ -7,6 +7,7 @@ mod alerts;
 mod batching;
 mod cluster;
 mod durability;
+mod entities;
 mod guarantees;
 mod input;
 mod leases;

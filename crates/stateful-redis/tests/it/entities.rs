@@ -1,0 +1,148 @@
+//! Operations across the entities of a namespace: batched reads, the listing, unconditional
+//! deletes, and updates the caller aborts.
+
+use std::time::Duration;
+
+use stateful_redis::{Error, TryUpdateError, Version};
+
+use crate::Counter;
+
+crate::on_both! {
+    async fn get_many_returns_each_entity_in_order_with_none_for_missing(topology: &Topology) {
+        let exec = topology.executor().await;
+        let counters = exec.state::<Counter>("it").expect("namespace");
+        let ids: Vec<String> = (0..300).map(|i| format!("dev-{i}")).collect();
+        for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+            counters.put(id, &Counter { n: i as u64 }).await.expect("put");
+        }
+        let asked: Vec<&str> = ids.iter().map(String::as_str).rev().collect();
+        let got = counters.get_many(&asked).await.expect("get_many");
+        assert_eq!(got.len(), asked.len());
+        for (id, value) in asked.iter().zip(&got) {
+            let i: u64 = id["dev-".len()..].parse().expect("number");
+            match value {
+                None => assert_eq!(i % 3, 0, "{id} was written but read as missing"),
+                Some(v) => {
+                    assert_ne!(i % 3, 0, "{id} was never written");
+                    assert_eq!(v.value, Counter { n: i }, "{id}");
+                    assert_eq!(v.version, Version(1));
+                }
+            }
+        }
+        assert!(counters.get_many(&[]).await.expect("empty").is_empty());
+        exec.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn get_many_refuses_a_bad_id_before_reading_anything() {
+    let topology = crate::Topology::standalone();
+    let exec = topology.executor().await;
+    let counters = exec.state::<Counter>("it").expect("namespace");
+    counters.put("a", &Counter { n: 1 }).await.expect("put");
+    let before = exec.snapshot();
+    match counters.get_many(&["a", "bad{id}", "b"]).await {
+        Err(Error::InvalidId(_)) => {}
+        other => panic!("expected InvalidId, got {other:?}"),
+    }
+    let after = exec.snapshot();
+    assert_eq!(
+        before.operations.iter().map(|o| o.count).sum::<u64>(),
+        after.operations.iter().map(|o| o.count).sum::<u64>(),
+        "a read was made"
+    );
+    exec.shutdown().await;
+}
+
+crate::on_both! {
+    async fn delete_removes_whatever_the_version_and_says_if_it_existed(topology: &Topology) {
+        let exec = topology.executor().await;
+        let counters = exec.state::<Counter>("it").expect("namespace");
+        for n in 0..3 {
+            counters.put("d", &Counter { n }).await.expect("put");
+        }
+        assert!(counters.delete("d").await.expect("delete"));
+        assert_eq!(counters.get("d").await.expect("get"), None);
+        assert!(!counters.delete("d").await.expect("delete again"));
+        assert!(!counters.delete("never").await.expect("delete absent"));
+        // A new life starts at version 1.
+        assert_eq!(counters.put("d", &Counter { n: 9 }).await.expect("put"), Version(1));
+        assert!(matches!(counters.delete("x}").await, Err(Error::InvalidId(_))));
+        exec.shutdown().await;
+    }
+}
+
+crate::on_both! {
+    async fn a_fenced_delete_with_a_stale_fence_is_refused(topology: &Topology) {
+        let exec = topology.executor().await;
+        let counters = exec.state::<Counter>("it").expect("namespace");
+        let leases = counters.leases();
+        let ttl = Duration::from_millis(200);
+        let old = leases.acquire("f", "old-owner", ttl).await.expect("acquire");
+        counters.under(&old).put(&Counter { n: 1 }).await.expect("fenced put");
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        let new = leases.acquire("f", "new-owner", Duration::from_secs(10)).await.expect("takeover");
+        match counters.under(&old).delete().await {
+            Err(Error::Fenced { token, .. }) => assert_eq!(token, old.token()),
+            other => panic!("expected Fenced, got {other:?}"),
+        }
+        assert!(counters.get("f").await.expect("get").is_some(), "the stale holder deleted");
+        assert!(counters.under(&new).delete().await.expect("current holder deletes"));
+        assert!(!counters.under(&new).delete().await.expect("nothing left"));
+        assert_eq!(counters.get("f").await.expect("get"), None);
+        exec.shutdown().await;
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct TooBig(u64);
+
+impl std::fmt::Display for TooBig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is too big", self.0)
+    }
+}
+
+#[tokio::test]
+async fn try_update_aborts_with_the_callers_error_and_writes_nothing() {
+    let topology = crate::Topology::standalone();
+    let exec = topology.executor().await;
+    let counters = exec.state::<Counter>("it").expect("namespace");
+    let bump = |c: Option<Counter>| {
+        let n = c.unwrap_or_default().n;
+        if n >= 2 {
+            Err(TooBig(n))
+        } else {
+            Ok(Counter { n: n + 1 })
+        }
+    };
+    let first = counters.try_update("t", bump).await.expect("first");
+    assert_eq!((first.value.n, first.version), (1, Version(1)));
+    counters.try_update("t", bump).await.expect("second");
+    match counters.try_update("t", bump).await {
+        Err(TryUpdateError::Aborted(e)) => assert_eq!(e, TooBig(2)),
+        other => panic!("expected the caller's error, got {other:?}"),
+    }
+    let stored = counters.get("t").await.expect("get").expect("exists");
+    assert_eq!(
+        (stored.value.n, stored.version),
+        (2, Version(2)),
+        "the aborted update wrote"
+    );
+    // Fenced too: the closure's error ends it before any write.
+    let lease = counters
+        .leases()
+        .acquire("t", "me", Duration::from_secs(10))
+        .await
+        .expect("lease");
+    let aborted = counters.under(&lease).try_update(bump).await;
+    assert_eq!(
+        aborted.map(|u| u.version).map_err(TryUpdateError::aborted),
+        Err(Some(TooBig(2)))
+    );
+    assert_eq!(
+        counters.get("t").await.expect("get").expect("exists").version,
+        Version(2)
+    );
+    exec.shutdown().await;
+}
