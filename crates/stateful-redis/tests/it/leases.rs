@@ -312,3 +312,96 @@ crate::on_both! {
             .expect("the holder writes");
     }
 }
+
+crate::on_both! {
+    async fn acquire_wait_gets_the_lease_once_released_or_expired_and_gives_up_after_wait(topology: &Topology) {
+        let exec = topology.executor().await;
+        let leases = exec.state::<Counter>("it").expect("namespace").leases();
+        let long = Duration::from_secs(30);
+        // Released: the waiter gets it, with a newer token.
+        let first = leases.acquire("w", "A", long).await.expect("A");
+        let waiter = {
+            let leases = leases.clone();
+            tokio::spawn(async move { leases.acquire_wait("w", "B", long, Duration::from_secs(20)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        leases.release(&first).await.expect("A releases");
+        let second = waiter.await.expect("task").expect("B once A released");
+        assert_eq!(second.owner(), "B");
+        assert!(second.token() > first.token());
+        // Expired (never renewed): the waiter gets it.
+        let short = leases.acquire("e", "A", Duration::from_millis(300)).await.expect("A");
+        let after = leases
+            .acquire_wait("e", "B", long, Duration::from_secs(20))
+            .await
+            .expect("B once A expired");
+        assert!(after.token() > short.token());
+        // Still held after `wait`: the holder's error.
+        match leases.acquire_wait("w", "C", long, Duration::from_millis(200)).await {
+            Err(Error::LeaseHeld { holder, .. }) => assert_eq!(holder, "B"),
+            other => panic!("expected LeaseHeld, got {other:?}"),
+        }
+        match leases.acquire_wait("w", "C", long, Duration::ZERO).await {
+            Err(Error::LeaseHeld { holder, .. }) => assert_eq!(holder, "B"),
+            other => panic!("expected LeaseHeld, got {other:?}"),
+        }
+        // Bad arguments at once.
+        assert!(matches!(
+            leases.acquire_wait("w{", "C", long, long).await,
+            Err(Error::InvalidId(_))
+        ));
+        assert!(matches!(
+            leases.acquire_wait("w", "C", Duration::ZERO, long).await,
+            Err(Error::InvalidArgument { name: "ttl", .. })
+        ));
+        // The guarded form keeps it.
+        leases.release(&second).await.expect("B releases");
+        let guard = leases
+            .acquire_guarded_wait("w", "D", long, Duration::from_secs(5))
+            .await
+            .expect("D");
+        assert!(guard.is_valid());
+        guard.release().await.expect("D releases");
+        exec.shutdown().await;
+    }
+}
+
+crate::on_both! {
+    async fn a_cancelled_acquire_wait_leaves_no_lease_behind(topology: &Topology) {
+        let exec = topology.executor().await;
+        let leases = exec.leases("it").expect("namespace");
+        let ttl = Duration::from_secs(60);
+        let mut cancelled = 0;
+        // Cancelled at every phase: before sending, with the grant in flight, with the reply
+        // on its way back.
+        for i in 0..60u64 {
+            let entity = format!("c{i}");
+            let attempt = leases.acquire_wait(&entity, "gone", ttl, ttl);
+            match tokio::time::timeout(Duration::from_micros(i * 50), attempt).await {
+                Err(_elapsed) => cancelled += 1,
+                Ok(granted) => leases.release(&granted.expect("granted")).await.expect("release"),
+            }
+        }
+        assert!(cancelled > 0, "no acquire_wait was cancelled");
+        // Waiting while a lease is held, then cancelled: it stops trying.
+        let held = leases.acquire("h", "holder", ttl).await.expect("holder");
+        let attempt = leases.acquire_wait("h", "gone", ttl, ttl);
+        assert!(tokio::time::timeout(Duration::from_millis(100), attempt).await.is_err());
+        leases.release(&held).await.expect("release");
+        // Every entity is free well before the 60 s a forgotten grant would hold it.
+        for i in 0..60u64 {
+            let entity = format!("c{i}");
+            let lease = leases
+                .acquire_wait(&entity, "checker", ttl, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("{entity} is still held: {e}"));
+            leases.release(&lease).await.expect("release");
+        }
+        let lease = leases
+            .acquire_wait("h", "checker", ttl, Duration::from_secs(5))
+            .await
+            .expect("h is free");
+        assert_eq!(lease.owner(), "checker");
+        exec.shutdown().await;
+    }
+}
