@@ -135,6 +135,7 @@
 mod advisor;
 mod executor;
 mod leases;
+mod listing;
 mod presence;
 mod reload;
 #[cfg(feature = "config-file")]
@@ -164,6 +165,7 @@ fn sampled() -> bool {
 pub use crate::advisor::{Area, PoolChange, ScriptsReport, Suggestion};
 pub use crate::executor::{ExecutorBuilder, StatefulExecutor};
 pub use crate::leases::{Lease, LeaseGuard, LeaseLoss, LeaseStatus, Leases};
+pub use crate::listing::EntityScan;
 pub use crate::presence::Presence;
 pub use crate::reload::ConfigChange;
 #[cfg(feature = "config-file")]

@@ -20,6 +20,7 @@ use stateful_redis_scripts::{GET, Get, GuardKeys, MessageWindow, WRITE, Write, W
 
 use crate::executor::{Encoded, Inner};
 use crate::leases::{Lease, LeaseGuard, Leases};
+use crate::listing::EntityScan;
 use crate::presence::Presence;
 
 /// The outcome of [`StateHandle::update`].
@@ -657,6 +658,13 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
             .buffered(GET_MANY_IN_FLIGHT)
             .try_collect()
             .await
+    }
+
+    /// Lists the entities of this namespace, page by page, without blocking the server:
+    /// `SCAN` on every server; see [`EntityScan`] for what it guarantees. Nothing is sent
+    /// until the first [`next_page`](EntityScan::next_page).
+    pub fn entities(&self) -> EntityScan {
+        EntityScan::new(Arc::clone(&self.exec), self.namespace.clone())
     }
 
     /// Ownership leases on this handle's namespace: a lease taken here fences the writes of

@@ -146,3 +146,49 @@ async fn try_update_aborts_with_the_callers_error_and_writes_nothing() {
     );
     exec.shutdown().await;
 }
+
+crate::on_both! {
+    async fn the_listing_finds_every_entity_once_and_nothing_of_other_namespaces(topology: &Topology) {
+        let exec = topology.executor().await;
+        let counters = exec.state::<Counter>("it").expect("namespace");
+        let mut expected: Vec<String> = (0..500).map(|i| format!("dev-{i}")).collect();
+        // Ids that look like glob patterns or other keys are listed as they are.
+        expected.extend(["a*b", "q?", "[x]", "dev:1:s", "back\\slash", "ü"].map(String::from));
+        for id in &expected {
+            counters.put(id, &Counter { n: 1 }).await.expect("put");
+        }
+        // Other namespaces, an entity's other keys, presence: none of them is listed.
+        for namespace in ["other", "it:sub", "i", "it*"] {
+            let others = exec.state::<Counter>(namespace).expect("namespace");
+            others.put("dev-0", &Counter { n: 2 }).await.expect("put");
+            others.put("intruder", &Counter { n: 2 }).await.expect("put");
+        }
+        let lease = counters.leases().acquire("only-leased", "me", Duration::from_secs(30)).await.expect("lease");
+        counters.under(&lease).put(&Counter { n: 3 }).await.expect("fenced put");
+        expected.push("only-leased".into());
+        counters.presence().heartbeat("only-present").await.expect("heartbeat");
+        counters.put("deleted", &Counter { n: 4 }).await.expect("put");
+        assert!(counters.delete("deleted").await.expect("delete"));
+        expected.sort();
+
+        assert_eq!(counters.entities().all().await.expect("all"), expected);
+        // Small pages: each page without repeats, together every entity.
+        let mut scan = counters.entities().with_count(7);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut pages = 0;
+        while let Some(page) = scan.next_page().await.expect("page") {
+            assert!(!page.is_empty());
+            let unique: std::collections::HashSet<&String> = page.iter().collect();
+            assert_eq!(unique.len(), page.len(), "a page repeats an entity");
+            seen.extend(page);
+            pages += 1;
+        }
+        assert!(pages > 1, "count 7 gave one page");
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
+        assert_eq!(scan.next_page().await.expect("after the end"), None);
+        // An empty namespace lists nothing.
+        let empty = exec.state::<Counter>("empty").expect("namespace");
+        assert_eq!(empty.entities().all().await.expect("all"), Vec::<String>::new());
+        exec.shutdown().await;
+    }
+}
