@@ -628,6 +628,13 @@ pub enum PresenceOp<'a> {
     Count(u64),
     /// Remove entities not seen within the window (ms).
     Expire(u64),
+    /// Whether an entity was seen within the window: 1 or 0.
+    Active {
+        /// The window, in ms.
+        window_ms: u64,
+        /// The entity.
+        entity: &'a str,
+    },
 }
 
 /// `presence`: one operation on one presence shard.
@@ -656,10 +663,43 @@ impl Invocation for Presence<'_> {
             PresenceOp::Beat(entities) => cmd.arg("beat").arg(0).arg(entities),
             PresenceOp::Count(window) => cmd.arg("count").arg(window),
             PresenceOp::Expire(window) => cmd.arg("expire").arg(window),
+            PresenceOp::Active { window_ms, entity } => cmd.arg("active").arg(window_ms).arg(entity),
         };
     }
 
     fn parse(&self, reply: Value) -> Result<u64, String> {
         int(&reply)
+    }
+}
+
+/// `presence` `members`: the entities of one shard seen within a window.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceMembers<'a> {
+    /// The shard key.
+    pub shard: &'a str,
+    /// The window, in ms.
+    pub window_ms: u64,
+}
+
+impl Invocation for PresenceMembers<'_> {
+    type Reply = Vec<String>;
+
+    fn script(&self) -> &'static Script {
+        &PRESENCE
+    }
+
+    fn routing_key(&self) -> &str {
+        self.shard
+    }
+
+    fn write_args<A: Args>(&self, cmd: &mut A) {
+        cmd.keys(&[self.shard.as_bytes()]).arg("members").arg(self.window_ms);
+    }
+
+    fn parse(&self, reply: Value) -> Result<Vec<String>, String> {
+        match reply {
+            Value::Array(items) => items.into_iter().map(text).collect(),
+            other => Err(format!("expected an array, got {other:?}")),
+        }
     }
 }

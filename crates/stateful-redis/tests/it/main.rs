@@ -13,6 +13,7 @@ mod input;
 mod leases;
 mod monitor;
 mod once;
+mod presence;
 mod resilience;
 mod security;
 mod state;
