@@ -2,10 +2,11 @@
 //!
 //! A [`StatefulExecutor`] is the one entry point: it holds the connection pool and the
 //! Lua scripts, and hands out typed [`StateHandle`]s per namespace. Every operation is
-//! one script, atomic on the server: `get`, `put`, compare-and-set (`cas`),
-//! read-modify-write with bounded retries (`update`, or `try_update` whose closure may
-//! refuse), state-machine `transition`s, `delete_if` and `delete`, batched reads (`get_many`)
-//! and a listing that never blocks the server (`entities`). Bad input (ids, oversized values) is refused with a typed error before
+//! one script, atomic on the server: `get` and `get_many` (batched), `put`, compare-and-set
+//! (`cas`), read-modify-write with bounded retries (`update`, or `try_update` whose closure
+//! may refuse), state-machine `transition`s, `delete_if` and `delete`; only the listing of a
+//! namespace (`entities`) is `SCAN` pages, which never block the server. Bad input (ids,
+//! oversized values) is refused with a typed error before
 //! anything is sent; corrupt data in Redis is a typed error naming the entity.
 //!
 //! ```no_run
