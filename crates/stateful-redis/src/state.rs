@@ -649,15 +649,26 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     /// The reads are not one snapshot: each entity is read atomically, on its own. The first
     /// failure (Redis, or a value that does not decode) is the error.
     pub async fn get_many(&self, entities: &[&str]) -> Result<Vec<Option<Versioned<T>>>, Error> {
-        use futures_util::{StreamExt, TryStreamExt};
+        use futures_util::StreamExt;
 
         for entity in entities {
             validate_entity_id(entity)?;
         }
-        futures_util::stream::iter(entities.iter().map(|entity| self.get(entity)))
-            .buffered(GET_MANY_IN_FLIGHT)
-            .try_collect()
-            .await
+        // A window of reads in flight, refilled as the oldest answer (no closure held across
+        // an await, so the future stays `Send`).
+        let mut values = Vec::with_capacity(entities.len());
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        let mut next = entities.iter();
+        loop {
+            while in_flight.len() < GET_MANY_IN_FLIGHT {
+                let Some(entity) = next.next() else { break };
+                in_flight.push_back(self.get(entity));
+            }
+            match in_flight.next().await {
+                Some(value) => values.push(value?),
+                None => return Ok(values),
+            }
+        }
     }
 
     /// Lists the entities of this namespace, page by page, without blocking the server:

@@ -17,6 +17,13 @@ crate::on_both! {
         }
         let asked: Vec<&str> = ids.iter().map(String::as_str).rev().collect();
         let got = counters.get_many(&asked).await.expect("get_many");
+        // Its future is `Send`: it runs in a task too.
+        let (handle, owned) = (counters.clone(), ids.clone());
+        let spawned = tokio::spawn(async move {
+            let ids: Vec<&str> = owned.iter().map(String::as_str).collect();
+            handle.get_many(&ids).await.map(|values| values.iter().filter(|v| v.is_some()).count())
+        });
+        assert_eq!(spawned.await.expect("task").expect("get_many"), 200);
         assert_eq!(got.len(), asked.len());
         for (id, value) in asked.iter().zip(&got) {
             let i: u64 = id["dev-".len()..].parse().expect("number");
@@ -171,7 +178,10 @@ crate::on_both! {
         assert!(counters.delete("deleted").await.expect("delete"));
         expected.sort();
 
-        assert_eq!(counters.entities().all().await.expect("all"), expected);
+        // The listing runs in a task of its own too (its futures are `Send`).
+        let scan = counters.entities();
+        let all = tokio::spawn(async move { scan.all().await }).await.expect("task");
+        assert_eq!(all.expect("all"), expected);
         // Small pages: each page without repeats, together every entity.
         let mut scan = counters.entities().with_count(7);
         let mut seen = std::collections::BTreeSet::new();

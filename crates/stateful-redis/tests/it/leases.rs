@@ -376,10 +376,20 @@ crate::on_both! {
         // on its way back.
         for i in 0..60u64 {
             let entity = format!("c{i}");
-            let attempt = leases.acquire_wait(&entity, "gone", ttl, ttl);
-            match tokio::time::timeout(Duration::from_micros(i * 50), attempt).await {
-                Err(_elapsed) => cancelled += 1,
-                Ok(granted) => leases.release(&granted.expect("granted")).await.expect("release"),
+            let mut attempt = std::pin::pin!(leases.acquire_wait(&entity, "gone", ttl, ttl));
+            // Polled once, then after 0 to 5 turns of the runtime, then dropped if not done.
+            let mut granted = None;
+            for _ in 0..=(i % 6) {
+                let poll = std::future::poll_fn(|cx| std::task::Poll::Ready(attempt.as_mut().poll(cx))).await;
+                if let std::task::Poll::Ready(result) = poll {
+                    granted = Some(result.expect("granted"));
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            match granted {
+                Some(lease) => leases.release(&lease).await.expect("release"),
+                None => cancelled += 1,
             }
         }
         assert!(cancelled > 0, "no acquire_wait was cancelled");
@@ -402,6 +412,26 @@ crate::on_both! {
             .await
             .expect("h is free");
         assert_eq!(lease.owner(), "checker");
+        // Cancelled while the grant is in flight (the server holds the call back): the grant
+        // arrives after the caller left, and is released.
+        let keys = stateful_redis::KeyLayout::new(&stateful_redis::Namespace::new("it").expect("namespace"));
+        let (lease_key, fence_key) = (keys.lease("p"), keys.fence("p"));
+        assert_eq!(topology.cli_for(&lease_key, &["CLIENT", "PAUSE", "500", "WRITE"]), "OK");
+        let attempt = leases.acquire_wait("p", "gone", ttl, ttl);
+        assert!(tokio::time::timeout(Duration::from_millis(100), attempt).await.is_err());
+        // Granted once the pause ends (the fence counter says so), then released.
+        let mut seen = (String::new(), String::new());
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seen = (
+                topology.cli_for(&fence_key, &["GET", &fence_key]),
+                topology.cli_for(&lease_key, &["EXISTS", &lease_key]),
+            );
+            if seen == ("1".into(), "0".into()) {
+                break;
+            }
+        }
+        assert_eq!(seen, ("1".into(), "0".into()), "(fence, lease exists): granted after the cancellation and kept");
         exec.shutdown().await;
     }
 }
