@@ -202,3 +202,26 @@ crate::on_both! {
         exec.shutdown().await;
     }
 }
+
+/// The futures of the fleet's API run in spawned tasks: each is `Send` (checked when this compiles).
+#[allow(dead_code, reason = "a compile-time check, never called")]
+fn futures_are_send(
+    handle: &stateful_redis::StateHandle<Counter, stateful_redis::SerdeCodec>,
+    scan: &mut stateful_redis::EntityScan,
+) {
+    fn send<T: Send>(_: T) {}
+    send(handle.get_many(&[]));
+    send(handle.delete(""));
+    send(handle.try_update("", |_| Err::<Counter, TooBig>(TooBig(0))));
+    send(scan.next_page());
+    let leases = handle.leases();
+    send(leases.acquire_wait("", "", Duration::ZERO, Duration::ZERO));
+    send(leases.acquire_guarded_wait("", "", Duration::ZERO, Duration::ZERO));
+    let presence = handle.presence();
+    send(presence.is_active(""));
+    send(presence.members());
+    let lease = stateful_redis::Fence::new("e", 1, "o");
+    let fenced = handle.under(lease);
+    send(fenced.delete());
+    send(fenced.try_update(|_| Err::<Counter, TooBig>(TooBig(0))));
+}
