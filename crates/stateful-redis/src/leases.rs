@@ -334,7 +334,8 @@ async fn wait_for_lease(
     wait: Duration,
     mut reply: tokio::sync::oneshot::Sender<Result<Unclaimed, Error>>,
 ) {
-    let deadline = Instant::now() + wait;
+    // `None`: a wait too long to measure (`Duration::MAX`), so without end.
+    let deadline = Instant::now().checked_add(wait);
     let mut cap = WAIT_FIRST_PAUSE;
     let outcome = loop {
         let started = Instant::now();
@@ -346,7 +347,7 @@ async fn wait_for_lease(
             Err(e) if e.is_outcome_unknown() => Some(jitter(cap)),
             _ => None,
         };
-        let Some(pause) = pause.filter(|_| now < deadline && !reply.is_closed()) else {
+        let Some(pause) = pause.filter(|_| deadline.is_none_or(|d| now < d) && !reply.is_closed()) else {
             leases.exec.observe(Operation::Acquire, started, &result);
             if result.is_ok() {
                 leases.exec.monitor.record_lease_acquired();
@@ -355,7 +356,7 @@ async fn wait_for_lease(
         };
         cap = (cap * 2).min(WAIT_MAX_PAUSE);
         // The last try comes at the deadline at the latest.
-        let until = (now + pause).min(deadline);
+        let until = deadline.map_or(now + pause, |d| (now + pause).min(d));
         tokio::select! {
             _ = tokio::time::sleep_until(until.into()) => {}
             // The caller is gone: no try more.

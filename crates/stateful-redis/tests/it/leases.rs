@@ -345,6 +345,9 @@ crate::on_both! {
             Err(Error::LeaseHeld { holder, .. }) => assert_eq!(holder, "B"),
             other => panic!("expected LeaseHeld, got {other:?}"),
         }
+        // A wait too long to measure is no error.
+        let free = leases.acquire_wait("free", "C", long, Duration::MAX).await.expect("free");
+        leases.release(&free).await.expect("release");
         // Bad arguments at once.
         assert!(matches!(
             leases.acquire_wait("w{", "C", long, long).await,
