@@ -237,3 +237,30 @@ fn parse_scan(value: Value) -> Result<(u64, Vec<String>), String> {
         .collect();
     Ok((cursor, keys))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_replies_are_read_and_malformed_ones_refused() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            bulk("17"),
+            Value::Array(vec![bulk("a"), Value::BulkString(vec![0xff])]),
+        ]);
+        assert_eq!(parse_scan(reply), Ok((17, vec!["a".to_owned()])));
+        assert_eq!(
+            parse_scan(Value::Array(vec![bulk("0"), Value::Array(vec![])])),
+            Ok((0, vec![]))
+        );
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![bulk("1")]),
+            Value::Array(vec![bulk("x"), Value::Array(vec![])]),
+            Value::Array(vec![bulk("1"), bulk("k")]),
+        ] {
+            assert!(parse_scan(bad.clone()).is_err(), "{bad:?}");
+        }
+    }
+}
