@@ -12,7 +12,7 @@
 -- ARGV[6]  message id ('' or absent: not idempotent)
 -- ARGV[7]  message ids kept per entity, ARGV[8] for how many ms
 -- ARGV[9]  the caller's nonce, stored with the first outcome ('': none)
--- ARGV[10] expected version (cas, del; '0': must not exist; '*': any, for del)
+-- ARGV[10] expected version (cas, del; '0': must not exist; del only: '*' any version)
 -- ARGV[11] new status (tr)
 -- ARGV[12..] allowed current statuses (tr; '' stands for "no status yet")
 -- A plain put sends ARGV[1..3] only: the hot path is short.
@@ -80,7 +80,7 @@ if op == 'cas' or op == 'del' then
   local expected = ARGV[10]
   if op == 'del' and cur == 0 then
     result = {-1, ''}
-  elseif expected ~= '*' and cur ~= tonumber(expected) then
+  elseif not (op == 'del' and expected == '*') and cur ~= tonumber(expected) then
     result = {0, cur}
   elseif op == 'del' then
     redis.call('DEL', key)

@@ -139,11 +139,12 @@ fn build_many() -> String {
 /// pattern for your namespaces, e.g. `ACL SETUSER app on >secret ~fleet:* <ACL_COMMANDS>`.
 /// Scripts run their commands as the calling user, so these include what the scripts call.
 /// On a Redis Cluster the executor also reads the topology (`CLUSTER SLOTS`) and follows
-/// `ASK` redirects during a slot migration (`ASKING`).
+/// `ASK` redirects during a slot migration (`ASKING`). `SCAN` lists a namespace's entities
+/// (`StateHandle::entities`).
 pub const ACL_COMMANDS: &str = "+evalsha +script|load +ping +select +time +del +get +getrange +set +incr +pttl +pexpire \
      +hget +hset +hdel \
-     +zadd +zcard +zcount +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank \
-     +setrange +info \
+     +zadd +zcard +zcount +zscore +zrange +zrangebyscore +zremrangebyscore +zremrangebyrank \
+     +setrange +info +scan \
      +asking +cluster|slots";
 
 /// Every script, in the order they are preloaded.

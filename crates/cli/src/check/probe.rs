@@ -103,12 +103,14 @@ const PROBE_ARGS: &[(&str, &str)] = &[
     ("zadd", "K 1 m"),
     ("zcard", "K"),
     ("zcount", "K 0 1"),
+    ("zscore", "K m"),
     ("zrange", "K 0 1"),
     ("zrangebyscore", "K 0 1"),
     ("zremrangebyscore", "K 0 1"),
     ("zremrangebyrank", "K 0 1"),
     ("setrange", "K 0 x"),
     ("info", "memory"),
+    ("scan", "0"),
 ];
 
 /// The commands of [`ACL_COMMANDS`] (`+script|load` is `script|load`).
