@@ -128,6 +128,8 @@
 //!   Without it, build an [`ExecutorConfig`] in code.
 //! - `otel`: OpenTelemetry metrics and traces exported over OTLP (gRPC or HTTP/protobuf), turned
 //!   on by `telemetry.enabled`; see [`TelemetryConfig`] and [docs/metrics.md][metrics].
+//! - `prometheus` (with `otel`): a Prometheus scrape endpoint at `telemetry.prometheus_listen`,
+//!   under the names the OTLP→Prometheus translation gives.
 //!
 //! [examples]: https://github.com/stateful-redis/stateful-redis/tree/main/crates/stateful-redis/examples
 //! [metrics]: https://github.com/stateful-redis/stateful-redis/blob/main/docs/metrics.md
