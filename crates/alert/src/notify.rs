@@ -21,7 +21,7 @@ use http as transport;
 #[cfg(not(feature = "http"))]
 use no_http as transport;
 
-use transport::Target;
+pub(crate) use transport::Target;
 
 /// Notifications waiting for delivery; once it is full, new ones are dropped and counted.
 pub(crate) const QUEUE_CAPACITY: usize = 1024;

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
@@ -34,6 +34,10 @@ pub struct ExportErrors {
     traces: AtomicU64,
     last_metrics_log_ms: AtomicU64,
     last_traces_log_ms: AtomicU64,
+    /// What TLS said about the last failed HTTP export of each signal (the HTTP exporter
+    /// reports every failure as "network error"; our client notes the cause here).
+    tls_metrics: Mutex<Option<&'static str>>,
+    tls_traces: Mutex<Option<&'static str>>,
 }
 
 impl ExportErrors {
@@ -54,7 +58,24 @@ impl ExportErrors {
         }
     }
 
+    fn tls_slot(&self, signal: &str) -> &Mutex<Option<&'static str>> {
+        match signal {
+            "metrics" => &self.tls_metrics,
+            _ => &self.tls_traces,
+        }
+    }
+
+    /// Notes the TLS cause of an HTTP export failure about to be reported.
+    fn note_tls(&self, signal: &str, hint: &'static str) {
+        *self.tls_slot(signal).lock().unwrap_or_else(PoisonError::into_inner) = Some(hint);
+    }
+
     fn failed(&self, signal: &'static str, error: &dyn std::fmt::Display) {
+        let noted = self
+            .tls_slot(signal)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let (count, last_log) = self.counters(signal);
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
         let now = SystemTime::now()
@@ -69,7 +90,7 @@ impl ExportErrors {
                 .is_ok()
         {
             let error = error.to_string();
-            match tls_hint(&error) {
+            match noted.or_else(|| tls_hint(&error)) {
                 Some(hint) => tracing::warn!(
                     signal,
                     failures = n,
@@ -228,11 +249,17 @@ fn tonic_settings<B: WithExportConfig + WithTonicConfig>(
 fn http_settings<B: WithExportConfig + WithHttpConfig>(
     b: B,
     config: &TelemetryConfig,
-    signal: &str,
+    signal: &'static str,
+    errors: &Arc<ExportErrors>,
 ) -> Result<B, Error> {
+    let client = HttpClient {
+        inner: http_client(config, signal)?,
+        errors: Arc::clone(errors),
+        signal,
+    };
     let mut b = b
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_http_client(http_client(config, signal)?);
+        .with_http_client(client);
     if let Some(endpoint) = &config.endpoint {
         b = b.with_endpoint(http_url(endpoint, signal));
     }
@@ -328,20 +355,95 @@ fn http_client(config: &TelemetryConfig, signal: &str) -> Result<reqwest::blocki
     built.map_err(|e| build_error(signal, e))
 }
 
+/// The HTTP exporter's client: reqwest's blocking one, noting the TLS cause of a failure in
+/// [`ExportErrors`] (the exporter itself reports every failure as "network error").
+#[derive(Debug)]
+struct HttpClient {
+    inner: reqwest::blocking::Client,
+    errors: Arc<ExportErrors>,
+    signal: &'static str,
+}
+
+impl opentelemetry_http::HttpClient for HttpClient {
+    // What `#[async_trait]` writes, by hand.
+    fn send_bytes<'a, 'b>(
+        &'a self,
+        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn Future<
+                    Output = Result<
+                        opentelemetry_http::Response<opentelemetry_http::Bytes>,
+                        opentelemetry_http::HttpError,
+                    >,
+                > + Send
+                + 'b,
+        >,
+    >
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(async move {
+            let result = opentelemetry_http::HttpClient::send_bytes(&self.inner, request).await;
+            if let Err(e) = &result
+                && let Some(tls) = rustls_error(e.as_ref())
+            {
+                self.errors.note_tls(self.signal, rustls_hint(tls));
+            }
+            result
+        })
+    }
+}
+
+/// The rustls error behind an error, if any. hyper wraps it in `io::Error`s, whose `source`
+/// skips what they wrap: those are opened with `get_ref`.
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+const NOT_TRUSTED: &str = "the collector's certificate is not trusted: set telemetry.ca_file to the PEM file of its CA";
+const WRONG_NAME: &str = "the collector's certificate does not name the endpoint's host";
+const EXPIRED: &str = "the collector's certificate has expired";
+const REFUSED: &str = "the collector's certificate was refused";
+const HANDSHAKE: &str = "the TLS handshake failed (is the collector serving TLS on this port?)";
+
+fn rustls_hint(error: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match error {
+        // No trusted issuer, or an issuer of that name whose key did not sign it.
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => NOT_TRUSTED,
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => WRONG_NAME,
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => EXPIRED,
+        rustls::Error::InvalidCertificate(_) => REFUSED,
+        _ => HANDSHAKE,
+    }
+}
+
 /// What to tell about an export error that is a TLS failure, or `None` for any other.
 /// The exporters give their errors as text: this reads the words rustls and tonic use.
 pub(crate) fn tls_hint(error: &str) -> Option<&'static str> {
     let e = error.to_ascii_lowercase();
-    if e.contains("unknownissuer") || e.contains("unknown issuer") || e.contains("not trusted") {
-        Some("the collector's certificate is not trusted: set telemetry.ca_file to the PEM file of its CA")
+    if e.contains("unknownissuer") || e.contains("unknown issuer") || e.contains("badsignature") {
+        Some(NOT_TRUSTED)
     } else if e.contains("notvalidforname") || e.contains("not valid for name") {
-        Some("the collector's certificate does not name the endpoint's host")
+        Some(WRONG_NAME)
     } else if e.contains("expired") && e.contains("cert") {
-        Some("the collector's certificate has expired")
-    } else if e.contains("certificate") || e.contains("invalidcertificate") {
-        Some("the collector's certificate was refused")
+        Some(EXPIRED)
+    } else if e.contains("certificate") {
+        Some(REFUSED)
     } else if e.contains("handshake") || e.contains("tls") || e.contains("corrupt message") {
-        Some("the TLS handshake failed (is the collector serving TLS on this port?)")
+        Some(HANDSHAKE)
     } else {
         None
     }
@@ -358,7 +460,7 @@ pub(crate) fn meter_provider(
         let exporter = if grpc(config, "METRICS") {
             tonic_settings(builder.with_tonic(), config, "metrics")?.build()
         } else {
-            http_settings(builder.with_http(), config, "metrics")?.build()
+            http_settings(builder.with_http(), config, "metrics", &errors)?.build()
         }
         .map_err(|e| build_error("metrics", e))?;
         let mut reader = PeriodicReader::builder(CountingMetricExporter {
@@ -403,7 +505,7 @@ pub(crate) fn tracer_provider(
     let exporter = if grpc(config, "TRACES") {
         tonic_settings(builder.with_tonic(), config, "traces")?.build()
     } else {
-        http_settings(builder.with_http(), config, "traces")?.build()
+        http_settings(builder.with_http(), config, "traces", &errors)?.build()
     }
     .map_err(|e| build_error("traces", e))?;
     let processor = BatchSpanProcessor::builder(CountingSpanExporter {

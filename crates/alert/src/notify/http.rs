@@ -161,10 +161,14 @@ impl Target {
 fn describe(error: reqwest::Error, ca_field: &str) -> String {
     if let Some(tls) = tls_error(&error) {
         return match tls {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
-                format!("TLS: certificate not trusted: set {ca_field} to the PEM file of its CA")
-            }
-            rustls::Error::InvalidCertificate(cause) => format!("TLS: certificate refused: {cause:?}"),
+            // No trusted issuer, or an issuer of that name whose key did not sign it.
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
+            ) => format!("TLS: certificate not trusted: set {ca_field} to the PEM file of its CA"),
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
+            ) => "TLS: the certificate does not name the URL's host".to_owned(),
+            rustls::Error::InvalidCertificate(cause) => format!("TLS: certificate refused: {cause}"),
             rustls::Error::InvalidMessage(_) => {
                 "TLS: handshake failed: the server did not answer in TLS (is it serving https?)".to_owned()
             }
@@ -180,22 +184,18 @@ fn describe(error: reqwest::Error, ca_field: &str) -> String {
     }
 }
 
-/// The rustls error behind a request error, if any (hyper wraps it in an `io::Error`, whose
-/// `source` skips it).
+/// The rustls error behind a request error, if any. hyper wraps it in `io::Error`s, whose
+/// `source` skips what they wrap: those are opened with `get_ref`.
 fn tls_error(error: &reqwest::Error) -> Option<&rustls::Error> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = next {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        if let Some(tls) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls);
-        }
-        next = e.source();
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
