@@ -474,26 +474,20 @@ pub(crate) fn meter_provider(
         provider = provider.with_reader(reader.build());
     }
     if let Some(addr) = config.prometheus_listen {
-        provider = provider.with_reader(prometheus_reader(addr)?);
+        #[cfg(feature = "prometheus")]
+        {
+            let exporter = crate::PrometheusExporter::new();
+            exporter.serve(addr, "telemetry.prometheus_listen")?;
+            provider = provider.with_reader(exporter);
+        }
+        #[cfg(not(feature = "prometheus"))]
+        return Err(Error::Config(ConfigError::new(
+            "telemetry.prometheus_listen",
+            addr,
+            "this build has no Prometheus endpoint: enable the `prometheus` feature of stateful-redis",
+        )));
     }
     Ok(provider.build())
-}
-
-/// The reader of `telemetry.prometheus_listen`, serving already.
-#[cfg(feature = "prometheus")]
-fn prometheus_reader(addr: std::net::SocketAddr) -> Result<crate::PrometheusExporter, Error> {
-    let exporter = crate::PrometheusExporter::new();
-    exporter.serve(addr, "telemetry.prometheus_listen")?;
-    Ok(exporter)
-}
-
-#[cfg(not(feature = "prometheus"))]
-fn prometheus_reader(addr: std::net::SocketAddr) -> Result<opentelemetry_sdk::metrics::ManualReader, Error> {
-    Err(Error::Config(ConfigError::new(
-        "telemetry.prometheus_listen",
-        addr,
-        "this build has no Prometheus endpoint: enable the `prometheus` feature of stateful-redis",
-    )))
 }
 
 pub(crate) fn tracer_provider(
