@@ -115,6 +115,8 @@
 //!   names the hot entity.
 //! - `opentelemetry` (feature `otel`): the app's own tracer provider and the executor's metrics
 //!   and spans on one OTLP collector, the executor's spans linked to the app's.
+//! - `prometheus` (feature `prometheus`): the metrics served at `/metrics` for Prometheus to
+//!   scrape, with no collector.
 //!
 //! ## Feature flags
 //! - `compression` (default): LZ4 compression of values above `state.compress_above`.
