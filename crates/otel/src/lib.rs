@@ -17,15 +17,11 @@
 //! - **Export.** OTLP over gRPC or HTTP/protobuf, on the SDK's own threads. A failed export never
 //!   blocks or fails an operation: it is counted ([`Telemetry::export_errors`], and the metric
 //!   `stateful_redis.telemetry.export.errors`) and logged at most once a minute per signal.
-//!
 //! - **Prometheus** (feature `prometheus`). `telemetry.prometheus_listen` serves the same
 //!   metrics at `/metrics` for Prometheus to scrape, under the OTLP→Prometheus translation's
-//!   names; [`PrometheusExporter`] is the reader, for an SDK meter provider of your own too.
+//!   names; `PrometheusExporter` is the reader, for an SDK meter provider of your own too.
 //! - **TLS.** `https://` endpoints go over rustls (ring), trusting the system's roots or only
 //!   `telemetry.ca_file`'s; an untrusted certificate is logged as a TLS failure.
-//!
-//! ## Feature flags
-//! - `prometheus`: the scrape endpoint and [`PrometheusExporter`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), stateful_redis_core::Error> {
@@ -43,6 +39,9 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Feature flags
+//! - `prometheus`: the scrape endpoint and `PrometheusExporter`.
 
 mod export;
 mod instruments;

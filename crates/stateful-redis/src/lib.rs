@@ -191,6 +191,10 @@ pub use stateful_redis_metrics::{
     ALERT_METRICS, GaugeSource, Gauges, LatencySummary, MetricsSnapshot, Operation, OperationSnapshot,
     PerformanceMonitor, Stage, StageSnapshot,
 };
+/// The Prometheus reader, for an application's own `SdkMeterProvider` (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+#[doc(inline)]
+pub use stateful_redis_otel::PrometheusExporter;
 #[doc(inline)]
 pub use stateful_redis_pool::{
     EvictionPolicy, ExclusiveConnection, Pool, PoolStats, Reply, SharedConnection, server_error,

@@ -252,7 +252,15 @@ fn load_serves_its_metrics_for_prometheus_while_it_runs() {
     };
     let listen = format!("127.0.0.1:{port}");
     let mut child = bin()
-        .args(["load", "--redis", &server.url(), "--duration", "120", "--concurrency", "4"])
+        .args([
+            "load",
+            "--redis",
+            &server.url(),
+            "--duration",
+            "120",
+            "--concurrency",
+            "4",
+        ])
         .args(["--metrics-listen", &listen, "--json"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -266,27 +274,36 @@ fn load_serves_its_metrics_for_prometheus_while_it_runs() {
         if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
             let _ = child.kill();
             let output = child.wait_with_output().expect("wait");
-            panic!(
-                "no metrics at {listen}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            panic!("no metrics at {listen}: {}", String::from_utf8_lossy(&output.stderr));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     let _ = child.kill();
     let _ = child.wait();
     assert!(
-        text.lines().any(|l| l.starts_with("db_client_operation_duration_seconds_bucket{")
-            && l.contains("db_operation_name=\"put\"")),
+        text.lines()
+            .any(|l| l.starts_with("db_client_operation_duration_seconds_bucket{")
+                && l.contains("db_operation_name=\"put\"")),
         "{text}"
     );
-    assert!(text.contains("# TYPE stateful_redis_operations_total counter"), "{text}");
+    assert!(
+        text.contains("# TYPE stateful_redis_operations_total counter"),
+        "{text}"
+    );
 
     // A port in use: a clear error naming the setting, before any load.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let output = bin()
-        .args(["load", "--redis", &server.url(), "--ops", "10", "--metrics-listen", &addr])
+        .args([
+            "load",
+            "--redis",
+            &server.url(),
+            "--ops",
+            "10",
+            "--metrics-listen",
+            &addr,
+        ])
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr);
