@@ -163,3 +163,41 @@ impl TelemetryConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_and_prometheus_settings_parse_and_are_checked() {
+        let config: TelemetryConfig = serde_json::from_str(
+            r#"{"enabled": true, "endpoint": "https://otel.internal:4318",
+                "ca_file": "/etc/ssl/private-ca.pem", "prometheus_listen": "0.0.0.0:9464"}"#,
+        )
+        .expect("parse");
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(
+            config.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ssl/private-ca.pem"))
+        );
+        assert_eq!(config.prometheus_listen.map(|a| a.port()), Some(9464));
+        // An endpoint named: OTLP as well as the scrape endpoint.
+        assert!(config.exports_otlp());
+        let mut only_prometheus = config.clone();
+        only_prometheus.endpoint = None;
+        assert_eq!(only_prometheus.exports_otlp(), TelemetryConfig::enabled_by_env());
+        assert!(TelemetryConfig::default().exports_otlp());
+
+        let mut bad = config.clone();
+        bad.ca_file = Some(PathBuf::new());
+        assert_eq!(bad.validate().expect_err("empty path").field, "telemetry.ca_file");
+        let mut bad = config;
+        bad.enabled = false;
+        let err = bad.validate().expect_err("listen without enabled");
+        assert_eq!(
+            (err.field.as_str(), err.value.as_str()),
+            ("telemetry.prometheus_listen", "0.0.0.0:9464")
+        );
+        assert!(serde_json::from_str::<TelemetryConfig>(r#"{"prometheus_listen": "localhost"}"#).is_err());
+    }
+}
