@@ -1,15 +1,18 @@
 //! The Prometheus endpoint (`telemetry.prometheus_listen`) scraped by a real Prometheus
 //! (Debian's `prometheus`) while an executor works, with the shipped rules loaded: every
 //! query of the shipped Grafana dashboard returns data, and every rule evaluates without
-//! error on series that exist.
+//! error on series that exist. And the endpoint's series are those of the OTLP export of the
+//! same work, translated.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
 use serde_json::Value;
-use stateful_redis::{Error, ExecutorConfig, StatefulExecutor};
-use stateful_redis_test_support::{Prometheus, RedisServer};
+use stateful_redis::{Error, ExecutorConfig, OtlpProtocol, StatefulExecutor};
+use stateful_redis_test_support::{Prometheus, RedisServer, TestCa};
 
 const JOB: &str = "stateful-redis";
 
@@ -343,4 +346,128 @@ async fn prometheus_scrapes_the_endpoint_and_the_dashboard_and_rules_work_on_it(
         assert!(Instant::now() < deadline, "the endpoint still listens after shutdown");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The Prometheus name of an OTLP metric as the OTLP translation makes it (the Collector's and
+/// Prometheus's own, suffixes on), written here apart from the library's: `.` → `_`, the
+/// unit's word unless already there, `_total` on monotonic sums. Also whether it is a histogram.
+fn translated(metric: &Metric) -> (String, bool) {
+    let mut parts: Vec<String> = metric
+        .name
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != ':')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let unit = match metric.unit.as_str() {
+        "s" => Some("seconds"),
+        "By" => Some("bytes"),
+        u if u.starts_with('{') || u.is_empty() => None,
+        other => panic!("no Prometheus word known for unit {other:?} of {}", metric.name),
+    };
+    if let Some(unit) = unit
+        && !parts.iter().any(|p| p == unit)
+    {
+        parts.push(unit.to_owned());
+    }
+    let (counter, histogram) = match &metric.data {
+        Some(metric::Data::Sum(s)) => (s.is_monotonic, false),
+        Some(metric::Data::Histogram(_)) => (false, true),
+        _ => (false, false),
+    };
+    if counter {
+        parts.retain(|p| p != "total");
+        parts.push("total".to_owned());
+    }
+    (parts.join("_"), histogram)
+}
+
+/// Each series name of an OTLP export as Prometheus would store it, with its label names.
+fn translated_series(metrics: &[Metric]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for metric in metrics {
+        let (name, histogram) = translated(metric);
+        let attributes: Vec<&[KeyValue]> = match &metric.data {
+            Some(metric::Data::Sum(s)) => s.data_points.iter().map(|p| &p.attributes[..]).collect(),
+            Some(metric::Data::Gauge(g)) => g.data_points.iter().map(|p| &p.attributes[..]).collect(),
+            Some(metric::Data::Histogram(h)) => h.data_points.iter().map(|p| &p.attributes[..]).collect(),
+            other => panic!("{}: unexpected data {other:?}", metric.name),
+        };
+        let labels: BTreeSet<String> = attributes
+            .into_iter()
+            .flatten()
+            .map(|kv| kv.key.replace('.', "_"))
+            .collect();
+        let names = if histogram {
+            vec![format!("{name}_bucket"), format!("{name}_sum"), format!("{name}_count")]
+        } else {
+            vec![name]
+        };
+        for name in names {
+            out.entry(name).or_default().extend(labels.iter().cloned());
+        }
+    }
+    out
+}
+
+/// Each series name of an exposition, with its label names (`le` aside).
+fn exposed_series(text: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let labels = out.entry(line[..name_end].to_owned()).or_default();
+        if let Some(set) = line[name_end..].strip_prefix('{').and_then(|l| l.split_once('}')) {
+            for pair in set.0.split("\",").filter(|p| !p.is_empty()) {
+                let (label, _) = pair.split_once('=').unwrap_or((pair, ""));
+                if label != "le" {
+                    labels.insert(label.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_has_the_names_and_labels_of_the_otlp_translation() {
+    let server = RedisServer::start();
+    let ca = TestCa::new();
+    let (collector, received) = crate::tls::http_tls_receiver(&ca).await;
+    let port = free_port();
+    let mut config = ExecutorConfig::default();
+    config.redis.url = stateful_redis::RedisUrl::new(server.url());
+    let t = &mut config.telemetry;
+    t.enabled = true;
+    t.traces = false;
+    t.protocol = Some(OtlpProtocol::HttpProtobuf);
+    t.endpoint = Some(format!("https://{collector}"));
+    t.ca_file = Some(ca.ca_path().to_owned());
+    // One export, at shutdown.
+    t.metrics_interval = Some(Duration::from_secs(3600));
+    t.prometheus_listen = Some(format!("127.0.0.1:{port}").parse().expect("addr"));
+    config.presence.shards = 1;
+    config.state.compress_above = Some(256);
+    let exec = StatefulExecutor::builder()
+        .config(config)
+        .build()
+        .await
+        .expect("executor");
+    workload(&server, &exec).await;
+    let (status, text) = tokio::task::spawn_blocking(move || scrape(port)).await.expect("scrape");
+    assert_eq!(status, 200, "{text}");
+    // Both paths see the same work: nothing happens between the scrape and the export.
+    exec.shutdown().await;
+    assert_eq!(exec.telemetry_export_errors(), Some((0, 0)));
+    let exported = received.lock().expect("received").clone();
+    assert!(!exported.is_empty(), "no OTLP export arrived");
+    let want = translated_series(&exported);
+    let got = exposed_series(&text);
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "series names differ between OTLP (translated) and the endpoint"
+    );
+    assert_eq!(
+        want, got,
+        "label names differ between OTLP (translated) and the endpoint"
+    );
 }

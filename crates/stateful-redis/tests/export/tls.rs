@@ -11,19 +11,28 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::metrics::v1::Metric;
 use prost::Message as _;
 use stateful_redis::{Error, ExecutorConfig, OtlpProtocol, StatefulExecutor};
 use stateful_redis_test_support::{RedisServer, TestCa};
 
-/// The names of the metrics of every export received.
-type Received = Arc<Mutex<Vec<String>>>;
+/// The metrics of every export received.
+pub(crate) type Received = Arc<Mutex<Vec<Metric>>>;
 
-fn names(request: &ExportMetricsServiceRequest) -> Vec<String> {
+fn metrics(request: &ExportMetricsServiceRequest) -> Vec<Metric> {
     request
         .resource_metrics
         .iter()
         .flat_map(|r| &r.scope_metrics)
-        .flat_map(|s| &s.metrics)
+        .flat_map(|s| s.metrics.clone())
+        .collect()
+}
+
+fn names(received: &Received) -> Vec<String> {
+    received
+        .lock()
+        .expect("received")
+        .iter()
         .map(|m| m.name.clone())
         .collect()
 }
@@ -37,7 +46,7 @@ impl MetricsService for Grpc {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.0.lock().expect("received").extend(names(request.get_ref()));
+        self.0.lock().expect("received").extend(metrics(request.get_ref()));
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: None,
         }))
@@ -60,7 +69,7 @@ async fn grpc_tls_receiver(ca: &TestCa) -> (SocketAddr, Received) {
 }
 
 /// An OTLP/HTTP (protobuf) receiver over TLS with `ca`'s server certificate.
-async fn http_tls_receiver(ca: &TestCa) -> (SocketAddr, Received) {
+pub(crate) async fn http_tls_receiver(ca: &TestCa) -> (SocketAddr, Received) {
     let received = Received::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -97,7 +106,7 @@ async fn handle(
     let status = match (path.as_str(), body) {
         ("/v1/metrics", Ok(body)) => {
             let request = ExportMetricsServiceRequest::decode(body).expect("OTLP metrics protobuf");
-            received.lock().expect("received").extend(names(&request));
+            received.lock().expect("received").extend(metrics(&request));
             200
         }
         _ => 404,
@@ -154,7 +163,7 @@ async fn https_collectors_get_the_metrics_when_the_ca_file_is_set() {
         some_puts(&exec).await;
         exec.shutdown().await;
         assert_eq!(exec.telemetry_export_errors(), Some((0, 0)), "{protocol:?}");
-        let names = received.lock().expect("received").clone();
+        let names = names(&received);
         assert!(
             names.iter().any(|n| n == "db.client.operation.duration"),
             "{protocol:?}: {names:?}"
