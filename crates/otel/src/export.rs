@@ -227,7 +227,7 @@ fn tonic_settings<B: WithExportConfig + WithTonicConfig>(
         let tls = tonic::transport::ClientTlsConfig::new();
         let tls = match ca {
             Some((field, path)) => {
-                let pem = read_ca(&field, &path)?.1;
+                let pem = read_ca(&field, &path)?;
                 tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
             }
             None => tls.with_native_roots(),
@@ -302,9 +302,9 @@ fn ca_file(config: &TelemetryConfig, signal: &str) -> Option<(String, PathBuf)> 
     }
 }
 
-/// The certificates of a CA file, and its PEM text. Missing, unreadable, not PEM, or no
-/// certificate a root store takes: a config error naming `field` and the path.
-fn read_ca(field: &str, path: &Path) -> Result<(Vec<CertificateDer<'static>>, Vec<u8>), Error> {
+/// The PEM text of a CA file that holds at least one certificate a root store takes. Missing,
+/// unreadable, not PEM, or no such certificate: a config error naming `field` and the path.
+fn read_ca(field: &str, path: &Path) -> Result<Vec<u8>, Error> {
     let bad = |reason: String| Error::Config(ConfigError::new(field, path.display(), reason));
     let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read the CA file: {e}")))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
@@ -314,12 +314,12 @@ fn read_ca(field: &str, path: &Path) -> Result<(Vec<CertificateDer<'static>>, Ve
         return Err(bad("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned()));
     }
     let mut roots = rustls::RootCertStore::empty();
-    for cert in &certs {
+    for cert in certs {
         roots
-            .add(cert.clone())
+            .add(cert)
             .map_err(|e| bad(format!("holds a certificate that is not a valid CA certificate: {e}")))?;
     }
-    Ok((certs, pem))
+    Ok(pem)
 }
 
 /// The blocking reqwest client of the HTTP exporter: rustls with the process's crypto
@@ -328,7 +328,7 @@ fn read_ca(field: &str, path: &Path) -> Result<(Vec<CertificateDer<'static>>, Ve
 /// builds its default one (a blocking client must not be built on a Tokio thread).
 fn http_client(config: &TelemetryConfig, signal: &str) -> Result<reqwest::blocking::Client, Error> {
     let roots = match ca_file(config, signal) {
-        Some((field, path)) => Some(read_ca(&field, &path)?.1),
+        Some((field, path)) => Some(read_ca(&field, &path)?),
         None => None,
     };
     let timeout = config
@@ -432,7 +432,7 @@ fn rustls_hint(error: &rustls::Error) -> &'static str {
 
 /// What to tell about an export error that is a TLS failure, or `None` for any other.
 /// The exporters give their errors as text: this reads the words rustls and tonic use.
-pub(crate) fn tls_hint(error: &str) -> Option<&'static str> {
+fn tls_hint(error: &str) -> Option<&'static str> {
     let e = error.to_ascii_lowercase();
     if e.contains("unknownissuer") || e.contains("unknown issuer") || e.contains("badsignature") {
         Some(NOT_TRUSTED)
@@ -568,4 +568,28 @@ fn grpc(config: &TelemetryConfig, signal: &str) -> bool {
     read(format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"))
         .or_else(|| read("OTEL_EXPORTER_OTLP_PROTOCOL".to_owned()))
         .is_some_and(|v| v.trim() == "grpc")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tls_failures_get_a_tls_hint() {
+        let untrusted = "Unavailable, message: \"tcp connect error\", source: invalid peer certificate: UnknownIssuer";
+        assert_eq!(tls_hint(untrusted), Some(NOT_TRUSTED));
+        assert_eq!(
+            tls_hint("received corrupt message of type InvalidContentType"),
+            Some(HANDSHAKE)
+        );
+        assert_eq!(tls_hint("HTTP export failed: network error"), None);
+        assert_eq!(tls_hint("tcp connect error: Connection refused (os error 111)"), None);
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        assert_eq!(rustls_hint(&expired), EXPIRED);
+        let wrapped = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        ));
+        assert_eq!(rustls_error(&wrapped).map(rustls_hint), Some(NOT_TRUSTED));
+    }
 }
