@@ -49,6 +49,12 @@ const REQUIRED: &[Tool] = &[
         package: "prometheus",
         upstream: "Prometheus >= 2.40 (for promtool)",
     },
+    // The scrape test of the Prometheus endpoint: a real Prometheus server.
+    Tool {
+        binary: "prometheus",
+        package: "prometheus",
+        upstream: "Prometheus >= 2.40",
+    },
 ];
 
 /// Makes sure every [`REQUIRED`] program is on PATH.

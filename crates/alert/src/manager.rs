@@ -159,8 +159,8 @@ impl AlertManager {
     ///
     /// Needs a Tokio runtime. Errors: [`Error::Config`] naming the field, such as
     /// `alerts.rules[1].metric` for a metric not in
-    /// [`ALERT_METRICS`](stateful_redis_metrics::ALERT_METRICS), or `alerts.webhook.url` for
-    /// an `https://` URL (no TLS yet), or `alerts.webhook` and `alerts.alertmanager` in a
+    /// [`ALERT_METRICS`](stateful_redis_metrics::ALERT_METRICS), or `alerts.webhook.ca_file` for
+    /// a CA file that cannot be read or holds no certificate, or `alerts.webhook` and `alerts.alertmanager` in a
     /// build without the `http` feature; [`Error::InvalidArgument`] outside a Tokio runtime.
     pub fn new(config: &AlertsConfig) -> Result<Self, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::InvalidArgument {
@@ -169,7 +169,7 @@ impl AlertManager {
         })?;
         let rules = rule::compile(config)?;
         let notifiers = Notifiers::new(config)?;
-        let shared = Arc::new(Shared::new(notifiers)?);
+        let shared = Arc::new(Shared::new(notifiers));
         let (queue, received) = mpsc::channel(QUEUE_CAPACITY);
         let delivery = runtime.spawn(notify::run(Arc::clone(&shared), received));
         let (stop, _) = watch::channel(false);

@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use stateful_redis_core::{AlertsConfig, ConfigError, Error, Severity};
+use stateful_redis_core::{AlertsConfig, ConfigError, Severity};
 use tokio::sync::mpsc;
 
 // The webhook and Alertmanager notifiers post over HTTP with the `http` feature; without it
@@ -21,7 +21,7 @@ use http as transport;
 #[cfg(not(feature = "http"))]
 use no_http as transport;
 
-use transport::{Client, Target};
+pub(crate) use transport::Target;
 
 /// Notifications waiting for delivery; once it is full, new ones are dropped and counted.
 pub(crate) const QUEUE_CAPACITY: usize = 1024;
@@ -136,16 +136,14 @@ impl Notifiers {
 pub(crate) struct Shared {
     notifiers: RwLock<Arc<Notifiers>>,
     pub(crate) counters: Counters,
-    client: Client,
 }
 
 impl Shared {
-    pub(crate) fn new(notifiers: Notifiers) -> Result<Self, Error> {
-        Ok(Self {
+    pub(crate) fn new(notifiers: Notifiers) -> Self {
+        Self {
             notifiers: RwLock::new(Arc::new(notifiers)),
             counters: Counters::default(),
-            client: Client::new()?,
-        })
+        }
     }
 
     pub(crate) fn notifiers(&self) -> Arc<Notifiers> {
@@ -313,7 +311,7 @@ async fn post(shared: &Shared, target: &Target, body: &Value) -> Result<(), Stri
     let mut backoff = FIRST_BACKOFF;
     let mut retries_left = target.retries();
     loop {
-        let Err(error) = shared.client.post(target, body).await else {
+        let Err(error) = target.post(body).await else {
             return Ok(());
         };
         if retries_left == 0 {

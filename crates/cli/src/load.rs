@@ -99,6 +99,11 @@ pub(crate) struct LoadArgs {
     /// each call as its own EVALSHA (default: batch.calls_per_bundle, 64).
     #[arg(long, alias = "calls-per-run")]
     calls_per_bundle: Option<usize>,
+    /// Serve the run's metrics for Prometheus at http://ADDR/metrics while it runs (such as
+    /// 127.0.0.1:9464), under the names the OTLP→Prometheus translation gives; nothing goes
+    /// over OTLP then unless an OTLP endpoint is named too.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The summary of a run.
@@ -203,6 +208,10 @@ pub(crate) async fn run(args: LoadArgs) -> Result<(), Failure> {
     // Exports metrics and traces when the environment names an OTLP endpoint; every other
     // OTEL_* variable (protocol, headers, interval, sampler) is read too.
     config.telemetry.enabled |= stateful_redis::TelemetryConfig::enabled_by_env();
+    if let Some(addr) = args.metrics_listen {
+        config.telemetry.enabled = true;
+        config.telemetry.prometheus_listen = Some(addr);
+    }
     if let Some(links) = args.links {
         config.redis.pool.pipeline_links = links;
     }

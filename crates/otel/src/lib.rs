@@ -17,6 +17,11 @@
 //! - **Export.** OTLP over gRPC or HTTP/protobuf, on the SDK's own threads. A failed export never
 //!   blocks or fails an operation: it is counted ([`Telemetry::export_errors`], and the metric
 //!   `stateful_redis.telemetry.export.errors`) and logged at most once a minute per signal.
+//! - **Prometheus** (feature `prometheus`). `telemetry.prometheus_listen` serves the same
+//!   metrics at `/metrics` for Prometheus to scrape, under the OTLP→Prometheus translation's
+//!   names; `PrometheusExporter` is the reader, for an SDK meter provider of your own too.
+//! - **TLS.** `https://` endpoints go over rustls (ring), trusting the system's roots or only
+//!   `telemetry.ca_file`'s; an untrusted certificate is logged as a TLS failure.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), stateful_redis_core::Error> {
@@ -34,9 +39,14 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Feature flags
+//! - `prometheus`: the scrape endpoint and `PrometheusExporter`.
 
 mod export;
 mod instruments;
+#[cfg(feature = "prometheus")]
+mod prometheus;
 mod trace;
 
 use std::sync::Arc;
@@ -50,6 +60,8 @@ use stateful_redis_core::{Error, ErrorKind, TelemetryConfig};
 use stateful_redis_metrics::{Operation, PerformanceMonitor, Stage};
 
 pub use crate::export::ExportErrors;
+#[cfg(feature = "prometheus")]
+pub use crate::prometheus::PrometheusExporter;
 pub use crate::trace::{OpTrace, PipelineSpans};
 
 /// What the instruments read, and where the spans say the server is.
@@ -121,7 +133,8 @@ impl Telemetry {
         }
         let resource = resource.build();
         let meters = export::meter_provider(config, Arc::clone(&errors), resource.clone())?;
-        let (tracers, ratio) = if config.traces {
+        // A Prometheus-only setup (no OTLP endpoint named) has nowhere to send spans.
+        let (tracers, ratio) = if config.traces && config.exports_otlp() {
             let (provider, ratio) = export::tracer_provider(config, Arc::clone(&errors), resource)?;
             (Some(provider), ratio)
         } else {

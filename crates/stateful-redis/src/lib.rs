@@ -117,6 +117,8 @@
 //!   names the hot entity.
 //! - `opentelemetry` (feature `otel`): the app's own tracer provider and the executor's metrics
 //!   and spans on one OTLP collector, the executor's spans linked to the app's.
+//! - `prometheus` (feature `prometheus`): the metrics served at `/metrics` for Prometheus to
+//!   scrape, with no collector.
 //!
 //! ## Feature flags
 //! - `compression` (default): LZ4 compression of values above `state.compress_above`.
@@ -130,6 +132,8 @@
 //!   Without it, build an [`ExecutorConfig`] in code.
 //! - `otel`: OpenTelemetry metrics and traces exported over OTLP (gRPC or HTTP/protobuf), turned
 //!   on by `telemetry.enabled`; see [`TelemetryConfig`] and [docs/metrics.md][metrics].
+//! - `prometheus` (with `otel`): a Prometheus scrape endpoint at `telemetry.prometheus_listen`,
+//!   under the names the OTLP→Prometheus translation gives.
 //!
 //! [examples]: https://github.com/stateful-redis/stateful-redis/tree/main/crates/stateful-redis/examples
 //! [metrics]: https://github.com/stateful-redis/stateful-redis/blob/main/docs/metrics.md
@@ -191,6 +195,10 @@ pub use stateful_redis_metrics::{
     ALERT_METRICS, GaugeSource, Gauges, LatencySummary, MetricsSnapshot, Operation, OperationSnapshot,
     PerformanceMonitor, Stage, StageSnapshot,
 };
+/// The Prometheus reader, for an application's own `SdkMeterProvider` (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+#[doc(inline)]
+pub use stateful_redis_otel::PrometheusExporter;
 #[doc(inline)]
 pub use stateful_redis_pool::{
     EvictionPolicy, ExclusiveConnection, Pool, PoolStats, Reply, SharedConnection, server_error,

@@ -1,11 +1,11 @@
 //! A real Prometheus Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback
-//! port, with a configuration that receives alerts and notifies nobody.
+//! port, with a configuration that receives alerts and notifies nobody; plain HTTP, or TLS
+//! with a [`TestCa`](crate::TestCa)'s certificate (`--web.config.file`).
 
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,13 +22,36 @@ pub struct Alertmanager {
     port: u16,
     child: Child,
     dir: PathBuf,
+    /// The client side of its TLS, when it serves TLS.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Alertmanager {
     /// Starts one on a free port of 127.0.0.1 (clustering off) and waits until it is ready.
     pub fn start() -> Alertmanager {
+        Self::start_with(None)
+    }
+
+    /// Starts one that serves HTTPS only, with `ca`'s server certificate (for 127.0.0.1).
+    pub fn start_tls(ca: &crate::TestCa) -> Alertmanager {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&crate::TestCa>) -> Alertmanager {
         assert!(crate::find_on_path(BINARY).is_some(), "{NOT_FOUND}");
         let dir = create_temp_dir();
+        let web_config = dir.join("web.yml");
+        if let Some(ca) = ca {
+            fs::write(
+                &web_config,
+                format!(
+                    "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                    ca.cert_path().display(),
+                    ca.key_path().display()
+                ),
+            )
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", web_config.display()));
+        }
         let config = dir.join("alertmanager.yml");
         fs::write(
             &config,
@@ -40,7 +63,11 @@ impl Alertmanager {
             let (port, _) = free_ports(false);
             let log = fs::File::create(dir.join("alertmanager.log"))
                 .unwrap_or_else(|e| panic!("cannot create the alertmanager log: {e}"));
-            let child = Command::new(BINARY)
+            let mut command = Command::new(BINARY);
+            if ca.is_some() {
+                command.arg(format!("--web.config.file={}", web_config.display()));
+            }
+            let child = command
                 .arg(format!("--config.file={}", config.display()))
                 .arg(format!("--storage.path={}", dir.join("data").display()))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -54,6 +81,7 @@ impl Alertmanager {
                 port,
                 child,
                 dir: dir.clone(),
+                tls: ca.map(crate::TestCa::client_config),
             };
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
@@ -83,25 +111,16 @@ impl Alertmanager {
         self.port
     }
 
-    /// `http://127.0.0.1:{port}`.
+    /// `http://127.0.0.1:{port}`, or `https://…` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// GET `path` over plain HTTP/1.0: the status code and the body, or `None` when it does
-    /// not answer.
+    /// GET `path` over HTTP/1.0 (in TLS when it serves TLS): the status code and the body, or
+    /// `None` when it does not answer.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Some((status, body))
+        crate::http_get(self.port, path, self.tls.as_ref())
     }
 
     /// The alerts it holds now (`GET /api/v2/alerts`), as JSON text.

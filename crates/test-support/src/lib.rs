@@ -40,7 +40,8 @@
 //! [`RedisCluster`] starts a local Redis Cluster (3 masters and 3 replicas by default) from such
 //! servers with `redis-cli --cluster create`, and drives slot migrations and failovers.
 //! [`Alertmanager`] starts a real Prometheus Alertmanager (`prometheus-alertmanager`) the same
-//! way, for the alerting tests.
+//! way, for the alerting tests (over TLS too), and [`Prometheus`] a real Prometheus server
+//! that scrapes given targets. [`TestCa`] makes a throwaway CA and server certificate.
 //!
 //! ## Panics
 //!
@@ -55,6 +56,7 @@
 
 mod alertmanager;
 mod cluster;
+mod prometheus;
 mod tls;
 
 use std::fmt::Write as _;
@@ -72,6 +74,8 @@ use crate::tls::TlsFiles;
 
 pub use crate::alertmanager::Alertmanager;
 pub use crate::cluster::{ClusterBuilder, ClusterNode, RedisCluster};
+pub use crate::prometheus::Prometheus;
+pub use crate::tls::TestCa;
 
 const NOT_FOUND: &str = "redis-server not found on PATH: install it with \
     `apt-get install redis-server redis-tools` (cargo xtask test does this when run as root)";
@@ -675,6 +679,49 @@ fn free_ports(with_tls: bool) -> (u16, Option<u16>) {
     let plain = bind();
     let tls = with_tls.then(bind);
     (port_of(&plain), tls.as_ref().map(port_of))
+}
+
+/// GET `path` from 127.0.0.1:`port` over HTTP/1.0, in TLS when `tls` is given: the status
+/// code and the body, or `None` when it does not answer.
+fn http_get(port: u16, path: &str, tls: Option<&std::sync::Arc<rustls::ClientConfig>>) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let request = format!(
+        "GET {path} HTTP/1.0
+Host: 127.0.0.1
+
+"
+    );
+    let mut response = Vec::new();
+    match tls {
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
+            let connection = rustls::ClientConnection::new(std::sync::Arc::clone(config), name).ok()?;
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            tls.write_all(request.as_bytes()).ok()?;
+            read_all(&mut tls, &mut response)?;
+        }
+        None => {
+            stream.write_all(request.as_bytes()).ok()?;
+            read_all(&mut stream, &mut response)?;
+        }
+    }
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Reads to the end; a peer that closes without a TLS close_notify has still said it all.
+fn read_all(reader: &mut impl Read, into: &mut Vec<u8>) -> Option<()> {
+    match reader.read_to_end(into) {
+        Ok(_) => Some(()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !into.is_empty() => Some(()),
+        Err(_) => None,
+    }
 }
 
 /// A new directory under the system temp dir, unique to this server.

@@ -76,3 +76,106 @@ fn new_server_cert(ca: &Certificate, ca_key: &KeyPair) -> (Certificate, KeyPair)
 fn write(path: &Path, contents: &[u8]) {
     fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
+
+/// A throwaway CA and a server certificate for `127.0.0.1` and `localhost` that it signed,
+/// written into a temporary directory of their own (removed on drop): for TLS test servers
+/// (OTLP receivers, webhooks, an Alertmanager) and the clients that must trust them.
+#[derive(Debug)]
+pub struct TestCa {
+    dir: PathBuf,
+    files: TlsFiles,
+}
+
+impl TestCa {
+    /// Generates a fresh CA and server certificate.
+    pub fn new() -> TestCa {
+        let dir = crate::create_temp_dir();
+        let files = write_files(&dir);
+        TestCa { dir, files }
+    }
+
+    /// The CA certificate's PEM file: what a client is told to trust.
+    pub fn ca_path(&self) -> &Path {
+        &self.files.ca_cert_path
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.files.ca_cert_pem
+    }
+
+    /// The server certificate's PEM file.
+    pub fn cert_path(&self) -> &Path {
+        &self.files.cert_path
+    }
+
+    /// The server's private key, a PKCS#8 PEM file.
+    pub fn key_path(&self) -> &Path {
+        &self.files.key_path
+    }
+
+    /// The server certificate, PEM.
+    pub fn cert_pem(&self) -> Vec<u8> {
+        read(&self.files.cert_path)
+    }
+
+    /// The server's private key, PEM.
+    pub fn key_pem(&self) -> Vec<u8> {
+        read(&self.files.key_path)
+    }
+
+    /// A rustls client configuration (ring) that trusts this CA only.
+    pub fn client_config(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem()) {
+            roots
+                .add(cert.expect("the test CA is PEM"))
+                .expect("the test CA is a valid root");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS 1.2 and 1.3 with ring")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        std::sync::Arc::new(config)
+    }
+
+    /// A rustls server configuration (ring) with the server certificate and key, offering
+    /// `alpn` (such as `h2` for gRPC; empty for none).
+    pub fn server_config(&self, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.cert_pem())
+            .collect::<Result<_, _>>()
+            .expect("the test server certificate is PEM");
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem()).expect("the test server key is PEM");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS 1.2 and 1.3 with ring")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("the test server certificate and key match");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        std::sync::Arc::new(config)
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}

@@ -13,6 +13,8 @@ use crate::notify::Status;
 
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
+mod https;
 
 /// Gauges the test sets.
 #[derive(Debug, Default)]

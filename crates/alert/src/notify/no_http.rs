@@ -2,7 +2,7 @@
 //! configuration that names one is refused, and their targets cannot exist.
 
 use serde_json::Value;
-use stateful_redis_core::{AlertmanagerConfig, ConfigError, Error, WebhookConfig};
+use stateful_redis_core::{AlertmanagerConfig, ConfigError, WebhookConfig};
 
 /// No target can be built without the `http` feature.
 #[derive(Debug)]
@@ -20,6 +20,10 @@ impl Target {
     pub(crate) fn retries(&self) -> u32 {
         match *self {}
     }
+
+    pub(crate) async fn post(&self, _: &Value) -> Result<(), String> {
+        match *self {}
+    }
 }
 
 fn without_http(field: &str) -> ConfigError {
@@ -29,18 +33,4 @@ fn without_http(field: &str) -> ConfigError {
         "stateful-redis-alert was built without the `http` feature (`alert-http` of \
          stateful-redis): only the log notifier is available",
     )
-}
-
-/// Nothing to post with.
-#[derive(Debug)]
-pub(crate) struct Client;
-
-impl Client {
-    pub(crate) fn new() -> Result<Self, Error> {
-        Ok(Self)
-    }
-
-    pub(crate) async fn post(&self, target: &Target, _: &Value) -> Result<(), String> {
-        match *target {}
-    }
 }

@@ -231,3 +231,83 @@ fn load_runs_on_a_cluster_from_seed_urls_and_says_so() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--redis"));
 }
+
+/// GET `/metrics` from 127.0.0.1:`port`: the body of a 200, or `None`.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
+}
+
+#[test]
+fn load_serves_its_metrics_for_prometheus_while_it_runs() {
+    let server = RedisServer::start();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = bin()
+        .args([
+            "load",
+            "--redis",
+            &server.url(),
+            "--duration",
+            "120",
+            "--concurrency",
+            "4",
+        ])
+        .args(["--metrics-listen", &listen, "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        if let Some(text) = scrape(port).filter(|t| t.contains("stateful_redis_operations_total{")) {
+            break text;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("wait");
+            panic!("no metrics at {listen}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("db_client_operation_duration_seconds_bucket{")
+                && l.contains("db_operation_name=\"put\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE stateful_redis_operations_total counter"),
+        "{text}"
+    );
+
+    // A port in use: a clear error naming the setting, before any load.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let output = bin()
+        .args([
+            "load",
+            "--redis",
+            &server.url(),
+            "--ops",
+            "10",
+            "--metrics-listen",
+            &addr,
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("telemetry.prometheus_listen"), "{stderr}");
+}

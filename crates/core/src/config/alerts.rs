@@ -2,11 +2,12 @@
 //! alert crate's).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::check::{header_name, http_url, positive, shown_url};
+use super::check::{ca_file, header_name, http_url, positive, shown_url};
 use super::{ConfigError, Secret, duration};
 
 /// How an alert rule turns its metric into the value it compares.
@@ -174,7 +175,8 @@ impl AlertRule {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct WebhookConfig {
-    /// `http://…` (URLs often carry a token: it never shows in `Debug`, logs or errors).
+    /// `http://…` or `https://…` (URLs often carry a token: it never shows in `Debug`, logs
+    /// or errors). `https://` trusts the system's roots, or only `ca_file` when set.
     pub url: Secret,
     /// The longest one attempt may take (default 5 s).
     #[serde(default = "default_notify_timeout", with = "duration")]
@@ -186,6 +188,13 @@ pub struct WebhookConfig {
     /// Headers sent with every post, such as `Authorization`; their values never show.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
+    /// A PEM file of the CA certificate(s) of an `https://` webhook whose certificate the
+    /// system does not trust; when set, the only roots trusted for it. A file that is
+    /// missing, unreadable or holds no certificate is an error naming
+    /// `alerts.webhook.ca_file` and the path when the alert manager is built or
+    /// reconfigured. A certificate that is not trusted is logged as a TLS error.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl WebhookConfig {
@@ -196,6 +205,7 @@ impl WebhookConfig {
             timeout: default_notify_timeout(),
             retries: default_notify_retries(),
             headers: BTreeMap::new(),
+            ca_file: None,
         }
     }
 
@@ -203,6 +213,9 @@ impl WebhookConfig {
         http_url("alerts.webhook.url", self.url.expose(), true)?;
         positive("alerts.webhook.timeout", self.timeout)?;
         retries("alerts.webhook.retries", self.retries)?;
+        if let Some(path) = &self.ca_file {
+            ca_file("alerts.webhook.ca_file", path)?;
+        }
         for (name, value) in &self.headers {
             header_name("alerts.webhook.headers", name)?;
             if value.expose().chars().any(|c| c.is_control() && c != '\t') {
@@ -222,7 +235,9 @@ impl WebhookConfig {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct AlertmanagerConfig {
-    /// The base URL, such as `http://127.0.0.1:9093`; alerts go to `<url>/api/v2/alerts`.
+    /// The base URL, such as `http://127.0.0.1:9093` or `https://alertmanager:9093`; alerts
+    /// go to `<url>/api/v2/alerts`. `https://` trusts the system's roots, or only `ca_file`
+    /// when set.
     pub url: String,
     /// The longest one attempt may take (default 5 s).
     #[serde(default = "default_notify_timeout", with = "duration")]
@@ -234,6 +249,13 @@ pub struct AlertmanagerConfig {
     /// post says they end after three of these unless posted again.
     #[serde(default = "default_resend_interval", with = "duration")]
     pub resend_interval: Duration,
+    /// A PEM file of the CA certificate(s) of an `https://` Alertmanager whose certificate
+    /// the system does not trust; when set, the only roots trusted for it. A file that is
+    /// missing, unreadable or holds no certificate is an error naming
+    /// `alerts.alertmanager.ca_file` and the path when the alert manager is built or
+    /// reconfigured.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AlertmanagerConfig {
@@ -245,6 +267,7 @@ impl AlertmanagerConfig {
             timeout: default_notify_timeout(),
             retries: default_notify_retries(),
             resend_interval: default_resend_interval(),
+            ca_file: None,
         }
     }
 
@@ -259,6 +282,9 @@ impl AlertmanagerConfig {
         }
         positive("alerts.alertmanager.timeout", self.timeout)?;
         retries("alerts.alertmanager.retries", self.retries)?;
+        if let Some(path) = &self.ca_file {
+            ca_file("alerts.alertmanager.ca_file", path)?;
+        }
         positive("alerts.alertmanager.resend_interval", self.resend_interval)
     }
 }

@@ -1,5 +1,6 @@
 //! Checks the sections' `validate` share: ranges, durations, HTTP URLs and header names.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::{ConfigError, duration};
@@ -34,6 +35,15 @@ pub(super) fn header_name(field: &str, name: &str) -> Result<(), ConfigError> {
             "a header name has only letters, digits, '-', '_' and '.'",
         ))
     }
+}
+
+/// The path of a CA file: not empty (whether it holds certificates is checked where it is
+/// read, when the TLS client is built: `core` reads no files).
+pub(super) fn ca_file(field: &str, path: &Path) -> Result<(), ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Err(ConfigError::new(field, "\"\"", "must be the path of a PEM file"));
+    }
+    Ok(())
 }
 
 /// A URL for an error message, with any password replaced by `***`.

@@ -1,11 +1,13 @@
 //! The `[telemetry]` section: OpenTelemetry export over OTLP.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::check::{header_name, http_url, positive};
+use super::check::{ca_file, header_name, http_url, positive};
 use super::{ConfigError, Secret, duration};
 
 /// How telemetry leaves the process: OTLP over gRPC or over HTTP with protobuf bodies.
@@ -40,8 +42,27 @@ pub struct TelemetryConfig {
     /// The transport (default: from the variables, else HTTP/protobuf).
     pub protocol: Option<OtlpProtocol>,
     /// gRPC: the collector URL (`http://host:4317`). HTTP: the base URL
-    /// (`http://host:4318`), to which `/v1/metrics` and `/v1/traces` are appended.
+    /// (`http://host:4318`), to which `/v1/metrics` and `/v1/traces` are appended. An
+    /// `https://` URL is exported over TLS (rustls), trusting the system's roots, or only
+    /// [`ca_file`](Self::ca_file) when set.
     pub endpoint: Option<String>,
+    /// A PEM file of the CA certificate(s) that signed the collector's certificate, for a
+    /// collector whose certificate the system does not trust (a private CA, a self-signed
+    /// one). When set, these are the only roots trusted for OTLP export (default: the
+    /// system's roots; `OTEL_EXPORTER_OTLP_[<SIGNAL>_]CERTIFICATE` when unset). A file that
+    /// is missing, unreadable or holds no certificate is an error naming this field and the
+    /// path when telemetry starts. A collector whose certificate is not trusted is logged as
+    /// a TLS error, not a network one.
+    pub ca_file: Option<PathBuf>,
+    /// Serve the metrics for Prometheus to scrape, at `http://<this address>/metrics` (the
+    /// `prometheus` feature of `stateful-redis`), such as `0.0.0.0:9464`. The text
+    /// exposition format, with the names and labels the OTLP→Prometheus translation gives
+    /// (`db_client_operation_duration_seconds_bucket`, `stateful_redis_operations_total`),
+    /// so the shipped dashboard and rules work on either path. With this set and no OTLP
+    /// endpoint named (`endpoint` here, or an `OTEL_EXPORTER_OTLP_[<SIGNAL>_]ENDPOINT`),
+    /// nothing is exported over OTLP: metrics are scraped, and no spans are made. Needs
+    /// `enabled`; a port that cannot be bound is an error when telemetry starts.
+    pub prometheus_listen: Option<SocketAddr>,
     /// The longest one export may take (default: from the variables, else 10 s).
     #[serde(with = "duration::optional")]
     pub timeout: Option<Duration>,
@@ -69,6 +90,8 @@ impl Default for TelemetryConfig {
             enabled: false,
             protocol: None,
             endpoint: None,
+            ca_file: None,
+            prometheus_listen: None,
             timeout: None,
             headers: BTreeMap::new(),
             metrics_interval: None,
@@ -81,6 +104,13 @@ impl Default for TelemetryConfig {
 }
 
 impl TelemetryConfig {
+    /// Whether metrics and spans go out over OTLP: always, unless only a Prometheus endpoint
+    /// is asked for ([`prometheus_listen`](Self::prometheus_listen) set, and neither
+    /// `endpoint` nor the environment names an OTLP endpoint).
+    pub fn exports_otlp(&self) -> bool {
+        self.prometheus_listen.is_none() || self.endpoint.is_some() || Self::enabled_by_env()
+    }
+
     /// Whether the environment names an OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`,
     /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
     pub fn enabled_by_env() -> bool {
@@ -97,6 +127,18 @@ impl TelemetryConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(endpoint) = &self.endpoint {
             http_url("telemetry.endpoint", endpoint, false)?;
+        }
+        if let Some(path) = &self.ca_file {
+            ca_file("telemetry.ca_file", path)?;
+        }
+        if let Some(addr) = self.prometheus_listen
+            && !self.enabled
+        {
+            return Err(ConfigError::new(
+                "telemetry.prometheus_listen",
+                addr,
+                "needs telemetry.enabled = true",
+            ));
         }
         if let Some(t) = self.timeout {
             positive("telemetry.timeout", t)?;
@@ -119,5 +161,43 @@ impl TelemetryConfig {
             return Err(ConfigError::new("telemetry.service_name", name, "must not be empty"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_and_prometheus_settings_parse_and_are_checked() {
+        let config: TelemetryConfig = serde_json::from_str(
+            r#"{"enabled": true, "endpoint": "https://otel.internal:4318",
+                "ca_file": "/etc/ssl/private-ca.pem", "prometheus_listen": "0.0.0.0:9464"}"#,
+        )
+        .expect("parse");
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(
+            config.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ssl/private-ca.pem"))
+        );
+        assert_eq!(config.prometheus_listen.map(|a| a.port()), Some(9464));
+        // An endpoint named: OTLP as well as the scrape endpoint.
+        assert!(config.exports_otlp());
+        let mut only_prometheus = config.clone();
+        only_prometheus.endpoint = None;
+        assert_eq!(only_prometheus.exports_otlp(), TelemetryConfig::enabled_by_env());
+        assert!(TelemetryConfig::default().exports_otlp());
+
+        let mut bad = config.clone();
+        bad.ca_file = Some(PathBuf::new());
+        assert_eq!(bad.validate().expect_err("empty path").field, "telemetry.ca_file");
+        let mut bad = config;
+        bad.enabled = false;
+        let err = bad.validate().expect_err("listen without enabled");
+        assert_eq!(
+            (err.field.as_str(), err.value.as_str()),
+            ("telemetry.prometheus_listen", "0.0.0.0:9464")
+        );
+        assert!(serde_json::from_str::<TelemetryConfig>(r#"{"prometheus_listen": "localhost"}"#).is_err());
     }
 }

@@ -7,10 +7,10 @@ use super::*;
 use stateful_redis_core::Secret;
 
 #[tokio::test]
-async fn an_https_url_is_refused_without_showing_it() {
-    let mut https = config(Vec::new());
-    https.webhook = Some(WebhookConfig::new("https://hooks.test/alert?token=s3cret"));
-    let err = AlertManager::new(&https).unwrap_err();
+async fn a_url_that_is_not_http_is_refused_without_showing_it() {
+    let mut ftp = config(Vec::new());
+    ftp.webhook = Some(WebhookConfig::new("ftp://hooks.test/alert?token=s3cret"));
+    let err = AlertManager::new(&ftp).unwrap_err();
     assert!(
         matches!(&err, Error::Config(e) if e.field == "alerts.webhook.url"),
         "{err}"
@@ -20,11 +20,11 @@ async fn an_https_url_is_refused_without_showing_it() {
 
 /// One request an HTTP receiver got.
 #[derive(Debug, Clone)]
-struct Request {
-    path: String,
+pub(super) struct Request {
+    pub(super) path: String,
     /// Names in lower case.
-    headers: Vec<(String, String)>,
-    body: serde_json::Value,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: serde_json::Value,
 }
 
 /// An HTTP/1.1 receiver on 127.0.0.1: answers its requests, one connection at a time, with
@@ -50,7 +50,7 @@ async fn receiver(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<Request>>>) {
     (url, requests)
 }
 
-async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Request> {
+pub(super) async fn read_request(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Request> {
     let mut data: Vec<u8> = Vec::new();
     let mut chunk = [0_u8; 4096];
     let end = loop {

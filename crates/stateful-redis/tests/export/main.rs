@@ -1,0 +1,4 @@
+//! OTLP export over TLS, and the Prometheus endpoint.
+
+mod prometheus;
+mod tls;
