@@ -263,7 +263,7 @@ async fn workload(server: &RedisServer, exec: &StatefulExecutor) -> Done {
     for _ in 0..2 {
         drop(exec.pool().exclusive().await.expect("checkout"));
     }
-    server.cli(&["SET", "otel:{broken}:s", "not a hash"]);
+    server.cli(&["HSET", "otel:{broken}:s", "f", "not a record"]);
     let failed = handle.put("broken", &1).await;
     assert!(
         matches!(failed, Err(Error::Script { .. })),

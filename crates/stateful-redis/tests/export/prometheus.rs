@@ -201,7 +201,7 @@ async fn workload(server: &RedisServer, exec: &StatefulExecutor) {
     for _ in 0..2 {
         drop(exec.pool().exclusive().await.expect("checkout"));
     }
-    server.cli(&["SET", "prom:{broken}:s", "not a hash"]);
+    server.cli(&["HSET", "prom:{broken}:s", "f", "not a record"]);
     assert!(matches!(handle.put("broken", &1).await, Err(Error::Script { .. })));
 }
 
