@@ -382,6 +382,18 @@ impl ErrorKind {
 }
 
 impl Error {
+    /// The prefix of the error reply Redis gave ([`Error::Script`], [`Error::Server`]): its
+    /// first word when that is an upper-case code such as `WRONGTYPE`, `OOM` or `ERR`
+    /// (OpenTelemetry's `db.response.status_code`); `None` for every other error.
+    pub fn response_code(&self) -> Option<&str> {
+        let (Error::Script { message, .. } | Error::Server { message }) = self else {
+            return None;
+        };
+        let word = message.split_ascii_whitespace().next()?;
+        let code = (2..=32).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_uppercase());
+        code.then_some(word)
+    }
+
     /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -24,6 +24,8 @@ const ALERT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 #[must_use]
 pub struct ExecutorBuilder {
     config: ExecutorConfig,
+    /// The application's OpenTelemetry providers, if it handed them over.
+    providers: crate::telemetry::Providers,
 }
 
 impl ExecutorBuilder {
@@ -51,6 +53,43 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Records the executor's metrics through the application's meter provider (feature
+    /// `otel`), whatever `telemetry.enabled` says: the application's resource, views and
+    /// exporters apply, and the application shuts the provider down, after
+    /// [`StatefulExecutor::shutdown`] so that the last figures are exported.
+    ///
+    /// It takes the provider, not a `Meter`, so that the instruments carry the library's own
+    /// instrumentation scope (`stateful-redis`, its version, the conventions' schema URL), as
+    /// the OpenTelemetry guidance for libraries asks; by reference, because the application
+    /// keeps owning it. Without it (and without `otel-setup`), `telemetry.enabled` records into
+    /// the global provider, which must be set before [`build`](Self::build): instruments made
+    /// from the no-op provider stay no-ops. A cheap record needs bound series: see
+    /// `stateful_redis_otel`'s `bound-instruments` feature.
+    #[cfg(feature = "otel")]
+    pub fn meter_provider<P>(mut self, provider: &P) -> Self
+    where
+        P: stateful_redis_otel::opentelemetry::metrics::MeterProvider + ?Sized,
+    {
+        self.providers.meter = Some(stateful_redis_otel::meter(provider));
+        self
+    }
+
+    /// Makes the executor's spans with the application's tracer provider (feature `otel`),
+    /// whatever `telemetry.enabled` and `telemetry.traces` say: its sampler decides, its
+    /// exporters export. See [`meter_provider`](Self::meter_provider) for why a provider. Spans
+    /// are children of the span current (OpenTelemetry context, or with tracing-opentelemetry
+    /// the entered `tracing` span) where the operation was called.
+    #[cfg(feature = "otel")]
+    pub fn tracer_provider<P>(mut self, provider: &P) -> Self
+    where
+        P: stateful_redis_otel::opentelemetry::trace::TracerProvider + ?Sized,
+        P::Tracer: Send + Sync + 'static,
+        <P::Tracer as stateful_redis_otel::opentelemetry::trace::Tracer>::Span: Send + Sync + 'static,
+    {
+        self.providers.tracer = Some(stateful_redis_otel::tracer(provider));
+        self
+    }
+
     /// Validates the configuration, connects (failing at once on a wrong address or
     /// password) and loads the scripts.
     pub async fn build(self) -> Result<StatefulExecutor, Error> {
@@ -66,7 +105,7 @@ impl ExecutorBuilder {
         }
         let envelope = Envelope::new(self.config.state.max_value_size, self.config.state.compress_above);
         let monitor = PerformanceMonitor::default();
-        let telemetry = match crate::telemetry::start(&self.config, &monitor) {
+        let telemetry = match crate::telemetry::start(&self.config, &monitor, self.providers) {
             Ok(telemetry) => telemetry,
             Err(e) => {
                 pool.close();
@@ -182,8 +221,8 @@ impl Inner {
 
     /// Records an operation that started at `started` in the monitor.
     pub(crate) fn observe<T>(&self, operation: Operation, started: std::time::Instant, result: &Result<T, Error>) {
-        let error = result.as_ref().err().map(Error::kind);
-        let duration = self.monitor.record_since(operation, started, error);
+        let error = result.as_ref().err();
+        let duration = self.monitor.record_since(operation, started, error.map(Error::kind));
         crate::telemetry::record(&self.telemetry, operation, duration, error);
     }
 

@@ -117,7 +117,9 @@ impl Presence {
             return Ok(Vec::new());
         }
         let started = std::time::Instant::now();
-        let result = self.run_unobserved(calls).await;
+        let span = crate::spans::operation(stateful_redis_metrics::Operation::Presence, None);
+        let result = tracing::Instrument::instrument(self.run_unobserved(calls), span.clone()).await;
+        crate::spans::finish(&span, &result);
         self.exec
             .observe(stateful_redis_metrics::Operation::Presence, started, &result);
         result

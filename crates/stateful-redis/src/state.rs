@@ -438,10 +438,14 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         let started = std::time::Instant::now();
         // Checked here, before the one await: a nested async fn would add a level to every
         // write's future.
+        let span = crate::spans::operation(operation, Some(entity));
         let result = match self.prepare(entity, change, fence, message) {
-            Ok(prepared) => self.send(entity, &prepared, fence, message).await,
+            Ok(prepared) => {
+                tracing::Instrument::instrument(self.send(entity, &prepared, fence, message), span.clone()).await
+            }
             Err(e) => Err(e),
         };
+        crate::spans::finish(&span, &result);
         self.exec.observe(operation, started, &result);
         result
     }
@@ -449,7 +453,9 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     /// Reads an entity: `None` if it does not exist.
     pub async fn get(&self, entity: &str) -> Result<Option<Versioned<T>>, Error> {
         let started = std::time::Instant::now();
-        let result = self.read(entity).await;
+        let span = crate::spans::operation(Operation::Get, Some(entity));
+        let result = tracing::Instrument::instrument(self.read(entity), span.clone()).await;
+        crate::spans::finish(&span, &result);
         self.exec.observe(Operation::Get, started, &result);
         result
     }
@@ -521,7 +527,9 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         F: FnMut(Option<T>) -> T,
     {
         let started = std::time::Instant::now();
-        let result = self.update_unobserved(entity, change, fence).await;
+        let span = crate::spans::operation(Operation::Update, Some(entity));
+        let result = tracing::Instrument::instrument(self.update_unobserved(entity, change, fence), span.clone()).await;
+        crate::spans::finish(&span, &result);
         self.exec.observe(Operation::Update, started, &result);
         result
     }
