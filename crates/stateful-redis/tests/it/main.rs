@@ -14,6 +14,7 @@ mod monitor;
 mod once;
 mod resilience;
 mod security;
+mod spans;
 mod state;
 
 use std::time::Duration;
