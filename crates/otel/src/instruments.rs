@@ -123,7 +123,10 @@ impl BatchSizes {
             .with_description("Operations per pipeline sent to Redis.")
             .with_boundaries(BATCH_BOUNDARIES.to_vec())
             .build();
-        Self(Series::new(&histogram, &[KeyValue::new(semattr::DB_SYSTEM_NAME, "redis")]))
+        Self(Series::new(
+            &histogram,
+            &[KeyValue::new(semattr::DB_SYSTEM_NAME, "redis")],
+        ))
     }
 
     #[inline]
@@ -244,10 +247,7 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources) {
         .with_callback(move |obs| {
             let snapshot = s.get();
             for op in &snapshot.operations {
-                obs.observe(
-                    op.failures,
-                    &[KeyValue::new(OPERATION, op.name.clone())],
-                );
+                obs.observe(op.failures, &[KeyValue::new(OPERATION, op.name.clone())]);
             }
         })
         .build();

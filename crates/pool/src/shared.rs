@@ -85,7 +85,11 @@ impl Link {
                 source: None,
             });
         }
-        let span = crate::direct::connect_span("shared", connector.server(), self.generation.load(Ordering::Relaxed) > 0);
+        let span = crate::direct::connect_span(
+            "shared",
+            connector.server(),
+            self.generation.load(Ordering::Relaxed) > 0,
+        );
         match tracing::Instrument::instrument(connector.open(), span.clone()).await {
             Ok(conn) => {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;

@@ -214,8 +214,8 @@ pub use stateful_redis_pool::{
 pub use stateful_redis_scripts::{ACL_COMMANDS, ALL as SCRIPTS, Script, ScriptStats};
 
 pub use bytes;
+pub use redis;
 /// The OpenTelemetry API the executor records through (feature `otel`).
 #[cfg(feature = "otel")]
 pub use stateful_redis_otel::opentelemetry;
-pub use redis;
 pub use tokio;

@@ -398,7 +398,10 @@ fn check_export(received: &Received, server: &RedisServer, done: &Done) {
                 (p.explicit_bounds.first(), p.explicit_bounds.last()),
                 (Some(&0.000_05), Some(&10.0))
             );
-            ((a["stateful_redis.operation"].clone(), a.get("error.type").cloned()), p.count)
+            (
+                (a["stateful_redis.operation"].clone(), a.get("error.type").cloned()),
+                p.count,
+            )
         })
         .collect();
     assert_eq!(series.get(&("put".into(), None)), Some(&puts), "{series:?}");
@@ -929,8 +932,17 @@ async fn app_owned_providers_put_the_executors_spans_under_the_apps_span_and_res
     }
     // Everything arrived under the app's resource.
     let by_name = resources(&received);
-    for name in ["PUT /devices/{id}", "EVALSHA write", "EVALSHA get", "db.client.operation.duration"] {
-        assert_eq!(by_name.get(name).map(String::as_str), Some("device-api"), "{name}: {by_name:?}");
+    for name in [
+        "PUT /devices/{id}",
+        "EVALSHA write",
+        "EVALSHA get",
+        "db.client.operation.duration",
+    ] {
+        assert_eq!(
+            by_name.get(name).map(String::as_str),
+            Some("device-api"),
+            "{name}: {by_name:?}"
+        );
     }
     let m = metrics(&received);
     assert!(histogram_count(&m, "db.client.operation.duration") >= 4);
@@ -973,8 +985,14 @@ async fn tracing_spans_bridged_by_tracing_opentelemetry_parent_the_executors_spa
     let request = by_name("handle request");
     let operation = by_name("stateful_redis.operation");
     let call = by_name("EVALSHA write");
-    assert_eq!(operation.parent_span_id, request.span_id, "the operation under the request");
+    assert_eq!(
+        operation.parent_span_id, request.span_id,
+        "the operation under the request"
+    );
     assert_eq!(call.parent_span_id, operation.span_id, "the call under the operation");
     assert_eq!(call.trace_id, request.trace_id);
-    assert_eq!(text(&operation.attributes, "stateful_redis.operation").as_deref(), Some("put"));
+    assert_eq!(
+        text(&operation.attributes, "stateful_redis.operation").as_deref(),
+        Some("put")
+    );
 }

@@ -97,7 +97,10 @@ async fn operation_and_lease_spans_nest_under_the_callers_span() {
 
     let spans = recorder.spans();
     let ops: Vec<&Seen> = spans.iter().filter(|s| s.name == "stateful_redis.operation").collect();
-    let names: Vec<&str> = ops.iter().map(|s| s.fields["stateful_redis.operation"].as_str()).collect();
+    let names: Vec<&str> = ops
+        .iter()
+        .map(|s| s.fields["stateful_redis.operation"].as_str())
+        .collect();
     for expected in ["put", "get", "acquire", "release"] {
         assert!(names.contains(&expected), "no {expected} span: {names:?}");
     }
