@@ -61,10 +61,11 @@ impl ExecutorBuilder {
     /// It takes the provider, not a `Meter`, so that the instruments carry the library's own
     /// instrumentation scope (`stateful-redis`, its version, the conventions' schema URL), as
     /// the OpenTelemetry guidance for libraries asks; by reference, because the application
-    /// keeps owning it. Without it (and without `otel-setup`), `telemetry.enabled` records into
-    /// the global provider, which must be set before [`build`](Self::build): instruments made
-    /// from the no-op provider stay no-ops. A cheap record needs bound series: see
-    /// `stateful_redis_otel`'s `bound-instruments` feature.
+    /// keeps owning it. A provider not handed over is the global one (spans unless
+    /// `telemetry.traces` is false). Without either (and without `otel-setup`),
+    /// `telemetry.enabled` records into the global providers, which must be set before
+    /// [`build`](Self::build): instruments made from the no-op provider stay no-ops. A cheap
+    /// record needs bound series: see `stateful_redis_otel`'s `bound-instruments` feature.
     #[cfg(feature = "otel")]
     pub fn meter_provider<P>(mut self, provider: &P) -> Self
     where
