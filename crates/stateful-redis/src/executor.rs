@@ -178,7 +178,7 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     drained: Notify,
     retries: AtomicU64,
-    /// OpenTelemetry, when `telemetry.enabled` (and the `otel` feature) is on.
+    /// OpenTelemetry (feature `otel`), when `telemetry.enabled` or the app handed providers over.
     pub(crate) telemetry: crate::telemetry::Handle,
     /// What the advisor saw at its last call.
     pub(crate) advisor: crate::advisor::AdvisorState,
@@ -604,8 +604,9 @@ impl StatefulExecutor {
         self.inner.in_flight.load(Ordering::Acquire)
     }
 
-    /// `(metrics, traces)`: OTLP exports that failed so far, or `None` when telemetry is off
-    /// (`telemetry.enabled`, with the `otel` feature). A failed export never fails an operation.
+    /// `(metrics, traces)`: OTLP exports that failed so far, or `None` unless the executor exports
+    /// itself (`telemetry.enabled` with `otel-setup`, no providers handed over): the app's own
+    /// exporters are the app's to watch. A failed export never fails an operation.
     pub fn telemetry_export_errors(&self) -> Option<(u64, u64)> {
         crate::telemetry::export_errors(&self.inner.telemetry)
     }
