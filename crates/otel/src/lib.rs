@@ -15,7 +15,8 @@
 //!   and memory, runtime tasks) is observed at each collection from the [`PerformanceMonitor`]'s
 //!   snapshot: it costs the hot path nothing. The observers stay registered with the provider
 //!   for its lifetime (the API cannot unregister them).
-//! - **Traces.** One CLIENT span per script call (`EVALSHA <script>`), a child of the span its
+//! - **Traces.** One CLIENT span per script call (`EVALSHA <script>`, with the public operation it
+//!   is part of in `stateful_redis.operation`), a child of the span its
 //!   caller was in (so sampled by the caller's decision), and one per pipeline of several calls
 //!   (`BATCH EVALSHA`, with `db.operation.batch.size`) linking to the calls it carries
 //!   ([`PipelineSpans`]).
@@ -208,11 +209,12 @@ impl Telemetry {
         self.tracer.is_some()
     }
 
-    /// Starts the spans of a pipeline of `ops` (one entry per call: the script it runs, and
-    /// its caller's context, `None` for a call submitted outside any span).
+    /// Starts the spans of a pipeline of `ops` (one entry per call: the script it runs, the
+    /// public operation it is part of, and its caller's context, `None` for a call submitted
+    /// outside any span).
     pub fn pipeline<'a>(
         &self,
-        ops: impl ExactSizeIterator<Item = (&'static str, Option<&'a OpTrace>)>,
+        ops: impl ExactSizeIterator<Item = (&'static str, Operation, Option<&'a OpTrace>)>,
     ) -> Option<PipelineSpans> {
         let tracer = self.tracer.as_ref()?;
         Some(PipelineSpans::start(tracer, ops, &self.server))

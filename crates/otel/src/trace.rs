@@ -16,6 +16,7 @@ use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, Status, Trace
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_semantic_conventions::attribute as semattr;
 use stateful_redis_core::Error;
+use stateful_redis_metrics::Operation;
 
 /// The server the spans name, and the attributes every span and series carries.
 #[derive(Debug, Clone)]
@@ -82,21 +83,21 @@ pub struct PipelineSpans {
 impl PipelineSpans {
     pub(crate) fn start<'a>(
         tracer: &BoxedTracer,
-        ops: impl ExactSizeIterator<Item = (&'static str, Option<&'a OpTrace>)>,
+        ops: impl ExactSizeIterator<Item = (&'static str, Operation, Option<&'a OpTrace>)>,
         server: &Server,
     ) -> Self {
-        let ops: Vec<(&'static str, Parent<'_>)> = ops
-            .map(|(script, op)| {
+        let ops: Vec<(&'static str, Operation, Parent<'_>)> = ops
+            .map(|(script, operation, op)| {
                 let parent = match op {
                     Some(op) => op.sampled().map_or(Parent::Unsampled, Parent::Caller),
                     None => Parent::Pipeline,
                 };
-                (script, parent)
+                (script, operation, parent)
             })
             .collect();
         let n = ops.len();
         let pipeline = (n > 1).then(|| {
-            let first_sampled = ops.iter().find_map(|(_, p)| match p {
+            let first_sampled = ops.iter().find_map(|(_, _, p)| match p {
                 Parent::Caller(cx) => Some(*cx),
                 _ => None,
             });
@@ -113,7 +114,7 @@ impl PipelineSpans {
         let recording = pipeline.as_ref().filter(|cx| cx.span().is_recording());
         let operations = ops
             .iter()
-            .map(|(script, parent)| {
+            .map(|(script, operation, parent)| {
                 let parent = match parent {
                     Parent::Caller(cx) => *cx,
                     Parent::Unsampled => return None,
@@ -124,6 +125,7 @@ impl PipelineSpans {
                 let mut attributes = server.common.clone();
                 attributes.push(KeyValue::new(semattr::DB_OPERATION_NAME, "EVALSHA"));
                 attributes.push(KeyValue::new(semattr::DB_STORED_PROCEDURE_NAME, *script));
+                attributes.push(KeyValue::new(crate::instruments::OPERATION, operation.as_str()));
                 let mut builder = tracer
                     .span_builder(format!("EVALSHA {script}"))
                     .with_kind(SpanKind::Client)

@@ -253,7 +253,7 @@ impl Inner {
 
     /// Encodes a call and picks its queue (by the hash tag of its keys). No await: the
     /// call's keys and values may live in scratch buffers.
-    pub(crate) fn encode<I: Invocation>(&self, call: &I) -> Encoded {
+    pub(crate) fn encode<I: Invocation>(&self, call: &I, operation: Operation) -> Encoded {
         let key = call.routing_key();
         Encoded {
             // One link (the default): one queue, whatever the hash tag.
@@ -272,6 +272,7 @@ impl Inner {
                     },
                 ),
                 trace: crate::telemetry::capture(&self.telemetry),
+                operation,
             },
         }
     }
@@ -284,11 +285,11 @@ impl Inner {
 
     /// Runs one script call: queued with the calls of other tasks and sent in a pipeline
     /// on the link of the call's hash tag.
-    pub(crate) async fn run<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
+    pub(crate) async fn run<I: Invocation>(&self, call: &I, operation: Operation) -> Result<I::Reply, Error> {
         self.run_encoded(
             call.script(),
             false,
-            || Ok(self.encode(call)),
+            || Ok(self.encode(call, operation)),
             |value| call.parse(value),
         )
         .await
@@ -297,9 +298,14 @@ impl Inner {
     /// Runs a call that is safe to repeat (a read, a fenced or idempotent write, a lease
     /// call): when its outcome is unknown (timeout, broken connection) it is sent again,
     /// up to `retry.attempts` in all, with doubling pauses. Never use it for plain writes.
-    pub(crate) async fn run_safe<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
-        self.run_encoded(call.script(), true, || Ok(self.encode(call)), |value| call.parse(value))
-            .await
+    pub(crate) async fn run_safe<I: Invocation>(&self, call: &I, operation: Operation) -> Result<I::Reply, Error> {
+        self.run_encoded(
+            call.script(),
+            true,
+            || Ok(self.encode(call, operation)),
+            |value| call.parse(value),
+        )
+        .await
     }
 
     /// Runs the call `encode` makes, and reads its reply with `parse`. Each attempt encodes
@@ -352,8 +358,12 @@ impl Inner {
     }
 
     /// Runs safe calls concurrently; the batcher puts them in pipelines.
-    pub(crate) async fn run_many_safe<I: Invocation>(&self, calls: &[I]) -> Vec<Result<I::Reply, Error>> {
-        futures_util::future::join_all(calls.iter().map(|call| self.run_safe(call))).await
+    pub(crate) async fn run_many_safe<I: Invocation>(
+        &self,
+        calls: &[I],
+        operation: Operation,
+    ) -> Vec<Result<I::Reply, Error>> {
+        futures_util::future::join_all(calls.iter().map(|call| self.run_safe(call, operation))).await
     }
 }
 
@@ -455,6 +465,8 @@ pub(crate) struct Queued {
     call: Call,
     /// The caller's trace, when spans are on.
     trace: crate::telemetry::Trace,
+    /// The public operation the call is part of (its spans' `stateful_redis.operation`).
+    operation: Operation,
 }
 
 /// The same error for each operation of a pipeline that failed as a whole.
@@ -467,7 +479,10 @@ impl PipelineSink for RedisSink {
     type Reply = redis::Value;
 
     async fn send(&self, shard: usize, ops: Vec<Queued>) -> Vec<Result<redis::Value, Error>> {
-        let spans = crate::telemetry::pipeline(&self.telemetry, ops.iter().map(|q| (q.call.script, &q.trace)));
+        let spans = crate::telemetry::pipeline(
+            &self.telemetry,
+            ops.iter().map(|q| (q.call.script, q.operation, &q.trace)),
+        );
         let calls: Vec<Call> = ops.into_iter().map(|q| q.call).collect();
         let combine = Combine::up_to(self.calls_per_bundle.load(Ordering::Relaxed));
         let results = if self.pool.is_cluster() {

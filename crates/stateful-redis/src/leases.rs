@@ -155,7 +155,7 @@ impl Leases {
         let started = Instant::now();
         // Not retried: a grant whose reply was lost would make the retry see the lease held
         // (by us); the caller learns the outcome is unknown and may try again after the ttl.
-        match self.exec.run(&call).await? {
+        match self.exec.run(&call, Operation::Acquire).await? {
             AcquireReply::Granted(token) => Ok(Lease {
                 entity: entity.to_owned(),
                 owner: owner.to_owned(),
@@ -194,7 +194,7 @@ impl Leases {
         };
         let _op = self.exec.begin()?;
         let started = Instant::now();
-        match self.exec.run_safe(&call).await? {
+        match self.exec.run_safe(&call, Operation::Renew).await? {
             LeaseReply::Done => {
                 lease.valid_until = self.valid_until(started, call.ttl_ms);
                 Ok(())
@@ -230,7 +230,7 @@ impl Leases {
         };
         let _op = self.exec.begin()?;
         // Not retried: a release whose reply was lost would be reported as lost.
-        match self.exec.run(&call).await? {
+        match self.exec.run(&call, Operation::Release).await? {
             LeaseReply::Done => Ok(()),
             LeaseReply::Lost(holder) => Err(Error::LeaseLost {
                 entity: lease.entity.clone(),

@@ -128,7 +128,11 @@ impl Presence {
     async fn run_unobserved(&self, calls: &[PresenceCall<'_>]) -> Result<Vec<u64>, Error> {
         let _op = self.exec.begin()?;
         // Heartbeats, counts and expiry are all safe to repeat.
-        self.exec.run_many_safe(calls).await.into_iter().collect()
+        self.exec
+            .run_many_safe(calls, stateful_redis_metrics::Operation::Presence)
+            .await
+            .into_iter()
+            .collect()
     }
 }
 

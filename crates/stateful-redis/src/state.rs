@@ -312,6 +312,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         prepared: &Prepared<'_, T>,
         fence: Option<&Fence>,
         message: Option<&str>,
+        operation: Operation,
     ) -> Result<Applied, Error> {
         let auto_id;
         let automatic = fence.is_some() && message.is_none();
@@ -376,7 +377,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                     message,
                     nonce,
                 };
-                Ok(self.exec.encode(&call))
+                Ok(self.exec.encode(&call, operation))
             })
         };
         let _op = self.exec.begin()?;
@@ -441,7 +442,8 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         let span = crate::spans::operation(operation, Some(entity));
         let result = match self.prepare(entity, change, fence, message) {
             Ok(prepared) => {
-                tracing::Instrument::instrument(self.send(entity, &prepared, fence, message), span.clone()).await
+                tracing::Instrument::instrument(self.send(entity, &prepared, fence, message, operation), span.clone())
+                    .await
             }
             Err(e) => Err(e),
         };
@@ -454,20 +456,21 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     pub async fn get(&self, entity: &str) -> Result<Option<Versioned<T>>, Error> {
         let started = std::time::Instant::now();
         let span = crate::spans::operation(Operation::Get, Some(entity));
-        let result = tracing::Instrument::instrument(self.read(entity), span.clone()).await;
+        let result = tracing::Instrument::instrument(self.read(entity, Operation::Get), span.clone()).await;
         crate::spans::finish(&span, &result);
         self.exec.observe(Operation::Get, started, &result);
         result
     }
 
-    async fn read(&self, entity: &str) -> Result<Option<Versioned<T>>, Error> {
+    /// Reads an entity for `operation` (`get`, or an `update`'s read).
+    async fn read(&self, entity: &str, operation: Operation) -> Result<Option<Versioned<T>>, Error> {
         validate_entity_id(entity)?;
         let _op = self.exec.begin()?;
         // The key in the thread's scratch buffer, as for writes.
         let encode = || {
             Ok(with_scratch(|key, _| {
                 self.keys.write_key(entity, STATE_SUFFIX, key);
-                self.exec.encode(&Get { key })
+                self.exec.encode(&Get { key }, operation)
             }))
         };
         let Some(record) = self.exec.run_encoded(&GET, true, encode, Get::parse_reply).await? else {
@@ -549,7 +552,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         let _op = self.exec.begin()?;
         let max = self.exec.config.state.update_max_attempts;
         for attempt in 1..=max {
-            let (expected, old) = match self.read(entity).await? {
+            let (expected, old) = match self.read(entity, Operation::Update).await? {
                 Some(v) => (v.version, Some(v.value)),
                 None => (Version::NONE, None),
             };
@@ -558,7 +561,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 op: WriteOp::Cas { expected: expected.0 },
                 value: Some(&value),
             };
-            match self.send(entity, &prepared, fence, None).await {
+            match self.send(entity, &prepared, fence, None, Operation::Update).await {
                 Ok(applied) => {
                     return Ok(Updated {
                         version: applied.version,

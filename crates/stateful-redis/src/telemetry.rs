@@ -128,14 +128,14 @@ mod on {
         }
     }
 
-    /// `ops`: each operation's script and trace.
+    /// `ops`: each call's script, operation and trace.
     pub(crate) fn pipeline<'a>(
         handle: &Handle,
-        ops: impl ExactSizeIterator<Item = (&'static Script, &'a Trace)>,
+        ops: impl ExactSizeIterator<Item = (&'static Script, Operation, &'a Trace)>,
     ) -> Spans {
         let t = handle.as_ref()?;
         t.record_batch(ops.len());
-        t.pipeline(ops.map(|(script, trace)| (script.name(), trace.as_deref())))
+        t.pipeline(ops.map(|(script, operation, trace)| (script.name(), operation, trace.as_deref())))
     }
 
     pub(crate) fn finish(spans: Spans, results: &[Result<redis::Value, Error>]) {
@@ -200,7 +200,10 @@ mod on {
     }
 
     #[inline]
-    pub(crate) fn pipeline<'a>(_: &Handle, _: impl ExactSizeIterator<Item = (&'static Script, &'a Trace)>) -> Spans {
+    pub(crate) fn pipeline<'a>(
+        _: &Handle,
+        _: impl ExactSizeIterator<Item = (&'static Script, Operation, &'a Trace)>,
+    ) -> Spans {
         Spans
     }
 

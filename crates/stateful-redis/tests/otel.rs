@@ -305,8 +305,11 @@ fn check_call_spans(all: &[PSpan], server: &RedisServer, calls: u64) {
         assert_eq!(a["db.namespace"], "0");
         assert!(
             matches!(
-                a["db.stored_procedure.name"].as_str(),
-                "write" | "get" | "acquire" | "presence"
+                (
+                    a["db.stored_procedure.name"].as_str(),
+                    a["stateful_redis.operation"].as_str()
+                ),
+                ("write", "put") | ("get", "get") | ("acquire", "acquire") | ("presence", "presence")
             ),
             "{a:?}"
         );
