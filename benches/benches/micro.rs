@@ -166,6 +166,39 @@ fn otel_record(bencher: Bencher<'_, '_>) {
     });
 }
 
+/// What the executor records for one finished operation, telemetry off (the monitor only) and
+/// on (the monitor, then `db.client.operation.duration` through the SDK of `otel-setup`, whose
+/// series are bound): the "recording cost, telemetry on / off" figure. Both read the clock once.
+#[divan::bench(args = ["off", "on"], threads = [1, 2], sample_size = 1000)]
+fn record_operation(bencher: Bencher<'_, '_>, telemetry: &str) {
+    static MONITOR: std::sync::LazyLock<stateful_redis_metrics::PerformanceMonitor> =
+        std::sync::LazyLock::new(stateful_redis_metrics::PerformanceMonitor::default);
+    let monitor = &*MONITOR;
+    let on = (telemetry == "on").then(|| {
+        let mut config = stateful_redis_core::TelemetryConfig::default();
+        config.enabled = true;
+        config.protocol = Some(stateful_redis_core::OtlpProtocol::HttpProtobuf);
+        // Nothing listens there, and the interval is long: no export runs during the benchmark.
+        config.endpoint = Some("http://127.0.0.1:9".into());
+        config.metrics_interval = Some(std::time::Duration::from_secs(3600));
+        config.traces = false;
+        let sources = stateful_redis_otel::Sources::new(monitor.clone(), "127.0.0.1", 6379);
+        stateful_redis_otel::Telemetry::start(&config, sources).expect("telemetry")
+    });
+    let started = std::time::Instant::now();
+    if let Some(t) = &on {
+        // The series is bound on its first record: not part of the steady cost.
+        t.record(stateful_redis_metrics::Operation::Put, std::time::Duration::ZERO, None);
+    }
+    bencher.bench(|| {
+        let operation = stateful_redis_metrics::Operation::Put;
+        let duration = monitor.record_since(operation, black_box(started), None);
+        if let Some(t) = &on {
+            t.record(operation, duration, None);
+        }
+    });
+}
+
 /// An executor on a throw-away redis-server, on a current-thread runtime (so every allocation
 /// of an operation, the connection's reader task included, happens on this thread and is
 /// counted), with a handle, a 100-byte value and 1000 entity ids.

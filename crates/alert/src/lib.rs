@@ -17,7 +17,7 @@
 //! Notifications go through a bounded queue to one delivery task: an evaluation never waits
 //! for a notifier. Posts are retried with backoff; failures are counted in [`AlertStats`]
 //! and logged at most once a minute, without the URL or header values. `https://` goes over
-//! rustls (ring), trusting the system's roots, or only the notifier's `ca_file`; a failure
+//! rustls, trusting the system's roots, or only the notifier's `ca_file`; a failure
 //! of TLS is logged as one ("TLS: certificate not trusted: set alerts.webhook.ca_file ...").
 //!
 //! ```

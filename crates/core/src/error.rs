@@ -382,6 +382,18 @@ impl ErrorKind {
 }
 
 impl Error {
+    /// The prefix of the error reply Redis gave ([`Error::Script`], [`Error::Server`]): its
+    /// first word when that is an upper-case code such as `WRONGTYPE`, `OOM` or `ERR`
+    /// (OpenTelemetry's `db.response.status_code`); `None` for every other error.
+    pub fn response_code(&self) -> Option<&str> {
+        let (Error::Script { message, .. } | Error::Server { message }) = self else {
+            return None;
+        };
+        let word = message.split_ascii_whitespace().next()?;
+        let code = (2..=32).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_uppercase());
+        code.then_some(word)
+    }
+
     /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -461,3 +473,27 @@ impl Error {
 
 /// A `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_response_code_is_the_upper_case_prefix_of_a_server_error() {
+        let script = |message: &str| Error::Script {
+            script: "write",
+            message: message.to_owned(),
+        };
+        assert_eq!(
+            script("WRONGTYPE Operation against a key holding the wrong kind of value").response_code(),
+            Some("WRONGTYPE")
+        );
+        let server = Error::Server {
+            message: "OOM command not allowed".into(),
+        };
+        assert_eq!(server.response_code(), Some("OOM"));
+        assert_eq!(script("user_script:1: bad argument").response_code(), None);
+        assert_eq!(script("").response_code(), None);
+        assert_eq!(Error::Shutdown.response_code(), None);
+    }
+}

@@ -244,7 +244,7 @@ fn tonic_settings<B: WithExportConfig + WithTonicConfig>(
 }
 
 /// The config's settings on an HTTP/protobuf exporter builder; the endpoint is the base URL
-/// with `/v1/<signal>` appended. The HTTP client is ours: reqwest over rustls (ring), with the
+/// with `/v1/<signal>` appended. The HTTP client is ours: reqwest over rustls, with the
 /// CA file's roots when one is set, else the system's.
 fn http_settings<B: WithExportConfig + WithHttpConfig>(
     b: B,
@@ -336,8 +336,6 @@ fn http_client(config: &TelemetryConfig, signal: &str) -> Result<reqwest::blocki
         .or_else(|| otlp_var(signal, "TIMEOUT").and_then(|(_, v)| v.trim().parse().ok().map(Duration::from_millis)));
     // The OTLP exporters' default: `OTEL_EXPORTER_OTLP_TIMEOUT` unset means 10 s.
     let timeout = timeout.unwrap_or(Duration::from_secs(10));
-    // reqwest is built without a provider of its own (it would bring aws-lc).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let built = std::thread::Builder::new()
         .name("otlp-http-client".into())
         .spawn(move || {

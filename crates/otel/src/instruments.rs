@@ -5,69 +5,115 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{BoundHistogram, Histogram, Meter};
+use opentelemetry::metrics::{Histogram, Meter};
 use opentelemetry_semantic_conventions::{attribute as semattr, metric as semmetric};
-use stateful_redis_core::ErrorKind;
+use stateful_redis_core::Error;
 use stateful_redis_metrics::{MetricsSnapshot, Operation, PerformanceMonitor, Stage};
 
-use crate::{ExportErrors, Sources};
+use crate::Sources;
+use crate::trace::Server;
 
-/// The semantic conventions' recommended buckets for `db.client.operation.duration`, in seconds.
-pub(crate) const DURATION_BOUNDARIES_S: [f64; 14] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+/// The attribute naming the library's operation (`put`, `get`, …; ADR 010).
+pub(crate) const OPERATION: &str = "stateful_redis.operation";
+
+/// Bucket boundaries of `db.client.operation.duration`, in seconds: the conventions' from 1 ms
+/// on, and below it down to 50 µs, where a pipelined operation on a near server lands.
+pub(crate) const DURATION_BOUNDARIES_S: [f64; 22] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.002_5, 0.005, 0.007_5, 0.01, 0.025, 0.05, 0.075, 0.1,
+    0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
 /// Pipeline sizes: powers of two up to the largest `batch.max_batch` worth measuring.
 const BATCH_BOUNDARIES: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
-/// One operation's series: no failure, then one per failure kind; each bound on first use.
-type Series = Box<[OnceLock<BoundHistogram<f64>>]>;
+/// One series of a histogram: fixed attributes, bound when the `bound-instruments` feature
+/// says the SDK can bind (about 25 ns a record), else recorded with its attributes (the SDK
+/// looks the series up on each record, about 160 ns).
+pub(crate) struct Series<T> {
+    #[cfg(feature = "bound-instruments")]
+    bound: opentelemetry::metrics::BoundHistogram<T>,
+    #[cfg(not(feature = "bound-instruments"))]
+    histogram: Histogram<T>,
+    #[cfg(not(feature = "bound-instruments"))]
+    attributes: Box<[KeyValue]>,
+}
 
-/// `db.client.operation.duration`, one bound series per (operation, outcome), bound on its
-/// first record: a bound series is exported even when it never records.
+impl<T: Clone> Series<T> {
+    fn new(histogram: &Histogram<T>, attributes: &[KeyValue]) -> Self {
+        Self {
+            #[cfg(feature = "bound-instruments")]
+            bound: histogram.bind(attributes),
+            #[cfg(not(feature = "bound-instruments"))]
+            histogram: histogram.clone(),
+            #[cfg(not(feature = "bound-instruments"))]
+            attributes: attributes.into(),
+        }
+    }
+
+    #[inline]
+    fn record(&self, value: T) {
+        #[cfg(feature = "bound-instruments")]
+        self.bound.record(value);
+        #[cfg(not(feature = "bound-instruments"))]
+        self.histogram.record(value, &self.attributes);
+    }
+}
+
+/// `db.client.operation.duration`: one series per operation that succeeded (or answered, as
+/// a conflict does), made on its first record (a bound series is exported even when it never
+/// records); failures, which are rare and carry the error's attributes, are recorded unbound.
 pub(crate) struct OpDurations {
     histogram: Histogram<f64>,
-    /// `[operation][0 = no failure, 1 + failure kind]`.
-    slots: Box<[Series]>,
+    /// Every series' attributes but the operation's.
+    common: Vec<KeyValue>,
+    /// `[operation]`.
+    slots: Box<[OnceLock<Series<f64>>]>,
 }
 
 impl OpDurations {
-    pub(crate) fn new(meter: &Meter) -> Self {
+    pub(crate) fn new(meter: &Meter, server: &Server) -> Self {
         let histogram = meter
             .f64_histogram(semmetric::DB_CLIENT_OPERATION_DURATION)
             .with_unit("s")
             .with_description("Duration of the executor's operations, from the call to its result.")
             .with_boundaries(DURATION_BOUNDARIES_S.to_vec())
             .build();
-        let slots = Operation::ALL
-            .iter()
-            .map(|_| (0..=ErrorKind::COUNT).map(|_| OnceLock::new()).collect())
-            .collect();
-        Self { histogram, slots }
+        let mut common = server.common.clone();
+        common.push(KeyValue::new(semattr::DB_OPERATION_NAME, "EVALSHA"));
+        let slots = Operation::ALL.iter().map(|_| OnceLock::new()).collect();
+        Self {
+            histogram,
+            common,
+            slots,
+        }
+    }
+
+    fn attributes(&self, operation: Operation) -> Vec<KeyValue> {
+        let mut attributes = self.common.clone();
+        attributes.push(KeyValue::new(OPERATION, operation.as_str()));
+        attributes
     }
 
     #[inline]
-    pub(crate) fn record(&self, operation: Operation, duration: Duration, error: Option<ErrorKind>) {
-        let op = operation.index();
-        let failure = error.filter(|k| k.is_failure());
-        let slot = failure.map_or(0, |k| 1 + k.index());
-        self.slots[op][slot]
-            .get_or_init(|| {
-                let mut attributes = vec![
-                    KeyValue::new(semattr::DB_SYSTEM_NAME, "redis"),
-                    KeyValue::new(semattr::DB_OPERATION_NAME, operation.as_str()),
-                ];
-                if let Some(kind) = failure {
-                    attributes.push(KeyValue::new(semattr::ERROR_TYPE, kind.as_str()));
+    pub(crate) fn record(&self, operation: Operation, duration: Duration, error: Option<&Error>) {
+        match error.filter(|e| e.kind().is_failure()) {
+            None => self.slots[operation.index()]
+                .get_or_init(|| Series::new(&self.histogram, &self.attributes(operation)))
+                .record(duration.as_secs_f64()),
+            Some(e) => {
+                let mut attributes = self.attributes(operation);
+                attributes.push(KeyValue::new(semattr::ERROR_TYPE, e.kind().as_str()));
+                if let Some(code) = e.response_code() {
+                    attributes.push(KeyValue::new(semattr::DB_RESPONSE_STATUS_CODE, code.to_owned()));
                 }
-                self.histogram.bind(&attributes)
-            })
-            .record(duration.as_secs_f64());
+                self.histogram.record(duration.as_secs_f64(), &attributes);
+            }
+        }
     }
 }
 
 /// `stateful_redis.batch.size`: operations per pipeline sent.
-pub(crate) struct BatchSizes(BoundHistogram<u64>);
+pub(crate) struct BatchSizes(Series<u64>);
 
 impl BatchSizes {
     pub(crate) fn new(meter: &Meter) -> Self {
@@ -77,7 +123,10 @@ impl BatchSizes {
             .with_description("Operations per pipeline sent to Redis.")
             .with_boundaries(BATCH_BOUNDARIES.to_vec())
             .build();
-        Self(histogram.bind(&[KeyValue::new(semattr::DB_SYSTEM_NAME, "redis")]))
+        Self(Series::new(
+            &histogram,
+            &[KeyValue::new(semattr::DB_SYSTEM_NAME, "redis")],
+        ))
     }
 
     #[inline]
@@ -94,7 +143,7 @@ const STAGE_BOUNDARIES_S: [f64; 16] = [
 ];
 
 /// The histograms of the sampled [`Stage`]s, one bound series each.
-pub(crate) struct StageDurations(Box<[BoundHistogram<f64>]>);
+pub(crate) struct StageDurations(Box<[Series<f64>]>);
 
 impl StageDurations {
     pub(crate) fn new(meter: &Meter, pool_name: &str) -> Self {
@@ -133,7 +182,7 @@ impl StageDurations {
                     )],
                     _ => vec![KeyValue::new(semattr::DB_SYSTEM_NAME, "redis")],
                 };
-                histogram.bind(&attributes)
+                Series::new(&histogram, &attributes)
             })
             .collect();
         Self(series)
@@ -168,7 +217,7 @@ impl Snapshots {
 
 /// Registers every observable instrument. Their handles may be dropped: the callbacks stay
 /// registered with the meter provider.
-pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<ExportErrors>) {
+pub(crate) fn register_observers(meter: &Meter, sources: &Sources) {
     let snapshots = Arc::new(Snapshots {
         monitor: sources.monitor.clone(),
         last: Mutex::new(None),
@@ -186,7 +235,7 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<
         .with_callback(move |obs| {
             let snapshot = s.get();
             for op in &snapshot.operations {
-                obs.observe(op.count, &[KeyValue::new(semattr::DB_OPERATION_NAME, op.name.clone())]);
+                obs.observe(op.count, &[KeyValue::new(OPERATION, op.name.clone())]);
             }
         })
         .build();
@@ -198,10 +247,7 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<
         .with_callback(move |obs| {
             let snapshot = s.get();
             for op in &snapshot.operations {
-                obs.observe(
-                    op.failures,
-                    &[KeyValue::new(semattr::DB_OPERATION_NAME, op.name.clone())],
-                );
+                obs.observe(op.failures, &[KeyValue::new(OPERATION, op.name.clone())]);
             }
         })
         .build();
@@ -418,18 +464,6 @@ pub(crate) fn register_observers(meter: &Meter, sources: &Sources, errors: &Arc<
             .with_callback(move |obs| obs.observe(read(&s.get()), std::slice::from_ref(&p)))
             .build();
     }
-
-    // Export failures of this very pipeline (they show in the next export that succeeds).
-    let e = Arc::clone(errors);
-    let _ = meter
-        .u64_observable_counter("stateful_redis.telemetry.export.errors")
-        .with_unit("{error}")
-        .with_description("OTLP exports that failed, by signal.")
-        .with_callback(move |obs| {
-            obs.observe(e.metrics(), &[KeyValue::new("signal", "metrics")]);
-            obs.observe(e.traces(), &[KeyValue::new("signal", "traces")]);
-        })
-        .build();
 
     register_process(meter, sources);
 }

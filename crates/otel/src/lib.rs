@@ -1,68 +1,85 @@
-//! OpenTelemetry for stateful-redis: metrics and traces exported over OTLP.
+//! OpenTelemetry for stateful-redis: the executor's instruments and spans, recorded through the
+//! OpenTelemetry **API** only.
 //!
-//! The executor builds one [`Telemetry`] when `telemetry.enabled` is set (the `otel` feature of
-//! `stateful-redis`); nothing here is needed to use the library without it. What it does:
+//! The application owns the SDK: the executor records into the providers the application set
+//! globally ([`opentelemetry::global`]) or handed to it ([`meter`], [`tracer`]), so the
+//! application's resource, sampler, views and exporters apply. The feature `setup` adds
+//! [`Telemetry::start`], which builds an SDK with OTLP export from a `TelemetryConfig` for
+//! programs that have none (the CLI). Nothing here is needed to use the library without
+//! OpenTelemetry. What it records:
 //!
-//! - **Metrics.** `db.client.operation.duration` (seconds, semantic-convention buckets) is recorded
-//!   on the hot path through bound instruments, one series per operation and outcome, bound on
-//!   first use (about 25 ns a record). Everything else (operation and error counts, the pool's
-//!   `db.client.connection.*`, queue depth, batches, retries, drops, leases lost, process CPU and
-//!   memory, runtime tasks, export errors) is observed at each collection from the
-//!   [`PerformanceMonitor`]'s snapshot: it costs the hot path nothing.
-//! - **Traces.** One CLIENT span per pipeline, and under it one CLIENT span per operation, with
-//!   `db.system.name`, `db.operation.name`, `db.stored_procedure.name`,
-//!   `db.operation.batch.size`, `server.address`/`server.port` and `error.type`. The pipeline span
-//!   is a root whose sampling follows `telemetry.sample_ratio`; each operation span links to its
-//!   caller's span, if the caller had one.
-//! - **Export.** OTLP over gRPC or HTTP/protobuf, on the SDK's own threads. A failed export never
-//!   blocks or fails an operation: it is counted ([`Telemetry::export_errors`], and the metric
-//!   `stateful_redis.telemetry.export.errors`) and logged at most once a minute per signal.
+//! - **Metrics.** `db.client.operation.duration` (seconds, buckets from 50 µs to 10 s) once per
+//!   finished operation, one series per operation, made on first use; failures carry
+//!   `error.type` and `db.response.status_code`. Everything else (operation and error counts, the
+//!   pool's `db.client.connection.*`, queue depth, batches, retries, drops, leases, process CPU
+//!   and memory, runtime tasks) is observed at each collection from the [`PerformanceMonitor`]'s
+//!   snapshot: it costs the hot path nothing. The observers stay registered with the provider
+//!   for its lifetime (the API cannot unregister them).
+//! - **Traces.** One CLIENT span per script call (`EVALSHA <script>`, with the public operation it
+//!   is part of in `stateful_redis.operation`), a child of the span its
+//!   caller was in (so sampled by the caller's decision), and one per pipeline of several calls
+//!   (`BATCH EVALSHA`, with `db.operation.batch.size`) linking to the calls it carries
+//!   ([`PipelineSpans`]).
+//! - **Attributes** per the database client conventions (schema in [`SCHEMA_URL`]):
+//!   `db.system.name=redis`, `db.namespace` (the database index), `db.operation.name`
+//!   (the Redis command), `stateful_redis.operation` (the library's operation),
+//!   `server.address`, `server.port`, `error.type`, `db.response.status_code`.
 //! - **Prometheus** (feature `prometheus`). `telemetry.prometheus_listen` serves the same
 //!   metrics at `/metrics` for Prometheus to scrape, under the OTLP→Prometheus translation's
 //!   names; `PrometheusExporter` is the reader, for an SDK meter provider of your own too.
-//! - **TLS.** `https://` endpoints go over rustls (ring), trusting the system's roots or only
-//!   `telemetry.ca_file`'s; an untrusted certificate is logged as a TLS failure.
+//! - **TLS** (feature `setup`). `https://` endpoints go over rustls, trusting the system's
+//!   roots or only `telemetry.ca_file`'s; an untrusted certificate is logged as a TLS failure.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), stateful_redis_core::Error> {
-//! use stateful_redis_core::TelemetryConfig;
+//! ## Cost
+//!
+//! A record through an unbound histogram costs about 160 ns (the SDK looks the series up by its
+//! attributes); a bound series about 25 ns. Bound series need the SDK's
+//! `experimental_metrics_bound_instruments` feature, so they are used only with this crate's
+//! feature `bound-instruments`, which an application turns on together with that SDK feature
+//! (`setup` turns both on). An SDK without it gives bound series that drop every measurement.
+//!
+//! ```
 //! use stateful_redis_metrics::{Operation, PerformanceMonitor};
 //! use stateful_redis_otel::{Sources, Telemetry};
 //!
-//! let mut config = TelemetryConfig::default();
-//! config.enabled = true;
-//! config.endpoint = Some("http://127.0.0.1:4318".into());
-//! let monitor = PerformanceMonitor::default();
-//! let telemetry = Telemetry::start(&config, Sources::new(monitor, "127.0.0.1", 6379))?;
+//! // The application's providers (here the global ones, no-ops until the app sets them).
+//! let meter = stateful_redis_otel::meter(&*opentelemetry::global::meter_provider());
+//! let tracer = stateful_redis_otel::tracer(&opentelemetry::global::tracer_provider());
+//! let sources = Sources::new(PerformanceMonitor::default(), "127.0.0.1", 6379);
+//! let telemetry = Telemetry::new(&meter, Some(tracer), sources);
 //! telemetry.record(Operation::Put, std::time::Duration::from_micros(120), None);
-//! telemetry.shutdown().await;
-//! # Ok(())
-//! # }
 //! ```
 //!
 //! ## Feature flags
-//! - `prometheus`: the scrape endpoint and `PrometheusExporter`.
+//!
+//! - `bound-instruments`: bound histogram series (see [Cost](#cost)).
+//! - `setup`: [`Telemetry::start`], an SDK with OTLP export over gRPC or HTTP/protobuf.
+//! - `prometheus`: the scrape endpoint and `PrometheusExporter` (with `setup`).
 
+#[cfg(feature = "setup")]
 mod export;
 mod instruments;
 #[cfg(feature = "prometheus")]
 mod prometheus;
+#[cfg(feature = "setup")]
+mod setup;
 mod trace;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use stateful_redis_core::{Error, ErrorKind, TelemetryConfig};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::{Meter, MeterProvider};
+use opentelemetry::trace::{Tracer, TracerProvider};
+use stateful_redis_core::Error;
 use stateful_redis_metrics::{Operation, PerformanceMonitor, Stage};
 
+#[cfg(feature = "setup")]
 pub use crate::export::ExportErrors;
 #[cfg(feature = "prometheus")]
 pub use crate::prometheus::PrometheusExporter;
 pub use crate::trace::{OpTrace, PipelineSpans};
+pub use opentelemetry;
+pub use opentelemetry_semantic_conventions::SCHEMA_URL;
 
 /// What the instruments read, and where the spans say the server is.
 #[derive(Debug, Clone)]
@@ -70,6 +87,7 @@ pub struct Sources {
     monitor: PerformanceMonitor,
     server_address: String,
     server_port: u16,
+    database: u32,
     runtime: Option<tokio::runtime::Handle>,
 }
 
@@ -80,35 +98,54 @@ impl Sources {
             monitor,
             server_address: server_address.into(),
             server_port,
+            database: 0,
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
+
+    /// The database index the executor uses (`db.namespace`; default 0).
+    #[must_use]
+    pub fn database(mut self, index: u32) -> Self {
+        self.database = index;
+        self
+    }
 }
 
-/// The providers, exporters and instruments of one executor.
+/// The executor's meter from `provider`, with the library's instrumentation scope
+/// (`stateful-redis`, its version and [`SCHEMA_URL`]).
+pub fn meter<P: MeterProvider + ?Sized>(provider: &P) -> Meter {
+    provider.meter_with_scope(scope())
+}
+
+/// The executor's tracer from `provider`, with the library's instrumentation scope.
+pub fn tracer<P>(provider: &P) -> BoxedTracer
+where
+    P: TracerProvider + ?Sized,
+    P::Tracer: Send + Sync + 'static,
+    <P::Tracer as Tracer>::Span: Send + Sync + 'static,
+{
+    BoxedTracer::new(Box::new(provider.tracer_with_scope(scope())))
+}
+
+/// The instruments and tracer of one executor.
 pub struct Telemetry {
-    meters: SdkMeterProvider,
-    tracers: Option<SdkTracerProvider>,
-    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    tracer: Option<BoxedTracer>,
     durations: instruments::OpDurations,
     batch_sizes: instruments::BatchSizes,
     stages: instruments::StageDurations,
-    /// The sampler's ratio, when ours (not one `OTEL_TRACES_SAMPLER` chose).
-    ratio: Option<export::LiveRatio>,
-    errors: Arc<ExportErrors>,
     server: trace::Server,
-    shutdown_timeout: Duration,
-    /// Set by the first `shutdown()`: later calls do nothing.
-    shut: std::sync::atomic::AtomicBool,
+    /// The SDK [`Telemetry::start`] built, which this value owns.
+    #[cfg(feature = "setup")]
+    owned: Option<setup::Owned>,
 }
 
 impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Telemetry")
-            .field("traces", &self.tracer.is_some())
-            .field("server", &self.server)
-            .field("export_errors", &self.errors)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("Telemetry");
+        d.field("traces", &self.tracer.is_some()).field("server", &self.server);
+        #[cfg(feature = "setup")]
+        d.field("owned", &self.owned);
+        d.finish_non_exhaustive()
     }
 }
 
@@ -116,62 +153,37 @@ impl std::fmt::Debug for Telemetry {
 fn scope() -> opentelemetry::InstrumentationScope {
     opentelemetry::InstrumentationScope::builder("stateful-redis")
         .with_version(env!("CARGO_PKG_VERSION"))
-        .with_schema_url(opentelemetry_semantic_conventions::SCHEMA_URL)
+        .with_schema_url(SCHEMA_URL)
         .build()
 }
 
 impl Telemetry {
-    /// Builds the exporters and providers and registers the instruments. Call it inside a
-    /// Tokio runtime (the gRPC exporter needs one). A collector that is down is not an error
-    /// here: exports fail later, counted. A bad setting is an [`Error::Config`] naming it.
-    pub fn start(config: &TelemetryConfig, sources: Sources) -> Result<Self, Error> {
-        config.validate()?;
-        let errors = Arc::new(ExportErrors::default());
-        let mut resource = Resource::builder();
-        if let Some(name) = &config.service_name {
-            resource = resource.with_service_name(name.clone());
-        }
-        let resource = resource.build();
-        let meters = export::meter_provider(config, Arc::clone(&errors), resource.clone())?;
-        // A Prometheus-only setup (no OTLP endpoint named) has nowhere to send spans.
-        let (tracers, ratio) = if config.traces && config.exports_otlp() {
-            let (provider, ratio) = export::tracer_provider(config, Arc::clone(&errors), resource)?;
-            (Some(provider), ratio)
-        } else {
-            (None, None)
-        };
-        let meter = meters.meter_with_scope(scope());
-        let durations = instruments::OpDurations::new(&meter);
-        let batch_sizes = instruments::BatchSizes::new(&meter);
+    /// Registers the instruments with `meter` (from [`meter`]) and makes spans with `tracer`
+    /// (from [`tracer`]; `None`: no spans). The providers stay the application's: it shuts
+    /// them down, after the executor's `shutdown()` so that the last figures are exported.
+    pub fn new(meter: &Meter, tracer: Option<BoxedTracer>, sources: Sources) -> Self {
+        let server = trace::Server::new(&sources.server_address, sources.server_port, sources.database);
         let pool_name = format!("{}:{}", sources.server_address, sources.server_port);
-        let stages = instruments::StageDurations::new(&meter, &pool_name);
-        instruments::register_observers(&meter, &sources, &errors);
-        let tracer = tracers.as_ref().map(|p| {
-            use opentelemetry::trace::TracerProvider as _;
-            p.tracer_with_scope(scope())
-        });
-        Ok(Self {
-            meters,
-            tracers,
+        let durations = instruments::OpDurations::new(meter, &server);
+        let batch_sizes = instruments::BatchSizes::new(meter);
+        let stages = instruments::StageDurations::new(meter, &pool_name);
+        instruments::register_observers(meter, &sources);
+        Self {
             tracer,
             durations,
             batch_sizes,
             stages,
-            ratio,
-            errors,
-            server: trace::Server {
-                address: sources.server_address,
-                port: sources.server_port,
-            },
-            shutdown_timeout: config.shutdown_timeout,
-            shut: std::sync::atomic::AtomicBool::new(false),
-        })
+            server,
+            #[cfg(feature = "setup")]
+            owned: None,
+        }
     }
 
     /// Records one finished operation in `db.client.operation.duration`. `error` is its
-    /// error, if any; only failures ([`ErrorKind::is_failure`]) carry `error.type`.
+    /// error, if any; only failures ([`ErrorKind::is_failure`](stateful_redis_core::ErrorKind::is_failure))
+    /// carry `error.type`.
     #[inline]
-    pub fn record(&self, operation: Operation, duration: Duration, error: Option<ErrorKind>) {
+    pub fn record(&self, operation: Operation, duration: Duration, error: Option<&Error>) {
         self.durations.record(operation, duration, error);
     }
 
@@ -189,67 +201,53 @@ impl Telemetry {
         self.stages.record(stage, duration);
     }
 
-    /// Changes the share of pipelines traced, from the next pipeline on. Returns false (and
-    /// changes nothing) when spans are off or the sampler came from `OTEL_TRACES_SAMPLER`
-    /// rather than `telemetry.sample_ratio` (then only a restart changes it).
+    /// Changes the share of root spans sampled, from the next pipeline on. Returns false (and
+    /// changes nothing) unless this value built its SDK ([`Telemetry::start`]) with spans on
+    /// and the sampler from `telemetry.sample_ratio` (not `OTEL_TRACES_SAMPLER`).
     pub fn set_sample_ratio(&self, ratio: f64) -> bool {
-        match &self.ratio {
-            Some(live) if (0.0..=1.0).contains(&ratio) => {
-                live.set(ratio);
-                true
-            }
-            _ => false,
+        #[cfg(feature = "setup")]
+        if let Some(owned) = &self.owned {
+            return owned.set_sample_ratio(ratio);
         }
+        let _ = ratio;
+        false
     }
 
-    /// Whether spans are made at all (`telemetry.traces`).
+    /// Whether spans are made at all.
     #[inline]
     pub fn tracing(&self) -> bool {
         self.tracer.is_some()
     }
 
-    /// Starts the spans of a pipeline of `ops` (one entry per operation: the script it runs,
-    /// and its caller's span, `None` for an operation submitted outside any span). Nothing
-    /// is recorded unless the pipeline is sampled.
+    /// Starts the spans of a pipeline of `ops` (one entry per call: the script it runs, the
+    /// public operation it is part of, and its caller's context, `None` for a call submitted
+    /// outside any span).
     pub fn pipeline<'a>(
         &self,
-        ops: impl ExactSizeIterator<Item = (&'static str, Option<&'a OpTrace>)>,
+        ops: impl ExactSizeIterator<Item = (&'static str, Operation, Option<&'a OpTrace>)>,
     ) -> Option<PipelineSpans> {
         let tracer = self.tracer.as_ref()?;
         Some(PipelineSpans::start(tracer, ops, &self.server))
     }
 
-    /// Failed exports so far.
-    pub fn export_errors(&self) -> &ExportErrors {
-        &self.errors
+    /// `(metrics, traces)`: exports that failed, when this value built its SDK
+    /// ([`Telemetry::start`]); `None` with the application's providers.
+    pub fn export_errors(&self) -> Option<(u64, u64)> {
+        #[cfg(feature = "setup")]
+        if let Some(owned) = &self.owned {
+            return Some((owned.errors.metrics(), owned.errors.traces()));
+        }
+        None
     }
 
-    /// Exports what is left and stops the exporters, waiting at most
-    /// `telemetry.shutdown_timeout`. Runs the SDK's blocking shutdown on a blocking thread,
-    /// so it is safe on any runtime. A last export that fails is counted by the exporter like
-    /// any other. Idempotent.
+    /// With the SDK of [`Telemetry::start`]: exports what is left and stops the exporters,
+    /// waiting at most `telemetry.shutdown_timeout`, on a blocking thread (safe on any
+    /// runtime). With the application's providers: nothing (the application shuts them down).
+    /// Idempotent.
     pub async fn shutdown(&self) {
-        if self.shut.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            return;
-        }
-        let meters = self.meters.clone();
-        let tracers = self.tracers.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            // Spans first: their exporter is independent of the metrics.
-            if let Some(tracers) = tracers
-                && let Err(e) = tracers.shutdown()
-            {
-                tracing::debug!(error = %e, "telemetry: span provider shutdown");
-            }
-            if let Err(e) = meters.shutdown() {
-                tracing::debug!(error = %e, "telemetry: meter provider shutdown");
-            }
-        });
-        if tokio::time::timeout(self.shutdown_timeout, work).await.is_err() {
-            tracing::warn!(
-                timeout = ?self.shutdown_timeout,
-                "telemetry shutdown timed out; the last export may be lost"
-            );
+        #[cfg(feature = "setup")]
+        if let Some(owned) = &self.owned {
+            owned.shutdown().await;
         }
     }
 }

@@ -56,6 +56,10 @@ impl fmt::Debug for Connector {
 }
 
 impl Connector {
+    /// The server's address, as the `tracing` spans name it (no credentials).
+    pub(crate) fn server(&self) -> &redis::ConnectionAddr {
+        self.client.get_connection_info().addr()
+    }
     pub(crate) fn new(config: &RedisConfig, hooks: Vec<Arc<dyn ConnectHook>>) -> Result<Self, Error> {
         config.validate()?;
         let url = config.url.expose();

@@ -490,6 +490,7 @@ impl DirectLink {
     async fn conn(&self) -> Result<Arc<Conn>, Error> {
         let started = Instant::now();
         let mut state = self.state.lock().await;
+        let reconnect = state.conn.is_some() || state.failure.is_some();
         if let Some(conn) = &state.conn {
             if !conn.broken.load(Ordering::Acquire) {
                 return Ok(Arc::clone(conn));
@@ -503,14 +504,21 @@ impl DirectLink {
         {
             return Err(lost(message));
         }
-        match self.open().await {
+        let span = connect_span(
+            "direct",
+            &format_args!("{}:{}", self.target.host, self.target.port),
+            reconnect,
+        );
+        match tracing::Instrument::instrument(self.open(), span.clone()).await {
             Ok(conn) => {
                 self.counters.opened.fetch_add(1, Ordering::Relaxed);
                 state.failure = None;
                 state.conn = Some(Arc::clone(&conn));
+                tracing::debug!(parent: &span, "connected");
                 Ok(conn)
             }
             Err(e) => {
+                tracing::warn!(parent: &span, error = %e, "connecting to Redis failed");
                 self.counters.failed_connects.fetch_add(1, Ordering::Relaxed);
                 state.failure = Some((Instant::now(), e.to_string()));
                 Err(e)
@@ -641,6 +649,19 @@ impl DirectLink {
             self.counters.closed.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The `tracing` span of one connection attempt (target `stateful_redis::connect`, INFO):
+/// `link` (`direct`, `shared`), `server` (its address) and `reconnect` (the link was connected,
+/// or tried to, before).
+pub(crate) fn connect_span(link: &'static str, server: &dyn std::fmt::Display, reconnect: bool) -> tracing::Span {
+    tracing::info_span!(
+        target: "stateful_redis::connect",
+        "stateful_redis.connect",
+        link,
+        server = %server,
+        reconnect,
+    )
 }
 
 async fn exchange(conn: &Conn, packed: &[u8], count: usize, timeout: Duration) -> Result<Vec<Reply>, Error> {

@@ -85,18 +85,24 @@ impl Link {
                 source: None,
             });
         }
-        match connector.open().await {
+        let span = crate::direct::connect_span(
+            "shared",
+            connector.server(),
+            self.generation.load(Ordering::Relaxed) > 0,
+        );
+        match tracing::Instrument::instrument(connector.open(), span.clone()).await {
             Ok(conn) => {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
                 state.live = Some((conn, generation));
                 state.failure = None;
                 self.counters.opened.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(generation, "shared Redis connection opened");
+                tracing::debug!(parent: &span, generation, "shared Redis connection opened");
                 drop(state);
                 self.current().ok_or(Error::Shutdown)
             }
             Err(e) => {
+                tracing::warn!(parent: &span, error = %e, "connecting to Redis failed");
                 self.counters.failed_connects.fetch_add(1, Ordering::Relaxed);
                 self.state.write().unwrap_or_else(|p| p.into_inner()).failure = Some((Instant::now(), e.to_string()));
                 Err(e)

@@ -24,6 +24,8 @@ const ALERT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 #[must_use]
 pub struct ExecutorBuilder {
     config: ExecutorConfig,
+    /// The application's OpenTelemetry providers, if it handed them over.
+    providers: crate::telemetry::Providers,
 }
 
 impl ExecutorBuilder {
@@ -51,6 +53,44 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Records the executor's metrics through the application's meter provider (feature
+    /// `otel`), whatever `telemetry.enabled` says: the application's resource, views and
+    /// exporters apply, and the application shuts the provider down, after
+    /// [`StatefulExecutor::shutdown`] so that the last figures are exported.
+    ///
+    /// It takes the provider, not a `Meter`, so that the instruments carry the library's own
+    /// instrumentation scope (`stateful-redis`, its version, the conventions' schema URL), as
+    /// the OpenTelemetry guidance for libraries asks; by reference, because the application
+    /// keeps owning it. A provider not handed over is the global one (spans unless
+    /// `telemetry.traces` is false). Without either (and without `otel-setup`),
+    /// `telemetry.enabled` records into the global providers, which must be set before
+    /// [`build`](Self::build): instruments made from the no-op provider stay no-ops. A cheap
+    /// record needs bound series: see `stateful_redis_otel`'s `bound-instruments` feature.
+    #[cfg(feature = "otel")]
+    pub fn meter_provider<P>(mut self, provider: &P) -> Self
+    where
+        P: stateful_redis_otel::opentelemetry::metrics::MeterProvider + ?Sized,
+    {
+        self.providers.meter = Some(stateful_redis_otel::meter(provider));
+        self
+    }
+
+    /// Makes the executor's spans with the application's tracer provider (feature `otel`),
+    /// whatever `telemetry.enabled` and `telemetry.traces` say: its sampler decides, its
+    /// exporters export. See [`meter_provider`](Self::meter_provider) for why a provider. Spans
+    /// are children of the span current (OpenTelemetry context, or with tracing-opentelemetry
+    /// the entered `tracing` span) where the operation was called.
+    #[cfg(feature = "otel")]
+    pub fn tracer_provider<P>(mut self, provider: &P) -> Self
+    where
+        P: stateful_redis_otel::opentelemetry::trace::TracerProvider + ?Sized,
+        P::Tracer: Send + Sync + 'static,
+        <P::Tracer as stateful_redis_otel::opentelemetry::trace::Tracer>::Span: Send + Sync + 'static,
+    {
+        self.providers.tracer = Some(stateful_redis_otel::tracer(provider));
+        self
+    }
+
     /// Validates the configuration, connects (failing at once on a wrong address or
     /// password) and loads the scripts.
     pub async fn build(self) -> Result<StatefulExecutor, Error> {
@@ -66,7 +106,7 @@ impl ExecutorBuilder {
         }
         let envelope = Envelope::new(self.config.state.max_value_size, self.config.state.compress_above);
         let monitor = PerformanceMonitor::default();
-        let telemetry = match crate::telemetry::start(&self.config, &monitor) {
+        let telemetry = match crate::telemetry::start(&self.config, &monitor, self.providers) {
             Ok(telemetry) => telemetry,
             Err(e) => {
                 pool.close();
@@ -138,7 +178,7 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     drained: Notify,
     retries: AtomicU64,
-    /// OpenTelemetry, when `telemetry.enabled` (and the `otel` feature) is on.
+    /// OpenTelemetry (feature `otel`), when `telemetry.enabled` or the app handed providers over.
     pub(crate) telemetry: crate::telemetry::Handle,
     /// What the advisor saw at its last call.
     pub(crate) advisor: crate::advisor::AdvisorState,
@@ -182,8 +222,8 @@ impl Inner {
 
     /// Records an operation that started at `started` in the monitor.
     pub(crate) fn observe<T>(&self, operation: Operation, started: std::time::Instant, result: &Result<T, Error>) {
-        let error = result.as_ref().err().map(Error::kind);
-        let duration = self.monitor.record_since(operation, started, error);
+        let error = result.as_ref().err();
+        let duration = self.monitor.record_since(operation, started, error.map(Error::kind));
         crate::telemetry::record(&self.telemetry, operation, duration, error);
     }
 
@@ -213,7 +253,7 @@ impl Inner {
 
     /// Encodes a call and picks its queue (by the hash tag of its keys). No await: the
     /// call's keys and values may live in scratch buffers.
-    pub(crate) fn encode<I: Invocation>(&self, call: &I) -> Encoded {
+    pub(crate) fn encode<I: Invocation>(&self, call: &I, operation: Operation) -> Encoded {
         let key = call.routing_key();
         Encoded {
             // One link (the default): one queue, whatever the hash tag.
@@ -232,6 +272,7 @@ impl Inner {
                     },
                 ),
                 trace: crate::telemetry::capture(&self.telemetry),
+                operation,
             },
         }
     }
@@ -244,11 +285,11 @@ impl Inner {
 
     /// Runs one script call: queued with the calls of other tasks and sent in a pipeline
     /// on the link of the call's hash tag.
-    pub(crate) async fn run<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
+    pub(crate) async fn run<I: Invocation>(&self, call: &I, operation: Operation) -> Result<I::Reply, Error> {
         self.run_encoded(
             call.script(),
             false,
-            || Ok(self.encode(call)),
+            || Ok(self.encode(call, operation)),
             |value| call.parse(value),
         )
         .await
@@ -257,9 +298,14 @@ impl Inner {
     /// Runs a call that is safe to repeat (a read, a fenced or idempotent write, a lease
     /// call): when its outcome is unknown (timeout, broken connection) it is sent again,
     /// up to `retry.attempts` in all, with doubling pauses. Never use it for plain writes.
-    pub(crate) async fn run_safe<I: Invocation>(&self, call: &I) -> Result<I::Reply, Error> {
-        self.run_encoded(call.script(), true, || Ok(self.encode(call)), |value| call.parse(value))
-            .await
+    pub(crate) async fn run_safe<I: Invocation>(&self, call: &I, operation: Operation) -> Result<I::Reply, Error> {
+        self.run_encoded(
+            call.script(),
+            true,
+            || Ok(self.encode(call, operation)),
+            |value| call.parse(value),
+        )
+        .await
     }
 
     /// Runs the call `encode` makes, and reads its reply with `parse`. Each attempt encodes
@@ -312,8 +358,12 @@ impl Inner {
     }
 
     /// Runs safe calls concurrently; the batcher puts them in pipelines.
-    pub(crate) async fn run_many_safe<I: Invocation>(&self, calls: &[I]) -> Vec<Result<I::Reply, Error>> {
-        futures_util::future::join_all(calls.iter().map(|call| self.run_safe(call))).await
+    pub(crate) async fn run_many_safe<I: Invocation>(
+        &self,
+        calls: &[I],
+        operation: Operation,
+    ) -> Vec<Result<I::Reply, Error>> {
+        futures_util::future::join_all(calls.iter().map(|call| self.run_safe(call, operation))).await
     }
 }
 
@@ -415,6 +465,8 @@ pub(crate) struct Queued {
     call: Call,
     /// The caller's trace, when spans are on.
     trace: crate::telemetry::Trace,
+    /// The public operation the call is part of (its spans' `stateful_redis.operation`).
+    operation: Operation,
 }
 
 /// The same error for each operation of a pipeline that failed as a whole.
@@ -427,7 +479,10 @@ impl PipelineSink for RedisSink {
     type Reply = redis::Value;
 
     async fn send(&self, shard: usize, ops: Vec<Queued>) -> Vec<Result<redis::Value, Error>> {
-        let spans = crate::telemetry::pipeline(&self.telemetry, ops.iter().map(|q| (q.call.script, &q.trace)));
+        let spans = crate::telemetry::pipeline(
+            &self.telemetry,
+            ops.iter().map(|q| (q.call.script, q.operation, &q.trace)),
+        );
         let calls: Vec<Call> = ops.into_iter().map(|q| q.call).collect();
         let combine = Combine::up_to(self.calls_per_bundle.load(Ordering::Relaxed));
         let results = if self.pool.is_cluster() {
@@ -564,8 +619,9 @@ impl StatefulExecutor {
         self.inner.in_flight.load(Ordering::Acquire)
     }
 
-    /// `(metrics, traces)`: OTLP exports that failed so far, or `None` when telemetry is off
-    /// (`telemetry.enabled`, with the `otel` feature). A failed export never fails an operation.
+    /// `(metrics, traces)`: OTLP exports that failed so far, or `None` unless the executor exports
+    /// itself (`telemetry.enabled` with `otel-setup`, no providers handed over): the app's own
+    /// exporters are the app's to watch. A failed export never fails an operation.
     pub fn telemetry_export_errors(&self) -> Option<(u64, u64)> {
         crate::telemetry::export_errors(&self.inner.telemetry)
     }

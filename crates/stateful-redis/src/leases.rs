@@ -120,10 +120,13 @@ impl Leases {
     /// Owners must be unique per process incarnation (e.g. `host/pid/start-time`).
     pub async fn acquire(&self, entity: &str, owner: &str, ttl: Duration) -> Result<Lease, Error> {
         let started = Instant::now();
-        let result = self.acquire_unobserved(entity, owner, ttl).await;
+        let span = crate::spans::operation(Operation::Acquire, Some(entity));
+        let result = tracing::Instrument::instrument(self.acquire_unobserved(entity, owner, ttl), span.clone()).await;
+        crate::spans::finish(&span, &result);
         self.exec.observe(Operation::Acquire, started, &result);
-        if result.is_ok() {
+        if let Ok(lease) = &result {
             self.exec.monitor.record_lease_acquired();
+            tracing::info!(target: crate::spans::LEASE, parent: &span, entity, owner, token = lease.token, ?ttl, "lease acquired");
         }
         result
     }
@@ -152,7 +155,7 @@ impl Leases {
         let started = Instant::now();
         // Not retried: a grant whose reply was lost would make the retry see the lease held
         // (by us); the caller learns the outcome is unknown and may try again after the ttl.
-        match self.exec.run(&call).await? {
+        match self.exec.run(&call, Operation::Acquire).await? {
             AcquireReply::Granted(token) => Ok(Lease {
                 entity: entity.to_owned(),
                 owner: owner.to_owned(),
@@ -225,8 +228,13 @@ impl Leases {
     /// Extends `lease` by its ttl from now; [`Error::LeaseLost`] if it expired or was taken.
     pub async fn renew(&self, lease: &mut Lease) -> Result<(), Error> {
         let started = Instant::now();
-        let result = self.renew_unobserved(lease).await;
+        let span = crate::spans::operation(Operation::Renew, Some(&lease.entity));
+        let result = tracing::Instrument::instrument(self.renew_unobserved(lease), span.clone()).await;
+        crate::spans::finish(&span, &result);
         self.exec.observe(Operation::Renew, started, &result);
+        if result.is_ok() {
+            tracing::debug!(target: crate::spans::LEASE, parent: &span, entity = lease.entity, token = lease.token, "lease renewed");
+        }
         result
     }
 
@@ -240,7 +248,7 @@ impl Leases {
         };
         let _op = self.exec.begin()?;
         let started = Instant::now();
-        match self.exec.run_safe(&call).await? {
+        match self.exec.run_safe(&call, Operation::Renew).await? {
             LeaseReply::Done => {
                 lease.valid_until = self.valid_until(started, call.ttl_ms);
                 Ok(())
@@ -257,8 +265,13 @@ impl Leases {
     /// [`Error::LeaseLost`] (and nothing changed) if `lease` is not the current one.
     pub async fn release(&self, lease: &Lease) -> Result<(), Error> {
         let started = Instant::now();
-        let result = self.release_unobserved(lease).await;
+        let span = crate::spans::operation(Operation::Release, Some(&lease.entity));
+        let result = tracing::Instrument::instrument(self.release_unobserved(lease), span.clone()).await;
+        crate::spans::finish(&span, &result);
         self.exec.observe(Operation::Release, started, &result);
+        if result.is_ok() {
+            tracing::info!(target: crate::spans::LEASE, parent: &span, entity = lease.entity, token = lease.token, "lease released");
+        }
         result
     }
 
@@ -271,7 +284,7 @@ impl Leases {
         };
         let _op = self.exec.begin()?;
         // Not retried: a release whose reply was lost would be reported as lost.
-        match self.exec.run(&call).await? {
+        match self.exec.run(&call, Operation::Release).await? {
             LeaseReply::Done => Ok(()),
             LeaseReply::Lost(holder) => Err(Error::LeaseLost {
                 entity: lease.entity.clone(),
@@ -459,7 +472,16 @@ impl LeaseGuard {
             on_lost: Mutex::new(None),
             status: tx,
         });
-        let task = tokio::spawn(watchdog(leases.clone(), lease.clone(), Arc::clone(&shared)));
+        // The guard's whole life, renewals and loss included; a child of the caller's span.
+        let span = tracing::info_span!(
+            target: crate::spans::LEASE,
+            "stateful_redis.lease",
+            entity = lease.entity,
+            owner = lease.owner,
+            token = lease.token,
+        );
+        let watchdog = watchdog(leases.clone(), lease.clone(), Arc::clone(&shared));
+        let task = tokio::spawn(tracing::Instrument::instrument(watchdog, span));
         Self {
             leases,
             lease,
@@ -605,7 +627,7 @@ async fn watchdog(leases: Leases, mut lease: Lease, shared: Arc<GuardShared>) {
             Ok(Err(Error::Shutdown)) => break LeaseLoss::Shutdown,
             Ok(Err(e)) => {
                 failed += 1;
-                tracing::warn!(entity = lease.entity(), token = lease.token(), error = %e, "lease renewal failed");
+                tracing::warn!(target: crate::spans::LEASE, entity = lease.entity(), token = lease.token(), error = %e, "lease renewal failed");
                 next = (now + retry_after).min(lease.valid_until);
                 status.send_replace(LeaseStatus::Held {
                     valid_until: lease.valid_until,
@@ -616,7 +638,7 @@ async fn watchdog(leases: Leases, mut lease: Lease, shared: Arc<GuardShared>) {
             Err(_elapsed) => break LeaseLoss::Expired,
         }
     };
-    tracing::warn!(entity = lease.entity(), token = lease.token(), ?loss, "lease lost");
+    tracing::warn!(target: crate::spans::LEASE, entity = lease.entity(), token = lease.token(), ?loss, "lease lost");
     if loss != LeaseLoss::Shutdown {
         leases.exec.monitor.record_lease_lost();
     }

@@ -115,10 +115,25 @@
 //! - `presence`: heartbeats of many devices, the active count, silent ones expired.
 //! - `alerts_and_advice`: an alert rule on the conflict rate fires and resolves; the advisor
 //!   names the hot entity.
-//! - `opentelemetry` (feature `otel`): the app's own tracer provider and the executor's metrics
-//!   and spans on one OTLP collector, the executor's spans linked to the app's.
+//! - `opentelemetry` (feature `otel`): an app that has OpenTelemetry hands its providers to the
+//!   builder; the executor's spans are children of the app's request span, under its resource.
 //! - `prometheus` (feature `prometheus`): the metrics served at `/metrics` for Prometheus to
 //!   scrape, with no collector.
+//! - `tracing_spans`: a `tracing` app bridged to OpenTelemetry with tracing-opentelemetry; the
+//!   executor's `tracing` spans nest under the app's, no `otel` feature needed.
+//!
+//! ## Tracing spans
+//! Without any feature, the executor makes `tracing` spans a service filters by target and level
+//! (`RUST_LOG=stateful_redis::lease=info,stateful_redis::operation=debug`):
+//!
+//! | Target | Level | Span / events | Fields |
+//! |---|---|---|---|
+//! | `stateful_redis::operation` | DEBUG | `stateful_redis.operation`, one per public operation, entered while it runs | `stateful_redis.operation`, `entity`, `error.type` and `otel.status_code=ERROR` on failure |
+//! | `stateful_redis::lease` | INFO | `stateful_redis.lease`: a [`LeaseGuard`]'s life; events `lease acquired`, `lease released` (INFO), `lease renewed` (DEBUG), `lease renewal failed`, `lease lost` (WARN) | `entity`, `owner`, `token` |
+//! | `stateful_redis::connect` | INFO | `stateful_redis.connect`, one per connection attempt of a pipeline link; `connecting to Redis failed` (WARN) | `link`, `server`, `reconnect` |
+//!
+//! Spans are children of the caller's current span. With tracing-opentelemetry they become
+//! OpenTelemetry spans, and (feature `otel`) the executor's `EVALSHA` spans are their children.
 //!
 //! ## Feature flags
 //! - `compression` (default): LZ4 compression of values above `state.compress_above`.
@@ -130,10 +145,13 @@
 //! - `config-file` (default): configuration from TOML and the environment, with figment and
 //!   toml: `load_config`, `parse_config`, `redacted_toml` and `StatefulExecutor::watch_config`.
 //!   Without it, build an [`ExecutorConfig`] in code.
-//! - `otel`: OpenTelemetry metrics and traces exported over OTLP (gRPC or HTTP/protobuf), turned
-//!   on by `telemetry.enabled`; see [`TelemetryConfig`] and [docs/metrics.md][metrics].
-//! - `prometheus` (with `otel`): a Prometheus scrape endpoint at `telemetry.prometheus_listen`,
-//!   under the names the OTLP→Prometheus translation gives.
+//! - `otel`: OpenTelemetry metrics and spans through the OpenTelemetry API, into the providers
+//!   the app hands to [`ExecutorBuilder::meter_provider`] / [`ExecutorBuilder::tracer_provider`],
+//!   or with `telemetry.enabled` the global ones; see [docs/metrics.md][metrics]. No SDK.
+//! - `otel-setup`: `otel`, plus an SDK with OTLP export (gRPC or HTTP/protobuf) that
+//!   `telemetry.enabled` builds from [`TelemetryConfig`] and the executor owns.
+//! - `prometheus` (with `otel-setup`): a Prometheus scrape endpoint at
+//!   `telemetry.prometheus_listen`, under the names the OTLP→Prometheus translation gives.
 //!
 //! [examples]: https://github.com/stateful-redis/stateful-redis/tree/main/crates/stateful-redis/examples
 //! [metrics]: https://github.com/stateful-redis/stateful-redis/blob/main/docs/metrics.md
@@ -146,6 +164,7 @@ mod presence;
 mod reload;
 #[cfg(feature = "config-file")]
 mod settings;
+mod spans;
 mod state;
 mod telemetry;
 #[cfg(feature = "config-file")]
@@ -208,4 +227,7 @@ pub use stateful_redis_scripts::{ACL_COMMANDS, ALL as SCRIPTS, Script, ScriptSta
 
 pub use bytes;
 pub use redis;
+/// The OpenTelemetry API the executor records through (feature `otel`).
+#[cfg(feature = "otel")]
+pub use stateful_redis_otel::opentelemetry;
 pub use tokio;

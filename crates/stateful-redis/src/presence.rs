@@ -137,7 +137,11 @@ impl Presence {
             .collect();
         let _op = self.exec.begin()?;
         let mut members = Vec::new();
-        for shard in self.exec.run_many_safe(&calls).await {
+        for shard in self
+            .exec
+            .run_many_safe(&calls, stateful_redis_metrics::Operation::Presence)
+            .await
+        {
             members.extend(shard?);
         }
         // An entity lives in one shard: no repeats to remove.
@@ -161,7 +165,9 @@ impl Presence {
             return Ok(Vec::new());
         }
         let started = std::time::Instant::now();
-        let result = self.run_unobserved(calls).await;
+        let span = crate::spans::operation(stateful_redis_metrics::Operation::Presence, None);
+        let result = tracing::Instrument::instrument(self.run_unobserved(calls), span.clone()).await;
+        crate::spans::finish(&span, &result);
         self.exec
             .observe(stateful_redis_metrics::Operation::Presence, started, &result);
         result
@@ -170,7 +176,11 @@ impl Presence {
     async fn run_unobserved(&self, calls: &[PresenceCall<'_>]) -> Result<Vec<u64>, Error> {
         let _op = self.exec.begin()?;
         // Heartbeats, counts and expiry are all safe to repeat.
-        self.exec.run_many_safe(calls).await.into_iter().collect()
+        self.exec
+            .run_many_safe(calls, stateful_redis_metrics::Operation::Presence)
+            .await
+            .into_iter()
+            .collect()
     }
 }
 

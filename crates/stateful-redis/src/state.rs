@@ -318,6 +318,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         prepared: &Prepared<'_, T>,
         fence: Option<&Fence>,
         message: Option<&str>,
+        operation: Operation,
     ) -> Result<Applied, Error> {
         let auto_id;
         let automatic = fence.is_some() && message.is_none();
@@ -382,7 +383,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                     message,
                     nonce,
                 };
-                Ok(self.exec.encode(&call))
+                Ok(self.exec.encode(&call, operation))
             })
         };
         let _op = self.exec.begin()?;
@@ -444,10 +445,15 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         let started = std::time::Instant::now();
         // Checked here, before the one await: a nested async fn would add a level to every
         // write's future.
+        let span = crate::spans::operation(operation, Some(entity));
         let result = match self.prepare(entity, change, fence, message) {
-            Ok(prepared) => self.send(entity, &prepared, fence, message).await,
+            Ok(prepared) => {
+                tracing::Instrument::instrument(self.send(entity, &prepared, fence, message, operation), span.clone())
+                    .await
+            }
             Err(e) => Err(e),
         };
+        crate::spans::finish(&span, &result);
         self.exec.observe(operation, started, &result);
         result
     }
@@ -455,19 +461,22 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     /// Reads an entity: `None` if it does not exist.
     pub async fn get(&self, entity: &str) -> Result<Option<Versioned<T>>, Error> {
         let started = std::time::Instant::now();
-        let result = self.read(entity).await;
+        let span = crate::spans::operation(Operation::Get, Some(entity));
+        let result = tracing::Instrument::instrument(self.read(entity, Operation::Get), span.clone()).await;
+        crate::spans::finish(&span, &result);
         self.exec.observe(Operation::Get, started, &result);
         result
     }
 
-    async fn read(&self, entity: &str) -> Result<Option<Versioned<T>>, Error> {
+    /// Reads an entity for `operation` (`get`, or an `update`'s read).
+    async fn read(&self, entity: &str, operation: Operation) -> Result<Option<Versioned<T>>, Error> {
         validate_entity_id(entity)?;
         let _op = self.exec.begin()?;
         // The key in the thread's scratch buffer, as for writes.
         let encode = || {
             Ok(with_scratch(|key, _| {
                 self.keys.write_key(entity, STATE_SUFFIX, key);
-                self.exec.encode(&Get { key })
+                self.exec.encode(&Get { key }, operation)
             }))
         };
         let Some(record) = self.exec.run_encoded(&GET, true, encode, Get::parse_reply).await? else {
@@ -549,10 +558,15 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         F: FnMut(Option<T>) -> Result<T, E>,
     {
         let started = std::time::Instant::now();
-        let result = self.update_unobserved(entity, change, fence).await;
+        let span = crate::spans::operation(operation, Some(entity));
+        let result = tracing::Instrument::instrument(self.update_unobserved(entity, change, fence), span.clone()).await;
         // An abort is the caller's verdict, not a failure of the operation.
         match &result {
-            Err(TryUpdateError::Failed(e)) => self.exec.observe(operation, started, &Err::<(), _>(e.duplicate())),
+            Err(TryUpdateError::Failed(e)) => {
+                let failed = Err::<(), _>(e.duplicate());
+                crate::spans::finish(&span, &failed);
+                self.exec.observe(operation, started, &failed);
+            }
             _ => self.exec.observe(operation, started, &Ok::<(), Error>(())),
         }
         result
@@ -573,7 +587,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         let _op = self.exec.begin()?;
         let max = self.exec.config.state.update_max_attempts;
         for attempt in 1..=max {
-            let (expected, old) = match self.read(entity).await? {
+            let (expected, old) = match self.read(entity, Operation::Update).await? {
                 Some(v) => (v.version, Some(v.value)),
                 None => (Version::NONE, None),
             };
@@ -582,7 +596,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 op: WriteOp::Cas { expected: expected.0 },
                 value: Some(&value),
             };
-            match self.send(entity, &prepared, fence, None).await {
+            match self.send(entity, &prepared, fence, None, Operation::Update).await {
                 Ok(applied) => {
                     return Ok(Updated {
                         version: applied.version,
@@ -629,15 +643,20 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
 
     async fn delete_fenced(&self, entity: &str, fence: Option<&Fence>) -> Result<bool, Error> {
         let started = std::time::Instant::now();
+        let span = crate::spans::operation(Operation::Delete, Some(entity));
         let result = match self.prepare(entity, Change::DeleteAny, fence, None) {
-            Ok(prepared) => match self.send(entity, &prepared, fence, None).await {
-                Ok(_) => Ok(true),
-                // Nothing to delete is an answer, not a failure.
-                Err(Error::NotFound { .. }) => Ok(false),
-                Err(e) => Err(e),
-            },
+            Ok(prepared) => {
+                let sent = self.send(entity, &prepared, fence, None, Operation::Delete);
+                match tracing::Instrument::instrument(sent, span.clone()).await {
+                    Ok(_) => Ok(true),
+                    // Nothing to delete is an answer, not a failure.
+                    Err(Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
+        crate::spans::finish(&span, &result);
         self.exec.observe(Operation::Delete, started, &result);
         result
     }

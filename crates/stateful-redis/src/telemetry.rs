@@ -1,9 +1,13 @@
 //! The executor's hooks into OpenTelemetry (`stateful-redis-otel`), or nothing at all when the
 //! `otel` feature is off: every function here then compiles to nothing.
+//!
+//! Where the figures go: the providers handed to the builder, else with `telemetry.enabled` an
+//! SDK with OTLP export built from the config (feature `otel-setup`), or the global providers
+//! (without it).
 
 use std::time::Duration;
 
-use stateful_redis_core::{Error, ErrorKind, ExecutorConfig};
+use stateful_redis_core::{Error, ExecutorConfig};
 use stateful_redis_metrics::{Operation, PerformanceMonitor, Stage};
 use stateful_redis_scripts::Script;
 
@@ -12,7 +16,7 @@ mod on {
     use std::sync::Arc;
 
     use redis::{ConnectionAddr, IntoConnectionInfo as _};
-    use stateful_redis_otel::{OpTrace, PipelineSpans, Sources, Telemetry};
+    use stateful_redis_otel::{OpTrace, PipelineSpans, Sources, Telemetry, opentelemetry};
 
     use super::*;
 
@@ -22,27 +26,88 @@ mod on {
     pub(crate) type Trace = Option<Box<OpTrace>>;
     pub(crate) type Spans = Option<PipelineSpans>;
 
-    pub(crate) fn start(config: &ExecutorConfig, monitor: &PerformanceMonitor) -> Result<Handle, Error> {
-        if !config.telemetry.enabled {
+    /// The providers the application handed to the builder.
+    #[derive(Debug, Default)]
+    pub(crate) struct Providers {
+        pub(crate) meter: Option<opentelemetry::metrics::Meter>,
+        pub(crate) tracer: Option<opentelemetry::global::BoxedTracer>,
+    }
+
+    impl Providers {
+        fn given(&self) -> bool {
+            self.meter.is_some() || self.tracer.is_some()
+        }
+    }
+
+    pub(crate) fn start(
+        config: &ExecutorConfig,
+        monitor: &PerformanceMonitor,
+        providers: Providers,
+    ) -> Result<Handle, Error> {
+        if !config.telemetry.enabled && !providers.given() {
             return Ok(None);
         }
         // What the spans call the server: the URL's host and port (none for a unix socket).
-        let (address, port) = match config
-            .redis
-            .url
-            .expose()
-            .into_connection_info()
-            .map(|i| i.addr().clone())
-        {
+        let info = config.redis.url.expose().into_connection_info();
+        let database = info.as_ref().map_or(0, |i| i.redis_settings().db());
+        let (address, port) = match info.map(|i| i.addr().clone()) {
             Ok(ConnectionAddr::Tcp(host, port)) | Ok(ConnectionAddr::TcpTls { host, port, .. }) => (host, port),
             _ => ("localhost".to_owned(), 0),
         };
-        let telemetry = Telemetry::start(&config.telemetry, Sources::new(monitor.clone(), address, port))?;
-        Ok(Some(Arc::new(telemetry)))
+        let sources = Sources::new(monitor.clone(), address, port).database(u32::try_from(database).unwrap_or(0));
+        if providers.given() {
+            let meter = providers
+                .meter
+                .unwrap_or_else(|| stateful_redis_otel::meter(&*opentelemetry::global::meter_provider()));
+            let tracer = providers.tracer.or_else(|| {
+                config
+                    .telemetry
+                    .traces
+                    .then(|| stateful_redis_otel::tracer(&opentelemetry::global::tracer_provider()))
+            });
+            return Ok(Some(Arc::new(Telemetry::new(&meter, tracer, sources))));
+        }
+        own_or_global(config, sources).map(|t| Some(Arc::new(t)))
+    }
+
+    /// `telemetry.enabled` and no providers handed over: an SDK of our own from the config.
+    #[cfg(feature = "otel-setup")]
+    fn own_or_global(config: &ExecutorConfig, sources: Sources) -> Result<Telemetry, Error> {
+        Telemetry::start(&config.telemetry, sources)
+    }
+
+    /// `telemetry.enabled` and no providers handed over: the global providers. The export
+    /// settings need an SDK of our own (`otel-setup`), so one that is set is refused.
+    #[cfg(not(feature = "otel-setup"))]
+    fn own_or_global(config: &ExecutorConfig, sources: Sources) -> Result<Telemetry, Error> {
+        let t = &config.telemetry;
+        t.validate()?;
+        let set = [
+            ("telemetry.protocol", t.protocol.is_some()),
+            ("telemetry.endpoint", t.endpoint.is_some()),
+            ("telemetry.timeout", t.timeout.is_some()),
+            ("telemetry.headers", !t.headers.is_empty()),
+            ("telemetry.metrics_interval", t.metrics_interval.is_some()),
+            ("telemetry.sample_ratio", t.sample_ratio.is_some()),
+            ("telemetry.service_name", t.service_name.is_some()),
+        ];
+        if let Some((field, _)) = set.iter().find(|(_, set)| *set) {
+            return Err(Error::Config(stateful_redis_core::ConfigError::new(
+                *field,
+                "set",
+                "is an export setting, and this build records into the application's OpenTelemetry \
+                 providers: enable the `otel-setup` feature for an SDK of the executor's own",
+            )));
+        }
+        let meter = stateful_redis_otel::meter(&*opentelemetry::global::meter_provider());
+        let tracer = t
+            .traces
+            .then(|| stateful_redis_otel::tracer(&opentelemetry::global::tracer_provider()));
+        Ok(Telemetry::new(&meter, tracer, sources))
     }
 
     #[inline]
-    pub(crate) fn record(handle: &Handle, operation: Operation, duration: Duration, error: Option<ErrorKind>) {
+    pub(crate) fn record(handle: &Handle, operation: Operation, duration: Duration, error: Option<&Error>) {
         if let Some(t) = handle {
             t.record(operation, duration, error);
         }
@@ -63,19 +128,19 @@ mod on {
         }
     }
 
-    /// `ops`: each operation's script and trace.
+    /// `ops`: each call's script, operation and trace.
     pub(crate) fn pipeline<'a>(
         handle: &Handle,
-        ops: impl ExactSizeIterator<Item = (&'static Script, &'a Trace)>,
+        ops: impl ExactSizeIterator<Item = (&'static Script, Operation, &'a Trace)>,
     ) -> Spans {
         let t = handle.as_ref()?;
         t.record_batch(ops.len());
-        t.pipeline(ops.map(|(script, trace)| (script.name(), trace.as_deref())))
+        t.pipeline(ops.map(|(script, operation, trace)| (script.name(), operation, trace.as_deref())))
     }
 
     pub(crate) fn finish(spans: Spans, results: &[Result<redis::Value, Error>]) {
         if let Some(spans) = spans {
-            spans.finish(results.iter().map(|r| r.as_ref().err().map(Error::kind)));
+            spans.finish(results.iter().map(|r| r.as_ref().err()));
         }
     }
 
@@ -92,9 +157,7 @@ mod on {
 
     /// `(metrics, traces)` exports that failed.
     pub(crate) fn export_errors(handle: &Handle) -> Option<(u64, u64)> {
-        handle
-            .as_ref()
-            .map(|t| (t.export_errors().metrics(), t.export_errors().traces()))
+        handle.as_ref().and_then(|t| t.export_errors())
     }
 }
 
@@ -105,13 +168,16 @@ mod on {
     /// No telemetry in this build.
     #[derive(Debug, Clone)]
     pub(crate) struct Handle;
+    /// No providers to hand over.
+    #[derive(Debug, Default)]
+    pub(crate) struct Providers;
     /// No trace to carry.
     #[derive(Debug)]
     pub(crate) struct Trace;
     /// No spans to end.
     pub(crate) struct Spans;
 
-    pub(crate) fn start(config: &ExecutorConfig, _monitor: &PerformanceMonitor) -> Result<Handle, Error> {
+    pub(crate) fn start(config: &ExecutorConfig, _: &PerformanceMonitor, _: Providers) -> Result<Handle, Error> {
         if config.telemetry.enabled {
             return Err(Error::Config(stateful_redis_core::ConfigError::new(
                 "telemetry.enabled",
@@ -123,7 +189,7 @@ mod on {
     }
 
     #[inline]
-    pub(crate) fn record(_: &Handle, _: Operation, _: Duration, _: Option<ErrorKind>) {}
+    pub(crate) fn record(_: &Handle, _: Operation, _: Duration, _: Option<&Error>) {}
 
     #[inline]
     pub(crate) fn record_stage(_: &Handle, _: Stage, _: Duration) {}
@@ -134,7 +200,10 @@ mod on {
     }
 
     #[inline]
-    pub(crate) fn pipeline<'a>(_: &Handle, _: impl ExactSizeIterator<Item = (&'static Script, &'a Trace)>) -> Spans {
+    pub(crate) fn pipeline<'a>(
+        _: &Handle,
+        _: impl ExactSizeIterator<Item = (&'static Script, Operation, &'a Trace)>,
+    ) -> Spans {
         Spans
     }
 

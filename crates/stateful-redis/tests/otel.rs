@@ -278,6 +278,66 @@ async fn workload(server: &RedisServer, exec: &StatefulExecutor) -> Done {
     }
 }
 
+/// The spans of `calls` script calls made outside any caller span, all sampled.
+fn check_call_spans(all: &[PSpan], server: &RedisServer, calls: u64) {
+    let pipelines: BTreeMap<Vec<u8>, &PSpan> = all
+        .iter()
+        .filter(|s| s.name == "BATCH EVALSHA")
+        .map(|s| (s.span_id.clone(), s))
+        .collect();
+    let operations: Vec<&PSpan> = all.iter().filter(|s| s.name.starts_with("EVALSHA ")).collect();
+    assert_eq!(operations.len() as u64, calls, "one span per script call");
+    for op in &operations {
+        assert_eq!(op.kind, span::SpanKind::Client as i32);
+        if !op.parent_span_id.is_empty() {
+            let parent = pipelines
+                .get(&op.parent_span_id)
+                .expect("an operation span's parent is a pipeline span");
+            assert_eq!(op.trace_id, parent.trace_id);
+            assert_eq!(parent.kind, span::SpanKind::Client as i32);
+            // Linked both ways.
+            assert!(op.links.iter().any(|l| l.span_id == parent.span_id));
+            assert!(parent.links.iter().any(|l| l.span_id == op.span_id));
+        }
+        let a = attributes(&op.attributes);
+        assert_eq!(a["db.system.name"], "redis");
+        assert_eq!(a["db.operation.name"], "EVALSHA");
+        assert_eq!(a["db.namespace"], "0");
+        assert!(
+            matches!(
+                (
+                    a["db.stored_procedure.name"].as_str(),
+                    a["stateful_redis.operation"].as_str()
+                ),
+                ("write", "put") | ("get", "get") | ("acquire", "acquire") | ("presence", "presence")
+            ),
+            "{a:?}"
+        );
+        assert_eq!(a["server.address"], "127.0.0.1");
+        assert_eq!(a["server.port"], server.port().to_string());
+    }
+    let failed: Vec<_> = operations
+        .iter()
+        .filter(|s| text(&s.attributes, "error.type").is_some())
+        .collect();
+    assert_eq!(failed.len(), 1, "exactly the failed put carries error.type");
+    assert_eq!(
+        text(&failed[0].attributes, "db.response.status_code").as_deref(),
+        Some("WRONGTYPE")
+    );
+    assert!(
+        pipelines.values().any(|p| {
+            let a = attributes(&p.attributes);
+            let size = a
+                .get("db.operation.batch.size")
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            size >= 2 && a["db.operation.name"] == "BATCH EVALSHA" && p.links.len() == size
+        }),
+        "some pipeline carried several operations, and links to each"
+    );
+}
+
 /// The count of a histogram metric's points, all series together.
 fn histogram_count(m: &BTreeMap<String, Metric>, name: &str) -> u64 {
     let metric = m.get(name).unwrap_or_else(|| panic!("{name} missing"));
@@ -325,8 +385,26 @@ fn check_export(received: &Received, server: &RedisServer, done: &Done) {
         .map(|p| {
             let a = attributes(&p.attributes);
             assert_eq!(a.get("db.system.name").map(String::as_str), Some("redis"), "{a:?}");
-            assert_eq!(p.explicit_bounds.first(), Some(&0.001));
-            ((a["db.operation.name"].clone(), a.get("error.type").cloned()), p.count)
+            assert_eq!(a.get("db.operation.name").map(String::as_str), Some("EVALSHA"), "{a:?}");
+            assert_eq!(a.get("db.namespace").map(String::as_str), Some("0"), "{a:?}");
+            assert_eq!(a.get("server.address").map(String::as_str), Some("127.0.0.1"), "{a:?}");
+            assert_eq!(a.get("server.port"), Some(&server.port().to_string()), "{a:?}");
+            if a.contains_key("error.type") {
+                assert_eq!(
+                    a.get("db.response.status_code").map(String::as_str),
+                    Some("WRONGTYPE"),
+                    "{a:?}"
+                );
+            }
+            // 50 µs to 10 s.
+            assert_eq!(
+                (p.explicit_bounds.first(), p.explicit_bounds.last()),
+                (Some(&0.000_05), Some(&10.0))
+            );
+            (
+                (a["stateful_redis.operation"].clone(), a.get("error.type").cloned()),
+                p.count,
+            )
         })
         .collect();
     assert_eq!(series.get(&("put".into(), None)), Some(&puts), "{series:?}");
@@ -351,7 +429,7 @@ fn check_export(received: &Received, server: &RedisServer, done: &Done) {
     let put_count = ops
         .data_points
         .iter()
-        .find(|p| text(&p.attributes, "db.operation.name").as_deref() == Some("put"))
+        .find(|p| text(&p.attributes, "stateful_redis.operation").as_deref() == Some("put"))
         .expect("put count");
     assert_eq!(
         put_count.value,
@@ -417,49 +495,9 @@ fn check_export(received: &Received, server: &RedisServer, done: &Done) {
     }
     assert_eq!(m["process.cpu.time"].unit, "s");
 
-    // Spans: every script call has a CLIENT span under its pipeline's.
-    let all = spans(received);
-    let pipelines: BTreeMap<Vec<u8>, &PSpan> = all
-        .iter()
-        .filter(|s| s.parent_span_id.is_empty())
-        .map(|s| (s.span_id.clone(), s))
-        .collect();
-    let operations: Vec<&PSpan> = all.iter().filter(|s| !s.parent_span_id.is_empty()).collect();
-    assert_eq!(operations.len() as u64, calls, "one span per script call");
-    for op in &operations {
-        let parent = pipelines
-            .get(&op.parent_span_id)
-            .expect("an operation span's parent is a pipeline span");
-        assert_eq!(op.trace_id, parent.trace_id);
-        assert_eq!(op.kind, span::SpanKind::Client as i32);
-        assert_eq!(parent.kind, span::SpanKind::Client as i32);
-        let a = attributes(&op.attributes);
-        assert_eq!(a["db.system.name"], "redis");
-        assert_eq!(a["db.operation.name"], "EVALSHA");
-        assert!(
-            matches!(
-                a["db.stored_procedure.name"].as_str(),
-                "write" | "get" | "acquire" | "presence"
-            ),
-            "{a:?}"
-        );
-        assert_eq!(a["server.address"], "127.0.0.1");
-        assert_eq!(a["server.port"], server.port().to_string());
-    }
-    let failed: Vec<_> = operations
-        .iter()
-        .filter(|s| text(&s.attributes, "error.type").is_some())
-        .collect();
-    assert_eq!(failed.len(), 1, "exactly the failed put carries error.type");
-    assert!(
-        pipelines.values().any(|p| {
-            let a = attributes(&p.attributes);
-            a.get("db.operation.batch.size")
-                .is_some_and(|n| n.parse::<u64>().unwrap_or(0) >= 2)
-                && a["db.operation.name"] == "BATCH EVALSHA"
-        }),
-        "some pipeline carried several operations"
-    );
+    // Spans: every script call has a CLIENT span; no caller span here, so a call is a child of
+    // its pipeline's span (a pipeline of several), or a root (a pipeline of one).
+    check_call_spans(&spans(received), server, calls);
 
     // The configured header reached the receiver with both signals.
     let keys = received.keys.lock().expect("keys");
@@ -745,7 +783,219 @@ async fn the_sampling_ratio_changes_live() {
     exec.shutdown().await;
     let operations = spans(&received)
         .into_iter()
-        .filter(|s| !s.parent_span_id.is_empty())
+        .filter(|s| s.name.starts_with("EVALSHA "))
         .count();
     assert_eq!(operations, 20, "only the puts after the change were traced");
+}
+
+/// The app's own providers, exporting over OTLP/HTTP to `addr` under the app's resource.
+fn app_providers(
+    addr: SocketAddr,
+) -> (
+    opentelemetry_sdk::trace::SdkTracerProvider,
+    opentelemetry_sdk::metrics::SdkMeterProvider,
+) {
+    use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("device-api")
+        .with_attribute(opentelemetry::KeyValue::new("deployment.environment.name", "test"))
+        .build();
+    let spans = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("http://{addr}/v1/traces"))
+        .build()
+        .expect("span exporter");
+    let tracers = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_resource(resource.clone())
+        .with_batch_exporter(spans)
+        .build();
+    let metrics = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("http://{addr}/v1/metrics"))
+        .build()
+        .expect("metric exporter");
+    let meters = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(
+            opentelemetry_sdk::metrics::PeriodicReader::builder(metrics)
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
+        .build();
+    (tracers, meters)
+}
+
+/// Shuts the app's providers down (they block): the last export.
+async fn shut_app(
+    tracers: opentelemetry_sdk::trace::SdkTracerProvider,
+    meters: opentelemetry_sdk::metrics::SdkMeterProvider,
+) {
+    tokio::task::spawn_blocking(move || {
+        tracers.shutdown().expect("tracer provider shutdown");
+        meters.shutdown().expect("meter provider shutdown");
+    })
+    .await
+    .expect("shutdown thread");
+}
+
+/// The service name of the resource each span or metric arrived under, by its name.
+fn resources(received: &Received) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let service = |r: &Option<opentelemetry_proto::tonic::resource::v1::Resource>| {
+        r.as_ref()
+            .and_then(|r| text(&r.attributes, "service.name"))
+            .unwrap_or_default()
+    };
+    for request in received.traces.lock().expect("traces").iter() {
+        for rs in &request.resource_spans {
+            for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                out.insert(span.name.clone(), service(&rs.resource));
+            }
+        }
+    }
+    for request in received.metrics.lock().expect("metrics").iter() {
+        for rm in &request.resource_metrics {
+            for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                out.insert(metric.name.clone(), service(&rm.resource));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_owned_providers_put_the_executors_spans_under_the_apps_span_and_resource() {
+    use opentelemetry::context::FutureExt as _;
+    use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
+
+    let server = RedisServer::start();
+    let (addr, received) = http_receiver().await;
+    let (tracers, meters) = app_providers(addr);
+    // `telemetry.enabled` stays false: handing the providers over is enough.
+    let exec = StatefulExecutor::builder()
+        .url(server.url())
+        .meter_provider(&meters)
+        .tracer_provider(&tracers)
+        .build()
+        .await
+        .expect("executor");
+    let devices = exec.state::<u64>("app").expect("namespace");
+
+    // A sampled request: the executor's spans are its children.
+    let request = tracers.tracer("device-api").start("PUT /devices/{id}");
+    let request = opentelemetry::Context::current_with_span(request);
+    let (trace_id, request_id) = {
+        let span = request.span();
+        (span.span_context().trace_id(), span.span_context().span_id())
+    };
+    async {
+        let (a, b) = tokio::join!(devices.put("dev-1", &1), devices.put("dev-2", &2));
+        a.and(b).expect("puts");
+        devices.get("dev-1").await.expect("get");
+    }
+    .with_context(request.clone())
+    .await;
+    request.span().end();
+
+    // An unsampled request: its caller decided, so no span at all.
+    let unsampled = opentelemetry::trace::SpanContext::new(
+        opentelemetry::trace::TraceId::from(7u128),
+        opentelemetry::trace::SpanId::from(9u64),
+        opentelemetry::trace::TraceFlags::default(),
+        true,
+        Default::default(),
+    );
+    devices
+        .put("dev-3", &3)
+        .with_context(opentelemetry::Context::new().with_remote_span_context(unsampled))
+        .await
+        .expect("put");
+
+    exec.shutdown().await;
+    assert_eq!(exec.telemetry_export_errors(), None, "the app's exporters, not ours");
+    shut_app(tracers, meters).await;
+
+    let all = spans(&received);
+    let calls: Vec<&PSpan> = all.iter().filter(|s| s.name.starts_with("EVALSHA ")).collect();
+    assert_eq!(calls.len(), 3, "two puts and a get under the sampled request: {all:?}");
+    for call in &calls {
+        assert_eq!(call.trace_id, trace_id.to_bytes().to_vec(), "{call:?}");
+        assert_eq!(call.parent_span_id, request_id.to_bytes().to_vec(), "{call:?}");
+    }
+    assert!(
+        all.iter().all(|s| s.trace_id != 7u128.to_be_bytes().to_vec()),
+        "nothing of the unsampled request was recorded"
+    );
+    // A pipeline that carried both puts is in the request's trace too, linking to them.
+    for batch in all.iter().filter(|s| s.name == "BATCH EVALSHA") {
+        assert_eq!(batch.trace_id, trace_id.to_bytes().to_vec());
+        assert!(batch.links.len() >= 2, "{batch:?}");
+    }
+    // Everything arrived under the app's resource.
+    let by_name = resources(&received);
+    for name in [
+        "PUT /devices/{id}",
+        "EVALSHA write",
+        "EVALSHA get",
+        "db.client.operation.duration",
+    ] {
+        assert_eq!(
+            by_name.get(name).map(String::as_str),
+            Some("device-api"),
+            "{name}: {by_name:?}"
+        );
+    }
+    let m = metrics(&received);
+    assert!(histogram_count(&m, "db.client.operation.duration") >= 4);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn tracing_spans_bridged_by_tracing_opentelemetry_parent_the_executors_spans() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing::Instrument as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let server = RedisServer::start();
+    let (addr, received) = http_receiver().await;
+    let (tracers, meters) = app_providers(addr);
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracers.tracer("device-api")));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let exec = StatefulExecutor::builder()
+        .url(server.url())
+        .meter_provider(&meters)
+        .tracer_provider(&tracers)
+        .build()
+        .await
+        .expect("executor");
+    let devices = exec.state::<u64>("bridged").expect("namespace");
+    devices
+        .put("dev-1", &1)
+        .instrument(tracing::info_span!("handle request"))
+        .await
+        .expect("put");
+    exec.shutdown().await;
+    shut_app(tracers, meters).await;
+
+    let all = spans(&received);
+    let by_name = |name: &str| {
+        all.iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}: {all:?}"))
+    };
+    let request = by_name("handle request");
+    let operation = by_name("stateful_redis.operation");
+    let call = by_name("EVALSHA write");
+    assert_eq!(
+        operation.parent_span_id, request.span_id,
+        "the operation under the request"
+    );
+    assert_eq!(call.parent_span_id, operation.span_id, "the call under the operation");
+    assert_eq!(call.trace_id, request.trace_id);
+    assert_eq!(
+        text(&operation.attributes, "stateful_redis.operation").as_deref(),
+        Some("put")
+    );
 }

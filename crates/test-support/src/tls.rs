@@ -87,8 +87,11 @@ pub struct TestCa {
 }
 
 impl TestCa {
-    /// Generates a fresh CA and server certificate.
+    /// Generates a fresh CA and server certificate. Installs ring as the process's rustls
+    /// provider, as an application with TLS servers of its own does: the build has two
+    /// providers (ring, and reqwest's aws-lc-rs), so rustls cannot pick one by itself.
     pub fn new() -> TestCa {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = crate::create_temp_dir();
         let files = write_files(&dir);
         TestCa { dir, files }

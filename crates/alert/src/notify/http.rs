@@ -1,6 +1,6 @@
 //! The HTTP side of the webhook and Alertmanager notifiers (the `http` feature): their
 //! targets, checked when the configuration is, and one post to them over reqwest (TLS by
-//! rustls with ring, with the target's own CA file when one is set).
+//! rustls, with the target's own CA file when one is set).
 
 use std::fmt;
 use std::path::Path;
@@ -99,12 +99,10 @@ fn http_or_https(field: &str, text: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// A client over rustls with the process's crypto provider (ring, installed unless the
-/// application installed one): trusting only the CA file's certificates when one is given,
-/// else the system's roots.
+/// A client over rustls with the process's default crypto provider (reqwest's own, aws-lc-rs,
+/// when the application installed none): trusting only the CA file's certificates when one is
+/// given, else the system's roots.
 fn client(field: &str, ca_file: Option<&Path>) -> Result<reqwest::Client, ConfigError> {
-    // reqwest is built without a provider of its own (it would bring aws-lc).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder().tls_backend_rustls();
     if let Some(path) = ca_file {
         let pem = read_ca(field, path)?;

@@ -284,7 +284,7 @@ fn load_serves_its_metrics_for_prometheus_while_it_runs() {
     assert!(
         text.lines()
             .any(|l| l.starts_with("db_client_operation_duration_seconds_bucket{")
-                && l.contains("db_operation_name=\"put\"")),
+                && l.contains("stateful_redis_operation=\"put\"")),
         "{text}"
     );
     assert!(

@@ -22,8 +22,10 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-/// OpenTelemetry metrics and traces exported over OTLP (the `otel` feature of
-/// `stateful-redis`).
+/// OpenTelemetry metrics and traces (the `otel` feature of `stateful-redis`). With `enabled`, the
+/// executor records into an SDK of its own exporting over OTLP (feature `otel-setup`; every
+/// other field here configures it), else into the global providers, and then the export
+/// settings are refused. Providers handed to the builder take precedence over both.
 ///
 /// Every setting left unset (`None`, or no headers) falls back to the standard variables:
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS`,
@@ -74,8 +76,10 @@ pub struct TelemetryConfig {
     pub metrics_interval: Option<Duration>,
     /// Export spans (default true when `enabled`).
     pub traces: bool,
-    /// The share of pipelines traced, 0 to 1 (default: `OTEL_TRACES_SAMPLER` when set, else
-    /// 0.01: tracing every operation costs far more than the operation's metrics).
+    /// The share of root traces sampled, 0 to 1: pipelines and calls made outside any sampled
+    /// caller span; spans under a caller's span follow the caller's decision (`ParentBased`).
+    /// Default: `OTEL_TRACES_SAMPLER` when set, else 0.01 (tracing every operation costs far
+    /// more than the operation's metrics).
     pub sample_ratio: Option<f64>,
     /// `service.name` of the exported resource (default: `OTEL_SERVICE_NAME`, else the SDK's).
     pub service_name: Option<String>,

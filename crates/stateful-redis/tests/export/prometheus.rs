@@ -235,7 +235,7 @@ async fn prometheus_scrapes_the_endpoint_and_the_dashboard_and_rules_work_on_it(
     assert!(
         text.lines()
             .any(|l| l.starts_with("db_client_operation_duration_seconds_bucket{")
-                && l.contains("db_operation_name=\"put\"")
+                && l.contains("stateful_redis_operation=\"put\"")
                 && l.contains("le=\"+Inf\"")),
         "{text}"
     );

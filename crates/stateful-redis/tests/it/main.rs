@@ -16,6 +16,7 @@ mod once;
 mod presence;
 mod resilience;
 mod security;
+mod spans;
 mod state;
 
 use std::time::Duration;
