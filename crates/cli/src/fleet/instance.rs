@@ -168,6 +168,9 @@ pub(crate) struct Control {
     pause: Mutex<Option<Duration>>,
     /// Bumped when a pause ends: tasks then make one late write per device they believed held.
     resumed: AtomicU64,
+    /// Final heartbeats asked for by the coordinator, and the workers' answers.
+    beats_asked: AtomicU64,
+    beats_done: AtomicU64,
     life: Mutex<Life>,
     pub(crate) stats: Stats,
     pub(crate) exec: Mutex<Option<StatefulExecutor>>,
@@ -183,6 +186,8 @@ impl Control {
             killed: AtomicBool::new(false),
             pause: Mutex::new(None),
             resumed: AtomicU64::new(0),
+            beats_asked: AtomicU64::new(0),
+            beats_done: AtomicU64::new(0),
             life: Mutex::new(Life::Starting),
             stats: Stats::default(),
             exec: Mutex::new(None),
@@ -215,6 +220,16 @@ impl Control {
     /// Freeze the whole instance (its runtime thread, watchdogs included) for `d`.
     pub(crate) fn pause(&self, d: Duration) {
         *self.pause.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+    }
+
+    /// Asks every worker for one heartbeat of its active devices now; true once all of
+    /// them did (call again to wait).
+    pub(crate) fn beat_now(&self, tasks: u32, first: bool) -> bool {
+        if first {
+            self.beats_asked.fetch_add(1, Ordering::SeqCst);
+        }
+        let asked = self.beats_asked.load(Ordering::SeqCst);
+        self.beats_done.load(Ordering::SeqCst) >= asked * u64::from(tasks)
     }
 
     pub(crate) fn settle(&self) {
@@ -284,6 +299,7 @@ async fn run(fleet: Arc<Fleet>, control: Arc<Control>, config: ExecutorConfig) -
                 .map(|i| Slot::new(i, (i as usize) % fleet.names.len()))
                 .collect(),
             resumed: 0,
+            beats: 0,
         };
         workers.push(tokio::spawn(worker.run()));
     }
@@ -405,6 +421,7 @@ struct Worker {
     rng: Rng,
     slots: Vec<Slot>,
     resumed: u64,
+    beats: u64,
 }
 
 impl Worker {
@@ -427,6 +444,12 @@ impl Worker {
                     owned.late = true;
                 }
             }
+            let asked = self.control.beats_asked.load(Ordering::SeqCst);
+            if asked != self.beats {
+                self.beats = asked;
+                self.heartbeat().await;
+                self.control.beats_done.fetch_add(1, Ordering::SeqCst);
+            }
             let dead = self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let mut busy = false;
             for n in 0..self.slots.len() {
@@ -434,7 +457,7 @@ impl Worker {
                     break;
                 }
                 if self.slots[n].owned.is_some() {
-                    if self.check_lost(n) {
+                    if self.check_lost(n, phase) {
                         continue;
                     }
                     if phase == RUN {
@@ -480,12 +503,12 @@ impl Worker {
     }
 
     /// Handles a lease the watchdog reports lost; true when the slot is no longer owned.
-    fn check_lost(&mut self, n: usize) -> bool {
+    fn check_lost(&mut self, n: usize, phase: u8) -> bool {
         let slot = &mut self.slots[n];
         let Some(owned) = &slot.owned else { return true };
         // A stale holder's late write goes out before the watchdog's verdict is looked at,
         // as when a pause falls between the check and the write: the server must refuse it.
-        if owned.late {
+        if owned.late && phase == RUN {
             return false;
         }
         let LeaseStatus::Lost(loss) = owned.guard.status() else {

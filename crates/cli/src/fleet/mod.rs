@@ -250,6 +250,7 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
     let mut ops_at_end = None;
     let mut settle_deadline = None;
     let mut converged_at = None;
+    let mut settled_since = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -286,6 +287,7 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
                 what: "traffic stops; the fleet settles".into(),
             });
             settle_deadline = Some(now + ttl * 4 + Duration::from_secs(2));
+            settled_since = Some(now);
         }
         let live_held: u64 = sample
             .instances
@@ -305,14 +307,25 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
             if live_held == u64::from(args.devices) && converged_at.is_none() {
                 converged_at = Some(now);
             }
-            // Converged, then one presence window more: devices gone offline age out.
-            let aged = converged_at.is_some_and(|c| now >= c + fleet.window + fleet.beat() * 2);
+            // Converged, and a presence window since the traffic stopped: devices that
+            // went offline have aged out.
+            let aged = converged_at.is_some() && settled_since.is_some_and(|t| now >= t + fleet.window + fleet.beat());
             if aged || now >= deadline {
                 break;
             }
         }
     }
     drop(screen);
+    // One fresh heartbeat of every active device, so that the count does not hang on
+    // the timing of the periodic ones.
+    let running: Vec<&Arc<Control>> = controls.iter().filter(|c| c.life() == Life::Running).collect();
+    for c in &running {
+        c.beat_now(fleet.tasks, true);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !running.iter().all(|c| c.beat_now(fleet.tasks, false)) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The zombie: the killed instance's late writes with the fences it held.
     let zombie = zombie_writes(&observer, &fleet, &controls).await;
     if let Some(fault) = args.inject_fault {

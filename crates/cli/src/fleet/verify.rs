@@ -76,6 +76,9 @@ pub(crate) async fn verify(
     (zombie_tried, zombie_accepted): (u64, u64),
 ) -> anyhow::Result<Vec<Check>> {
     let devices = exec.state::<Device>(&fleet.namespace)?;
+    // First, while the last heartbeats are fresh.
+    let presence = exec.presence(&fleet.namespace)?.with_window(fleet.window);
+    let active = presence.active_count().await?;
     let ids: Vec<String> = (0..fleet.devices).map(device_id).collect();
     let records = read_records(&devices, &ids).await?;
     let mut found = read_ownership(exec, &devices, &ids).await?;
@@ -153,8 +156,6 @@ pub(crate) async fn verify(
         .iter()
         .map(|c| c.stats.duplicate_applies.load(Ordering::Relaxed))
         .sum();
-    let presence = exec.presence(&fleet.namespace)?.with_window(fleet.window);
-    let active = presence.active_count().await?;
     let summary = |problems: &[String], ok: String| {
         if problems.is_empty() {
             ok
