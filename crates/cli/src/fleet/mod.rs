@@ -30,6 +30,9 @@ use crate::failure::{Failure, Kind};
 /// its own, `fleet-<start time>`).
 pub(crate) const KEEP_STATE: Duration = Duration::from_secs(3600);
 
+/// The longest the run waits for every device to be held before its traffic clock starts.
+const READY_WAIT: Duration = Duration::from_secs(30);
+
 /// Options of `fleet`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct FleetArgs {
@@ -51,7 +54,8 @@ pub(crate) struct FleetArgs {
     /// killed and one paused during the run).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=64))]
     instances: u32,
-    /// Seconds of device traffic (the failover and the verification come on top).
+    /// Seconds of device traffic, counted from the moment every device is held (the start,
+    /// the settling after the traffic and the verification come on top).
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
     /// Seconds a device lease lasts; a dead instance's devices are taken over after about
@@ -220,7 +224,6 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
         .enumerate()
         .map(|(n, name)| Arc::new(Control::new(n, name.clone())))
         .collect();
-    let cpu_start = cpu_seconds();
     let mut threads = Vec::new();
     for control in &controls {
         let thread =
@@ -246,7 +249,9 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
     let mut tick = tokio::time::interval(Duration::from_millis(1000));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut interrupted = false;
-    let traffic_end = started + Duration::from_secs_f64(args.duration);
+    // The traffic's clock starts once every device is held (or after READY_WAIT): the
+    // chaos needs owners to kill and pause, whatever the machine's load at start.
+    let mut ready: Option<(Instant, f64, u64, Option<f64>)> = None;
     let mut ops_at_end = None;
     let mut settle_deadline = None;
     let mut converged_at = None;
@@ -259,7 +264,30 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
             }
         }
         let t = sampler.elapsed();
-        while let Some(event) = plan.events.get(done_chaos).filter(|e| e.at <= t) {
+        let held: u64 = controls
+            .iter()
+            .filter(|c| !c.is_killed())
+            .map(|c| c.stats.held.load(Ordering::Relaxed))
+            .sum();
+        if ready.is_none() && (held == u64::from(args.devices) || started.elapsed() >= READY_WAIT || interrupted) {
+            ready = Some((Instant::now(), t, total_ops(&controls), cpu_seconds()));
+            timeline.marks.push(Mark {
+                t,
+                what: format!("{held} of {} devices held: traffic clock starts", args.devices),
+            });
+        }
+        let Some((ready_at, ready_t, ops_at_ready, cpu_at_ready)) = ready else {
+            let sample = sampler.sample(&controls, None);
+            if let Some(screen) = &mut screen {
+                let _ = screen.draw(&sample, &timeline, &fleet, args.duration);
+            } else if !args.json {
+                eprintln!("{}", dashboard::progress_line(&sample, args.devices));
+            }
+            timeline.samples.push(sample);
+            continue;
+        };
+        let traffic_end = ready_at + Duration::from_secs_f64(args.duration);
+        while let Some(event) = plan.events.get(done_chaos).filter(|e| e.at <= t - ready_t) {
             done_chaos += 1;
             let what = chaos(event, &controls, &observer).await;
             timeline.marks.push(Mark { t, what });
@@ -275,8 +303,9 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
         let now = Instant::now();
         if (now >= traffic_end || interrupted) && ops_at_end.is_none() {
             ops_at_end = Some((
-                total_ops(&controls),
-                now.duration_since(started).as_secs_f64(),
+                total_ops(&controls) - ops_at_ready,
+                now.duration_since(ready_at).as_secs_f64(),
+                cpu_at_ready,
                 cpu_seconds(),
             ));
             for control in &controls {
@@ -350,8 +379,8 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
     for failure in &joined {
         tracing::error!(%failure, "driver instance failed");
     }
-    let (ops, elapsed, cpu_end) =
-        ops_at_end.unwrap_or((total_ops(&controls), started.elapsed().as_secs_f64(), cpu_seconds()));
+    let (ops, elapsed, cpu_start, cpu_end) =
+        ops_at_end.unwrap_or((total_ops(&controls), started.elapsed().as_secs_f64(), None, None));
     let mut summary = summarize(
         &args,
         &fleet,
