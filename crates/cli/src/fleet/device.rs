@@ -105,3 +105,33 @@ impl Rng {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_machine_goes_round() {
+        assert_eq!(next_status("", 0), ONLINE);
+        assert_eq!(next_status(OFFLINE, 99), ONLINE);
+        assert_eq!(next_status(ONLINE, 10), OFFLINE);
+        assert_eq!(next_status(ONLINE, 50), UPDATING);
+        assert_eq!(next_status(UPDATING, 10), ONLINE);
+    }
+
+    #[test]
+    fn ids_are_stable_per_delivery() {
+        assert_eq!(device_id(7), "dev-000007");
+        assert_eq!(message_id("dev-000007", 3), message_id("dev-000007", 3));
+        assert_ne!(message_id("dev-000007", 3), message_id("dev-000007", 4));
+    }
+
+    #[test]
+    fn chances_follow_the_rate() {
+        let mut rng = Rng::new(1);
+        assert!(!(0..1000).any(|_| rng.chance(0.0)));
+        assert!((0..1000).all(|_| rng.chance(1.0)));
+        let hits = (0..10_000).filter(|_| rng.chance(0.1)).count();
+        assert!((500..1500).contains(&hits), "{hits}");
+    }
+}

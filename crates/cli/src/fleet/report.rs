@@ -348,3 +348,33 @@ svg .title{font-size:14px;font-weight:bold}svg .axis,svg .legend{font-size:11px}
     page.push_str("</body></html>\n");
     page
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_chart_is_one_svg_with_its_points_marks_and_escaped_names() {
+        let series = [Series {
+            name: "a<b",
+            points: vec![(0.0, 1.0), (1.0, 3.0), (2.0, 2.0)],
+        }];
+        let marks = [Mark {
+            t: 1.5,
+            what: "driver-1 killed & gone".into(),
+        }];
+        let svg = line_chart("x", "Throughput", "ops/s", &series, &marks);
+        assert!(svg.starts_with("<svg id=\"x\"") && svg.ends_with("</svg>"), "{svg}");
+        assert_eq!(svg.matches("<polyline").count(), 1);
+        assert!(svg.contains(r#"data-points="3""#), "{svg}");
+        assert!(svg.contains("a&lt;b") && !svg.contains("a<b"), "{svg}");
+        assert!(svg.contains("killed &amp; gone"), "{svg}");
+        assert_eq!(svg.matches("class=\"mark\"").count(), 1);
+    }
+
+    #[test]
+    fn an_empty_chart_still_draws() {
+        let svg = line_chart("x", "Nothing", "ms", &[], &[]);
+        assert!(svg.contains("</svg>") && !svg.contains("NaN"), "{svg}");
+    }
+}
