@@ -533,7 +533,6 @@ impl Worker {
     async fn acquire(&mut self, n: usize) {
         let stats = &self.control.stats;
         stats.count(Op::Acquire);
-        let me = self.control.index;
         let (id, previous) = {
             let slot = &self.slots[n];
             (slot.id.clone(), slot.holder)
@@ -541,71 +540,7 @@ impl Worker {
         match self.leases.acquire(&id, &self.control.name, self.fleet.ttl).await {
             Ok(lease) => {
                 let guard = self.leases.keep_alive(lease);
-                let fence = Fence::from(&guard);
-                let current = match self.devices.get(&id).await {
-                    Ok(current) => current,
-                    Err(e) => {
-                        stats.error(&e);
-                        // Give it back and try again later.
-                        let _ = guard.release().await;
-                        self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
-                        return;
-                    }
-                };
-                let (version, record, status) = current
-                    .map(|v| (v.version, v.value, v.status.unwrap_or_default()))
-                    .unwrap_or_else(|| (Version::NONE, Device::default(), String::new()));
-                let expected = &self.fleet.ledger.devices[n_index(&self.slots[n])];
-                let fenced = self.devices.under(fence.clone());
-                // The new owner's first write: create the device, or bring it online.
-                if version == Version::NONE {
-                    match fenced.cas(Version::NONE, &record).await {
-                        Ok(_) => expected.wrote(false),
-                        Err(e) => {
-                            stats.error(&e);
-                            let _ = guard.release().await;
-                            self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
-                            return;
-                        }
-                    }
-                }
-                let from = [status.as_str()];
-                let stamped = fenced.transition(&from, ONLINE, None).await;
-                let written = Instant::now();
-                let version = match stamped {
-                    Ok(v) => {
-                        expected.wrote(false);
-                        v
-                    }
-                    Err(e) => {
-                        stats.error(&e);
-                        let _ = guard.release().await;
-                        self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
-                        return;
-                    }
-                };
-                stats.acquired.fetch_add(1, Ordering::Relaxed);
-                stats.held.fetch_add(1, Ordering::Relaxed);
-                if previous != me && previous != NOBODY {
-                    stats.taken_over.fetch_add(1, Ordering::Relaxed);
-                    let device = self.slots[n].index;
-                    stats
-                        .first_writes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((device, written));
-                }
-                let slot = &mut self.slots[n];
-                slot.holder = me;
-                slot.owned = Some(Owned {
-                    guard,
-                    fence,
-                    version,
-                    record,
-                    status: ONLINE.to_owned(),
-                    late: false,
-                    unsure: false,
-                });
+                self.adopt(n, guard, previous).await;
             }
             Err(Error::LeaseHeld { holder, expires_in, .. }) => {
                 let slot = &mut self.slots[n];
@@ -617,6 +552,79 @@ impl Worker {
                 self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
             }
         }
+    }
+
+    /// Takes a device over with a fresh lease: reads it, then the new owner's first write
+    /// (create it, or bring it online) under the new fence. `previous` is who held it.
+    async fn adopt(&mut self, n: usize, guard: LeaseGuard, previous: usize) {
+        let stats = &self.control.stats;
+        let me = self.control.index;
+        let id = self.slots[n].id.clone();
+        let fence = Fence::from(&guard);
+        let current = match self.devices.get(&id).await {
+            Ok(current) => current,
+            Err(e) => {
+                stats.error(&e);
+                // Give it back and try again later.
+                let _ = guard.release().await;
+                self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
+                return;
+            }
+        };
+        let (version, record, status) = current
+            .map(|v| (v.version, v.value, v.status.unwrap_or_default()))
+            .unwrap_or_else(|| (Version::NONE, Device::default(), String::new()));
+        let expected = &self.fleet.ledger.devices[n_index(&self.slots[n])];
+        let fenced = self.devices.under(fence.clone());
+        // The new owner's first write: create the device, or bring it online.
+        if version == Version::NONE {
+            match fenced.cas(Version::NONE, &record).await {
+                Ok(_) => expected.wrote(false),
+                Err(e) => {
+                    stats.error(&e);
+                    let _ = guard.release().await;
+                    self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
+                    return;
+                }
+            }
+        }
+        let from = [status.as_str()];
+        let stamped = fenced.transition(&from, ONLINE, None).await;
+        let written = Instant::now();
+        let version = match stamped {
+            Ok(v) => {
+                expected.wrote(false);
+                v
+            }
+            Err(e) => {
+                stats.error(&e);
+                let _ = guard.release().await;
+                self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
+                return;
+            }
+        };
+        stats.acquired.fetch_add(1, Ordering::Relaxed);
+        stats.held.fetch_add(1, Ordering::Relaxed);
+        if previous != me && previous != NOBODY {
+            stats.taken_over.fetch_add(1, Ordering::Relaxed);
+            let device = self.slots[n].index;
+            stats
+                .first_writes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((device, written));
+        }
+        let slot = &mut self.slots[n];
+        slot.holder = me;
+        slot.owned = Some(Owned {
+            guard,
+            fence,
+            version,
+            record,
+            status: ONLINE.to_owned(),
+            late: false,
+            unsure: false,
+        });
     }
 
     /// One step of an owned device: a message (maybe redelivered), a telemetry reading or a
