@@ -314,6 +314,26 @@ svg .title{font-size:14px;font-weight:bold}svg .axis,svg .legend{font-size:11px}
         &timeline.marks,
     ));
     page.push_str(&alert_chart(timeline));
+    if let Some(last) = samples.last() {
+        page.push_str(
+            "<h2>Instances</h2><table id=\"instances\"><tr><th>instance</th><th>state</th><th>held</th>\
+             <th>acquired</th><th>lost</th><th>taken over</th><th>fenced</th></tr>",
+        );
+        for i in &last.instances {
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&i.name),
+                i.life.name(),
+                i.held,
+                i.acquired,
+                i.lost,
+                i.taken_over,
+                i.fenced
+            );
+        }
+        page.push_str("</table>");
+    }
     page.push_str("<h2>Events</h2><table id=\"events\"><tr><th>t</th><th>event</th></tr>");
     for m in &timeline.marks {
         let _ = write!(page, "<tr><td>{:.1} s</td><td>{}</td></tr>", m.t, escape(&m.what));
