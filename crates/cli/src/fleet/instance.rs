@@ -314,8 +314,9 @@ async fn run(fleet: Arc<Fleet>, control: Arc<Control>, config: ExecutorConfig) -
     Ok(())
 }
 
-/// Heartbeats the instance's own membership record (a version bump every ttl/4) and marks
-/// another instance dead while its record has not moved for a lease ttl, on this clock.
+/// Heartbeats the instance's own membership record (a version bump every ttl/8) and marks
+/// another instance dead while its record has not moved for half a lease ttl, on this clock.
+/// Early is harmless: a takeover attempt on a live lease only learns when it expires.
 async fn membership(
     fleet: Arc<Fleet>,
     control: Arc<Control>,
@@ -343,10 +344,10 @@ async fn membership(
                     seen[j] = (version, now);
                 }
             }
-            view.push(now.duration_since(seen[j].1) > fleet.ttl);
+            view.push(now.duration_since(seen[j].1) > fleet.ttl / 2);
         }
         *dead.lock().unwrap_or_else(|p| p.into_inner()) = view;
-        tokio::time::sleep(fleet.ttl / 4).await;
+        tokio::time::sleep(fleet.ttl / 8).await;
     }
 }
 
@@ -566,8 +567,7 @@ impl Worker {
             Err(e) => {
                 stats.error(&e);
                 // Give it back and try again later.
-                let _ = guard.release().await;
-                self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
+                self.give_back(n, guard).await;
                 return;
             }
         };
@@ -582,8 +582,7 @@ impl Worker {
                 Ok(_) => expected.wrote(false),
                 Err(e) => {
                     stats.error(&e);
-                    let _ = guard.release().await;
-                    self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
+                    self.give_back(n, guard).await;
                     return;
                 }
             }
@@ -598,8 +597,7 @@ impl Worker {
             }
             Err(e) => {
                 stats.error(&e);
-                let _ = guard.release().await;
-                self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
+                self.give_back(n, guard).await;
                 return;
             }
         };
@@ -625,6 +623,15 @@ impl Worker {
             late: false,
             unsure: false,
         });
+    }
+
+    /// A takeover that could not make its first write: the lease goes back, and this
+    /// instance tries again later (the next acquisition says who holds it by then).
+    async fn give_back(&mut self, n: usize, guard: LeaseGuard) {
+        let _ = guard.release().await;
+        let slot = &mut self.slots[n];
+        slot.holder = NOBODY;
+        slot.retry_at = Instant::now() + self.fleet.ttl / 4;
     }
 
     /// One step of an owned device: a message (maybe redelivered), a telemetry reading or a
