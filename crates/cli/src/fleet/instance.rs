@@ -314,9 +314,8 @@ async fn run(fleet: Arc<Fleet>, control: Arc<Control>, config: ExecutorConfig) -
     Ok(())
 }
 
-/// Heartbeats the instance's own membership record (a version bump every ttl/8) and marks
-/// another instance dead while its record has not moved for half a lease ttl, on this clock.
-/// Early is harmless: a takeover attempt on a live lease only learns when it expires.
+/// Heartbeats the instance's own membership record (a version bump every ttl/4) and marks
+/// another instance dead while its record has not moved for a lease ttl, on this clock.
 async fn membership(
     fleet: Arc<Fleet>,
     control: Arc<Control>,
@@ -331,23 +330,23 @@ async fn membership(
         }
         beat += 1;
         let _ = members.put(&control.name, &beat).await;
-        let now = Instant::now();
-        let mut view = Vec::with_capacity(seen.len());
+        let mut view = dead.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for (j, name) in fleet.names.iter().enumerate() {
             if j == control.index {
-                view.push(false);
                 continue;
             }
+            // A failed read says nothing about the other instance: its verdict stays.
             if let Ok(record) = members.get(name).await {
+                let now = Instant::now();
                 let version = record.map_or(Version::NONE, |r| r.version);
                 if version != seen[j].0 {
                     seen[j] = (version, now);
                 }
+                view[j] = now.duration_since(seen[j].1) > fleet.ttl;
             }
-            view.push(now.duration_since(seen[j].1) > fleet.ttl / 2);
         }
         *dead.lock().unwrap_or_else(|p| p.into_inner()) = view;
-        tokio::time::sleep(fleet.ttl / 8).await;
+        tokio::time::sleep(fleet.ttl / 4).await;
     }
 }
 
@@ -402,6 +401,18 @@ struct Owned {
     late: bool,
     /// The value was not read back after a write of unknown outcome.
     unsure: bool,
+    /// That write, to recognise it when reading back.
+    tried: Option<Tried>,
+}
+
+/// A write whose outcome is unknown (a timeout, a lost connection): what it would have left.
+struct Tried {
+    record: Device,
+    status: String,
+    message: bool,
+    /// A transition to online looks like a new owner's takeover write: if the version moved
+    /// by one, it may be either.
+    ambiguous: bool,
 }
 
 /// What a write was.
@@ -582,6 +593,9 @@ impl Worker {
                 Ok(_) => expected.wrote(false),
                 Err(e) => {
                     stats.error(&e);
+                    if e.kind().is_failure() {
+                        expected.uncertain.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.give_back(n, guard).await;
                     return;
                 }
@@ -597,6 +611,9 @@ impl Worker {
             }
             Err(e) => {
                 stats.error(&e);
+                if e.kind().is_failure() {
+                    expected.uncertain.fetch_add(1, Ordering::Relaxed);
+                }
                 self.give_back(n, guard).await;
                 return;
             }
@@ -622,6 +639,7 @@ impl Worker {
             status: ONLINE.to_owned(),
             late: false,
             unsure: false,
+            tried: None,
         });
     }
 
@@ -649,7 +667,7 @@ impl Worker {
         let stats = &self.control.stats;
         let expected = &self.fleet.ledger.devices[index];
         if owned.unsure {
-            resync(&self.devices, &id, owned, Some(expected), stats).await;
+            resync(&self.devices, &id, owned, expected, stats).await;
             if owned.unsure {
                 return;
             }
@@ -687,7 +705,7 @@ impl Worker {
                         stats.stale_writes.fetch_add(1, Ordering::Relaxed);
                     }
                     owned.unsure = true;
-                    resync(&self.devices, &id, owned, None, stats).await;
+                    resync(&self.devices, &id, owned, expected, stats).await;
                     return;
                 }
                 other => other.map(|a| a.version),
@@ -736,8 +754,20 @@ impl Worker {
             }
             Err(e) => {
                 stats.error(&e);
+                if e.kind().is_failure() {
+                    // Maybe applied: read back and recognise it.
+                    if let Some((record, status)) = next {
+                        let status = status.map_or_else(|| owned.status.clone(), str::to_owned);
+                        owned.tried = Some(Tried {
+                            ambiguous: kind == Write::Transition && status == ONLINE,
+                            record,
+                            status,
+                            message: kind == Write::Message,
+                        });
+                    }
+                }
                 owned.unsure = true;
-                resync(&self.devices, &id, owned, Some(expected), stats).await;
+                resync(&self.devices, &id, owned, expected, stats).await;
             }
         }
     }
@@ -794,32 +824,35 @@ fn n_index(slot: &Slot) -> usize {
     slot.index as usize
 }
 
-/// Reads the device back. After a write of unknown outcome (`pending` is its ledger entry),
-/// counts the write if the version shows it applied: one version more, as the sole writer.
+/// Reads the device back. After a write of unknown outcome ([`Owned::tried`]) counts it
+/// when the device shows exactly it, one version on; when something else moved the version
+/// too (a new owner), its outcome stays unknown (`uncertain`).
 async fn resync(
     devices: &StateHandle<Device, SerdeCodec>,
     id: &str,
     owned: &mut Owned,
-    pending: Option<&super::device::Expected>,
+    expected: &super::device::Expected,
     stats: &Stats,
 ) {
     match devices.get(id).await {
-        Ok(Some(current)) => {
-            let behind = current.version.0.saturating_sub(owned.version.0);
-            if let Some(expected) = pending {
-                if behind == 1 {
-                    expected.wrote(current.value.last_seq > owned.record.last_seq);
-                } else if behind > 1 {
-                    // Another owner wrote too: whether ours landed is unknown.
+        Ok(current) => {
+            let (version, record, status) = current
+                .map(|v| (v.version, v.value, v.status.unwrap_or_default()))
+                .unwrap_or_else(|| (Version::NONE, Device::default(), String::new()));
+            if let Some(tried) = owned.tried.take() {
+                let moved = version.0.saturating_sub(owned.version.0);
+                let shows_it = moved == 1 && record == tried.record && status == tried.status;
+                if shows_it && !tried.ambiguous {
+                    expected.wrote(tried.message);
+                } else if moved > 1 || shows_it {
                     expected.uncertain.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            owned.version = current.version;
-            owned.record = current.value;
-            owned.status = current.status.unwrap_or_default();
+            owned.version = version;
+            owned.record = record;
+            owned.status = status;
             owned.unsure = false;
         }
-        Ok(None) => owned.unsure = false,
         Err(e) => stats.error(&e),
     }
 }
