@@ -90,9 +90,14 @@ pub(crate) struct Stats {
     pub(crate) ops: [AtomicU64; 6],
     /// Writes refused as fenced (a lease lost while the write was on its way).
     pub(crate) fenced: AtomicU64,
-    /// Late writes made as a stale holder (after a pause), and how many the server accepted.
-    pub(crate) stale_writes: AtomicU64,
-    pub(crate) stale_accepted: AtomicU64,
+    /// Late writes made after a pause, as a holder that may be stale, and how many were
+    /// refused (fenced, or a replay of a message the new owner applied). The others went
+    /// through under a lease the watchdog had renewed before it ran out.
+    pub(crate) late_writes: AtomicU64,
+    pub(crate) late_refused: AtomicU64,
+    /// Conflicts and refused transitions an owner met: a change it did not make, the mark
+    /// of another writer.
+    pub(crate) intrusions: AtomicU64,
     /// Redeliveries that were applied again instead of answered as replays.
     pub(crate) duplicate_applies: AtomicU64,
     /// Failed operations by error kind.
@@ -314,8 +319,9 @@ async fn run(fleet: Arc<Fleet>, control: Arc<Control>, config: ExecutorConfig) -
     Ok(())
 }
 
-/// Heartbeats the instance's own membership record (a version bump every ttl/4) and marks
-/// another instance dead while its record has not moved for a lease ttl, on this clock.
+/// Heartbeats the instance's own membership record (a version bump every ttl/8) and marks
+/// another instance dead while its record has not moved for half a lease ttl, on this clock.
+/// Early is harmless: a takeover attempt on a live lease learns when it expires, and waits.
 async fn membership(
     fleet: Arc<Fleet>,
     control: Arc<Control>,
@@ -342,11 +348,11 @@ async fn membership(
                 if version != seen[j].0 {
                     seen[j] = (version, now);
                 }
-                view[j] = now.duration_since(seen[j].1) > fleet.ttl;
+                view[j] = now.duration_since(seen[j].1) > fleet.ttl / 2;
             }
         }
         *dead.lock().unwrap_or_else(|p| p.into_inner()) = view;
-        tokio::time::sleep(fleet.ttl / 4).await;
+        tokio::time::sleep(fleet.ttl / 8).await;
     }
 }
 
@@ -702,7 +708,8 @@ impl Worker {
                 Ok(applied) if applied.replayed => {
                     stats.count(Op::Redelivery);
                     if late {
-                        stats.stale_writes.fetch_add(1, Ordering::Relaxed);
+                        stats.late_writes.fetch_add(1, Ordering::Relaxed);
+                        stats.late_refused.fetch_add(1, Ordering::Relaxed);
                     }
                     owned.unsure = true;
                     resync(&self.devices, &id, owned, expected, stats).await;
@@ -724,14 +731,10 @@ impl Worker {
             (Write::Transition, result, Some((owned.record.clone(), Some(to))))
         };
         if late {
-            stats.stale_writes.fetch_add(1, Ordering::Relaxed);
+            stats.late_writes.fetch_add(1, Ordering::Relaxed);
         }
         match result {
             Ok(version) => {
-                // The pause outlasted the lease: the server must have refused this write.
-                if late {
-                    stats.stale_accepted.fetch_add(1, Ordering::Relaxed);
-                }
                 owned.version = version;
                 if let Some((record, status)) = next {
                     owned.record = record;
@@ -748,12 +751,21 @@ impl Worker {
             }
             Err(Error::Fenced { .. }) => {
                 stats.fenced.fetch_add(1, Ordering::Relaxed);
+                if late {
+                    stats.late_refused.fetch_add(1, Ordering::Relaxed);
+                }
                 // Our lease is gone: stop acting as the owner; the acquire attempt says who has it.
                 self.slots[n].holder = NOBODY;
                 self.drop_owned(n);
             }
             Err(e) => {
                 stats.error(&e);
+                if matches!(
+                    e,
+                    Error::Conflict { .. } | Error::TransitionRefused { .. } | Error::NotFound { .. }
+                ) {
+                    stats.intrusions.fetch_add(1, Ordering::Relaxed);
+                }
                 if e.kind().is_failure() {
                     // Maybe applied: read back and recognise it.
                     if let Some((record, status)) = next {

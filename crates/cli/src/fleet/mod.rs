@@ -625,7 +625,7 @@ fn summarize(
         fenced_refusals: controls.iter().map(|c| c.stats.fenced.load(Ordering::Relaxed)).sum(),
         stale_writes_refused: controls
             .iter()
-            .map(|c| c.stats.stale_writes.load(Ordering::Relaxed) - c.stats.stale_accepted.load(Ordering::Relaxed))
+            .map(|c| c.stats.late_refused.load(Ordering::Relaxed))
             .sum(),
         replays: controls.iter().map(|c| c.stats.op(Op::Redelivery)).sum(),
         errors: timeline.samples.last().map(|s| s.errors.clone()).unwrap_or_default(),

@@ -143,15 +143,9 @@ pub(crate) async fn verify(
             None => unowned.push(format!("{id}: no lease")),
         }
     }
-    let stale_accepted: u64 = controls
-        .iter()
-        .map(|c| c.stats.stale_accepted.load(Ordering::Relaxed))
-        .sum::<u64>()
-        + zombie_accepted;
-    let stale_tried: u64 = controls
-        .iter()
-        .map(|c| c.stats.stale_writes.load(Ordering::Relaxed))
-        .sum();
+    let sum = |f: fn(&Control) -> u64| controls.iter().map(|c| f(c)).sum::<u64>();
+    let late_refused = sum(|c| c.stats.late_refused.load(Ordering::Relaxed));
+    let intrusions = sum(|c| c.stats.intrusions.load(Ordering::Relaxed));
     let duplicates: u64 = controls
         .iter()
         .map(|c| c.stats.duplicate_applies.load(Ordering::Relaxed))
@@ -195,15 +189,18 @@ pub(crate) async fn verify(
         },
         Check {
             name: "no write accepted from a stale holder",
-            passed: stale.is_empty() && stale_accepted == 0,
-            detail: if stale_accepted > 0 {
-                format!("{stale_accepted} late writes of a stale holder were accepted")
+            passed: stale.is_empty() && zombie_accepted == 0 && intrusions == 0,
+            detail: if zombie_accepted > 0 {
+                format!("{zombie_accepted} late writes of the killed instance were accepted")
+            } else if intrusions > 0 {
+                format!("owners met {intrusions} changes they did not make (conflicts, refused transitions)")
             } else {
                 summary(
                     &stale,
                     format!(
-                        "every device last written under its current lease; {} late writes of stale holders refused",
-                        stale_tried + zombie_tried
+                        "every device last written under its current lease, no owner met another writer's change; \
+                         {} late writes of stale holders refused",
+                        late_refused + zombie_tried
                     ),
                 )
             },
