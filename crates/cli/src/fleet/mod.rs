@@ -30,6 +30,12 @@ use crate::failure::{Failure, Kind};
 /// its own, `fleet-<start time>`).
 pub(crate) const KEEP_STATE: Duration = Duration::from_secs(3600);
 
+/// How often the run looks at its fleet (chaos, phases, convergence).
+const TICK: Duration = Duration::from_millis(250);
+
+/// Ticks between two samples (and dashboard frames): one a second.
+const SAMPLE_EVERY: u64 = 4;
+
 /// The longest the run waits for every device to be held before its traffic clock starts.
 const READY_WAIT: Duration = Duration::from_secs(30);
 
@@ -246,7 +252,10 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
     let presence = observer.presence(&fleet.namespace)?.with_window(fleet.window);
     let plan = Plan::new(&args, controls.len());
     let mut done_chaos = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(1000));
+    // Chaos, phases and convergence are looked at every tick; the fleet is sampled (and
+    // drawn) every SAMPLE_EVERY ticks.
+    let mut tick = tokio::time::interval(TICK);
+    let mut ticks = 0u64;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut interrupted = false;
     // The traffic's clock starts once every device is held (or after READY_WAIT): the
@@ -263,6 +272,8 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
                 interrupted = true;
             }
         }
+        ticks += 1;
+        let sample_due = ticks % SAMPLE_EVERY == 1;
         let t = sampler.elapsed();
         let held: u64 = controls
             .iter()
@@ -277,6 +288,9 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
             });
         }
         let Some((ready_at, ready_t, ops_at_ready, cpu_at_ready)) = ready else {
+            if !sample_due {
+                continue;
+            }
             let sample = sampler.sample(&controls, None);
             if let Some(screen) = &mut screen {
                 let _ = screen.draw(&sample, &timeline, &fleet, args.duration);
@@ -291,14 +305,6 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
             done_chaos += 1;
             let what = chaos(event, &controls, &observer).await;
             timeline.marks.push(Mark { t, what });
-        }
-        let active = presence.active_count().await.ok();
-        let sample = sampler.sample(&controls, active);
-        if timeline.samples.len() % 5 == 0 {
-            let now = sample::suggestions(&controls);
-            if !now.is_empty() {
-                timeline.suggestions = now;
-            }
         }
         let now = Instant::now();
         if (now >= traffic_end || interrupted) && ops_at_end.is_none() {
@@ -318,22 +324,26 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
             settle_deadline = Some(now + ttl * 4 + Duration::from_secs(2));
             settled_since = Some(now);
         }
-        let live_held: u64 = sample
-            .instances
-            .iter()
-            .filter(|i| i.life != Life::Killed)
-            .map(|i| i.held)
-            .sum();
-        match &mut screen {
-            Some(screen) => {
-                let _ = screen.draw(&sample, &timeline, &fleet, args.duration);
+        if sample_due {
+            let active = presence.active_count().await.ok();
+            let sample = sampler.sample(&controls, active);
+            if timeline.samples.len() % 5 == 0 {
+                let now = sample::suggestions(&controls);
+                if !now.is_empty() {
+                    timeline.suggestions = now;
+                }
             }
-            None if !args.json => eprintln!("{}", dashboard::progress_line(&sample, args.devices)),
-            None => {}
+            match &mut screen {
+                Some(screen) => {
+                    let _ = screen.draw(&sample, &timeline, &fleet, args.duration);
+                }
+                None if !args.json => eprintln!("{}", dashboard::progress_line(&sample, args.devices)),
+                None => {}
+            }
+            timeline.samples.push(sample);
         }
-        timeline.samples.push(sample);
         if let Some(deadline) = settle_deadline {
-            if live_held == u64::from(args.devices) && converged_at.is_none() {
+            if held == u64::from(args.devices) && converged_at.is_none() {
                 converged_at = Some(now);
             }
             // Converged, and a presence window since the traffic stopped: devices that
@@ -457,13 +467,16 @@ impl Plan {
     fn new(args: &FleetArgs, instances: usize) -> Self {
         let d = args.duration;
         let ttl = args.lease_ttl;
+        // The kill early; the pause a ttl later at least, so that it ends (1.5 ttl on) with
+        // 1.5 ttl or more of traffic left for its late writes and the takeovers.
+        let kill = d * 0.15;
         let mut events = vec![
             Event {
-                at: d * 0.2,
+                at: kill,
                 action: Action::Kill(instances - 1),
             },
             Event {
-                at: d * 0.2 + 2.0 * ttl,
+                at: (d * 0.4).max(kill + ttl),
                 // Past the lease ttl: its leases expire while it sleeps.
                 action: Action::Pause(0, Duration::from_secs_f64(ttl * 1.5)),
             },
