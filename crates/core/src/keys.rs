@@ -78,6 +78,38 @@ impl KeyLayout {
         self.key(entity, OUTCOMES_SUFFIX)
     }
 
+    /// The `SCAN … MATCH` pattern of every state key of this namespace (and of no other):
+    /// [`state`](Self::state) with a `*` for the entity, the rest glob-escaped.
+    pub fn state_pattern(&self) -> String {
+        let (before, after) = self.state_parts();
+        let mut pattern = String::with_capacity(before.len() + after.len() + 4);
+        escape_glob(&before, &mut pattern);
+        pattern.push('*');
+        escape_glob(&after, &mut pattern);
+        pattern
+    }
+
+    /// The entity whose [`state`](Self::state) key `key` is, or `None` when it is not a
+    /// state key of this namespace (another namespace, another kind of key, or an id that
+    /// does not pass [`validate_entity_id`](crate::validate_entity_id)).
+    pub fn entity_of_state_key<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let (before, after) = self.state_parts();
+        let entity = key.strip_prefix(before.as_str())?.strip_suffix(after.as_str())?;
+        crate::validate_entity_id(entity).ok()?;
+        Some(entity)
+    }
+
+    /// The state key of an entity split around the entity: what comes before and after it.
+    fn state_parts(&self) -> (String, String) {
+        // No id holds a control character: NUL marks the entity's place unambiguously.
+        const MARK: &str = "\u{0}";
+        let key = self.state(MARK);
+        match key.split_once(MARK) {
+            Some((before, after)) => (before.to_owned(), after.to_owned()),
+            None => (key, String::new()),
+        }
+    }
+
     /// Presence shard `shard`: `<ns>:presence:{<shard>}`, each shard under its own hash tag.
     pub fn presence(&self, shard: u32) -> String {
         // The prefix ends with the hash tag's opening brace: `<ns>:{`.
@@ -100,6 +132,16 @@ pub fn hash_tag(key: &str) -> &str {
     key
 }
 
+/// Appends `text` to `out` with the glob characters of `SCAN … MATCH` escaped.
+fn escape_glob(text: &str, out: &mut String) {
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +162,20 @@ mod tests {
         let mut buf = String::from("junk");
         keys.write_key("x", STATE_SUFFIX, &mut buf);
         assert_eq!(buf, "app:{x}:s");
+    }
+
+    #[test]
+    fn state_keys_are_matched_and_parsed_back() {
+        let keys = KeyLayout::new(&Namespace::new("app").expect("valid"));
+        assert_eq!(keys.state_pattern(), "app:{*}:s");
+        assert_eq!(keys.entity_of_state_key(&keys.state("dev:1")), Some("dev:1"));
+        assert_eq!(keys.entity_of_state_key("app:{d}:l"), None);
+        assert_eq!(keys.entity_of_state_key("app:b:{d}:s"), None);
+        assert_eq!(keys.entity_of_state_key("other:{d}:s"), None);
+        assert_eq!(keys.entity_of_state_key("app:{}:s"), None);
+        assert_eq!(keys.entity_of_state_key("app:presence:{7}"), None);
+        let odd = KeyLayout::new(&Namespace::new("a*b?[c]\\").expect("valid"));
+        assert_eq!(odd.state_pattern(), "a\\*b\\?\\[c\\]\\\\:{*}:s");
+        assert_eq!(odd.entity_of_state_key(&odd.state("x*")), Some("x*"));
     }
 }

@@ -11,7 +11,7 @@
 -- ARGV[6]  message id ('' or absent: not idempotent)
 -- ARGV[7]  message ids kept per entity, ARGV[8] for how many ms
 -- ARGV[9]  the caller's nonce, stored with the first outcome ('': none)
--- ARGV[10] expected version (cas, del; '0': must not exist)
+-- ARGV[10] expected version (cas, del; '0': must not exist; del only: '*' any version)
 -- ARGV[11] new status (tr)
 -- ARGV[12..] allowed current statuses (tr; '' stands for "no status yet")
 -- A plain put sends ARGV[1..3] only: the hot path is short.
@@ -75,7 +75,7 @@ if op == 'cas' or op == 'del' then
   end
   if op == 'del' and cur == '0' then
     result = {-1, ''}
-  elseif cur ~= ARGV[10] then
+  elseif cur ~= ARGV[10] and not (op == 'del' and ARGV[10] == '*') then
     result = {0, cur}
   elseif op == 'del' then
     redis.call('DEL', key)

@@ -252,6 +252,8 @@ pub enum WriteOp<'a> {
         /// The expected version.
         expected: u64,
     },
+    /// Delete at any version (the script's expected version `'*'`).
+    DeleteAny,
 }
 
 /// The keys a fenced or idempotent write also touches (all under the entity's hash tag).
@@ -390,7 +392,7 @@ impl Invocation for Write<'_> {
             WriteOp::Put => "put",
             WriteOp::Cas { .. } => "cas",
             WriteOp::Transition { .. } => "tr",
-            WriteOp::Delete { .. } => "del",
+            WriteOp::Delete { .. } | WriteOp::DeleteAny => "del",
         };
         cmd.bytes(op.as_bytes())
             .bytes(self.data.unwrap_or_default())
@@ -412,6 +414,7 @@ impl Invocation for Write<'_> {
             .arg(self.nonce);
         match self.op {
             WriteOp::Cas { expected } | WriteOp::Delete { expected } => cmd.arg(expected),
+            WriteOp::DeleteAny => cmd.arg("*"),
             WriteOp::Transition { from, to } => cmd.arg(0).arg(to).arg(from),
             WriteOp::Put => cmd.arg(0),
         };
@@ -625,6 +628,13 @@ pub enum PresenceOp<'a> {
     Count(u64),
     /// Remove entities not seen within the window (ms).
     Expire(u64),
+    /// Whether an entity was seen within the window: 1 or 0.
+    Active {
+        /// The window, in ms.
+        window_ms: u64,
+        /// The entity.
+        entity: &'a str,
+    },
 }
 
 /// `presence`: one operation on one presence shard.
@@ -653,10 +663,43 @@ impl Invocation for Presence<'_> {
             PresenceOp::Beat(entities) => cmd.arg("beat").arg(0).arg(entities),
             PresenceOp::Count(window) => cmd.arg("count").arg(window),
             PresenceOp::Expire(window) => cmd.arg("expire").arg(window),
+            PresenceOp::Active { window_ms, entity } => cmd.arg("active").arg(window_ms).arg(entity),
         };
     }
 
     fn parse(&self, reply: Value) -> Result<u64, String> {
         int(&reply)
+    }
+}
+
+/// `presence` `members`: the entities of one shard seen within a window.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceMembers<'a> {
+    /// The shard key.
+    pub shard: &'a str,
+    /// The window, in ms.
+    pub window_ms: u64,
+}
+
+impl Invocation for PresenceMembers<'_> {
+    type Reply = Vec<String>;
+
+    fn script(&self) -> &'static Script {
+        &PRESENCE
+    }
+
+    fn routing_key(&self) -> &str {
+        self.shard
+    }
+
+    fn write_args<A: Args>(&self, cmd: &mut A) {
+        cmd.keys(&[self.shard.as_bytes()]).arg("members").arg(self.window_ms);
+    }
+
+    fn parse(&self, reply: Value) -> Result<Vec<String>, String> {
+        match reply {
+            Value::Array(items) => items.into_iter().map(text).collect(),
+            other => Err(format!("expected an array, got {other:?}")),
+        }
     }
 }

@@ -52,7 +52,7 @@ mod script;
 pub use crate::combine::{Call, Combine, Members, Plan, Unit, fan_out, plan};
 pub use crate::invocation::{
     Acquire, AcquireReply, Args, Get, GuardKeys, Invocation, LeaseReply, Malformed, MessageWindow, Presence,
-    PresenceOp, RawRecord, Release, Renew, Write, WriteOp, WriteReply, WriteResult,
+    PresenceMembers, PresenceOp, RawRecord, Release, Renew, Write, WriteOp, WriteReply, WriteResult,
 };
 pub use crate::runner::{ScriptStats, Scripts};
 pub use crate::script::{ACL_COMMANDS, ACQUIRE, ALL, GET, MANY, MANY_SCRIPTS, PRESENCE, RELEASE, RENEW, Script, WRITE};

@@ -168,6 +168,60 @@ impl Leases {
         }
     }
 
+    /// [`acquire`](Self::acquire), waiting while the lease is held: tries again with
+    /// jittered, doubling pauses (from 5 ms to at most 500 ms, and never past the holder's
+    /// remaining ttl, when the lease frees by itself), until it gets it or `wait` runs out;
+    /// then one last try, and its [`Error::LeaseHeld`]. `Duration::ZERO` tries once. A
+    /// released lease is seen at the next try; an expired one at once.
+    ///
+    /// Failures whose outcome is unknown (a timeout, a broken connection) are tried again
+    /// within `wait` too; after `wait` the last of them is the error. Bad arguments and
+    /// [`Error::Shutdown`] end it at once.
+    ///
+    /// **Cancel-safe.** The tries run in a task of their own, and a lease granted after the
+    /// caller dropped this future (or while its reply was on the way) is released at once:
+    /// dropping the future never leaves a lease held that nobody holds, *as long as the grant's
+    /// reply arrives*. A reply lost in flight (timeout, broken connection) leaves the outcome
+    /// unknown: the lease may be granted, with a token nobody learned. It then blocks the
+    /// entity until its ttl runs out (the next try sees it held by `owner`, and waits for it
+    /// like any holder), and nobody can write under it, since a fenced write needs its token.
+    /// Each try is recorded in the monitor only when it is the last one.
+    pub async fn acquire_wait(&self, entity: &str, owner: &str, ttl: Duration, wait: Duration) -> Result<Lease, Error> {
+        // Checked here, so that a bad argument is an error at once, not after a spawn.
+        validate_entity_id(entity)?;
+        validate_owner(owner)?;
+        ttl_ms(ttl)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(wait_for_lease(
+            self.clone(),
+            entity.to_owned(),
+            owner.to_owned(),
+            ttl,
+            wait,
+            tx,
+        ));
+        match rx.await {
+            Ok(Ok(mut granted)) => granted.take().ok_or(Error::Shutdown),
+            Ok(Err(e)) => Err(e),
+            // The task ended without an answer: it panicked, or the runtime is shutting down.
+            Err(_) => {
+                task.abort();
+                Err(Error::Shutdown)
+            }
+        }
+    }
+
+    /// [`acquire_wait`](Self::acquire_wait), then [`keep_alive`](Self::keep_alive).
+    pub async fn acquire_guarded_wait(
+        &self,
+        entity: &str,
+        owner: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LeaseGuard, Error> {
+        Ok(self.keep_alive(self.acquire_wait(entity, owner, ttl, wait).await?))
+    }
+
     /// Extends `lease` by its ttl from now; [`Error::LeaseLost`] if it expired or was taken.
     pub async fn renew(&self, lease: &mut Lease) -> Result<(), Error> {
         let started = Instant::now();
@@ -237,6 +291,92 @@ impl Leases {
     pub async fn acquire_guarded(&self, entity: &str, owner: &str, ttl: Duration) -> Result<LeaseGuard, Error> {
         Ok(self.keep_alive(self.acquire(entity, owner, ttl).await?))
     }
+}
+
+/// A lease granted to [`Leases::acquire_wait`] on its way to the caller: released if the
+/// caller is gone before taking it.
+struct Unclaimed {
+    leases: Leases,
+    lease: Option<Lease>,
+}
+
+impl Unclaimed {
+    fn take(&mut self) -> Option<Lease> {
+        self.lease.take()
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let leases = self.leases.clone();
+            runtime.spawn(async move {
+                // If this fails too, the lease expires after its ttl.
+                let _ = leases.release(&lease).await;
+            });
+        }
+    }
+}
+
+/// First pause of [`Leases::acquire_wait`]; each one doubles, up to [`WAIT_MAX_PAUSE`].
+const WAIT_FIRST_PAUSE: Duration = Duration::from_millis(5);
+/// Longest pause between two tries of [`Leases::acquire_wait`].
+const WAIT_MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// The tries of [`Leases::acquire_wait`], in their own task; stops trying once the caller is
+/// gone, and releases a grant nobody takes.
+async fn wait_for_lease(
+    leases: Leases,
+    entity: String,
+    owner: String,
+    ttl: Duration,
+    wait: Duration,
+    mut reply: tokio::sync::oneshot::Sender<Result<Unclaimed, Error>>,
+) {
+    // `None`: a wait too long to measure (`Duration::MAX`), so without end.
+    let deadline = Instant::now().checked_add(wait);
+    let mut cap = WAIT_FIRST_PAUSE;
+    let outcome = loop {
+        let started = Instant::now();
+        let result = leases.acquire_unobserved(&entity, &owner, ttl).await;
+        let now = Instant::now();
+        let pause = match &result {
+            // Not past the moment the lease frees by itself (a few ms after, for the clocks).
+            Err(Error::LeaseHeld { expires_in, .. }) => Some(jitter(cap).min(*expires_in + Duration::from_millis(2))),
+            Err(e) if e.is_outcome_unknown() => Some(jitter(cap)),
+            _ => None,
+        };
+        let Some(pause) = pause.filter(|_| deadline.is_none_or(|d| now < d) && !reply.is_closed()) else {
+            leases.exec.observe(Operation::Acquire, started, &result);
+            if result.is_ok() {
+                leases.exec.monitor.record_lease_acquired();
+            }
+            break result;
+        };
+        cap = (cap * 2).min(WAIT_MAX_PAUSE);
+        // The last try comes at the deadline at the latest.
+        let until = deadline.map_or(now + pause, |d| (now + pause).min(d));
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => {}
+            // The caller is gone: no try more.
+            _ = reply.closed() => return,
+        }
+    };
+    let outcome = outcome.map(|lease| Unclaimed {
+        leases: leases.clone(),
+        lease: Some(lease),
+    });
+    // If the caller is gone, the value comes back and its drop releases the lease.
+    drop(reply.send(outcome));
+}
+
+/// A random pause from half of `cap` to `cap`.
+fn jitter(cap: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let half = cap / 2;
+    half + Duration::from_nanos(random % (half.as_nanos().max(1) as u64))
 }
 
 /// Why a guarded lease ended.

@@ -2,9 +2,11 @@
 //!
 //! A [`StatefulExecutor`] is the one entry point: it holds the connection pool and the
 //! Lua scripts, and hands out typed [`StateHandle`]s per namespace. Every operation is
-//! one script, atomic on the server: `get`, `put`, compare-and-set (`cas`),
-//! read-modify-write with bounded retries (`update`), state-machine `transition`s and
-//! `delete_if`. Bad input (ids, oversized values) is refused with a typed error before
+//! one script, atomic on the server: `get` and `get_many` (batched), `put`, compare-and-set
+//! (`cas`), read-modify-write with bounded retries (`update`, or `try_update` whose closure
+//! may refuse), state-machine `transition`s, `delete_if` and `delete`; only the listing of a
+//! namespace (`entities`) is `SCAN` pages, which never block the server. Bad input (ids,
+//! oversized values) is refused with a typed error before
 //! anything is sent; corrupt data in Redis is a typed error naming the entity.
 //!
 //! ```no_run
@@ -135,6 +137,7 @@
 mod advisor;
 mod executor;
 mod leases;
+mod listing;
 mod presence;
 mod reload;
 #[cfg(feature = "config-file")]
@@ -164,11 +167,12 @@ fn sampled() -> bool {
 pub use crate::advisor::{Area, PoolChange, ScriptsReport, Suggestion};
 pub use crate::executor::{ExecutorBuilder, StatefulExecutor};
 pub use crate::leases::{Lease, LeaseGuard, LeaseLoss, LeaseStatus, Leases};
+pub use crate::listing::EntityScan;
 pub use crate::presence::Presence;
 pub use crate::reload::ConfigChange;
 #[cfg(feature = "config-file")]
 pub use crate::settings::{ENV_PREFIX, load_config, parse_config, redacted_toml};
-pub use crate::state::{Applied, Change, Fence, Fenced, StateHandle, Updated};
+pub use crate::state::{Applied, Change, Fence, Fenced, StateHandle, TryUpdateError, Updated};
 #[cfg(feature = "config-file")]
 pub use crate::watch::ConfigWatch;
 #[doc(inline)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stateful_redis_core::{Error, KeyLayout, Namespace, validate_entity_id};
-use stateful_redis_scripts::{Presence as PresenceCall, PresenceOp};
+use stateful_redis_scripts::{Presence as PresenceCall, PresenceMembers, PresenceOp};
 
 use crate::executor::Inner;
 
@@ -99,6 +99,50 @@ impl Presence {
         let count = self.on_every_shard(op).await?;
         self.exec.monitor.set_active_entities(count);
         Ok(count)
+    }
+
+    /// Whether `entity` had a heartbeat within the window (by the server's clock): one call,
+    /// to the entity's shard. The ACL user needs `+zscore` for it.
+    pub async fn is_active(&self, entity: &str) -> Result<bool, Error> {
+        validate_entity_id(entity)?;
+        let call = PresenceCall {
+            shard: &self.shard_keys[shard_of(entity, self.shard_keys.len())],
+            op: PresenceOp::Active {
+                window_ms: self.window_ms(),
+                entity,
+            },
+        };
+        let found = self.run(std::slice::from_ref(&call)).await?;
+        Ok(found.first().is_some_and(|&n| n > 0))
+    }
+
+    /// The entities that had a heartbeat within the window, sorted: one call per shard, all
+    /// at once, each `O(log n + m)` on the server for a shard of `n` entities with `m` active
+    /// (a reply of every active entity of the shard: for millions of them, prefer
+    /// [`active_count`](Self::active_count) and your own records).
+    pub async fn members(&self) -> Result<Vec<String>, Error> {
+        let started = std::time::Instant::now();
+        let result = self.members_unobserved().await;
+        self.exec
+            .observe(stateful_redis_metrics::Operation::Presence, started, &result);
+        result
+    }
+
+    async fn members_unobserved(&self) -> Result<Vec<String>, Error> {
+        let window_ms = self.window_ms();
+        let calls: Vec<PresenceMembers<'_>> = self
+            .shard_keys
+            .iter()
+            .map(|shard| PresenceMembers { shard, window_ms })
+            .collect();
+        let _op = self.exec.begin()?;
+        let mut members = Vec::new();
+        for shard in self.exec.run_many_safe(&calls).await {
+            members.extend(shard?);
+        }
+        // An entity lives in one shard: no repeats to remove.
+        members.sort_unstable();
+        Ok(members)
     }
 
     /// Removes entities whose last heartbeat is older than the window; returns how many.

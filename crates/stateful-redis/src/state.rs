@@ -2,6 +2,7 @@
 //! once) and read-modify-write.
 
 use std::cell::RefCell;
+use std::convert::Infallible;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::marker::PhantomData;
@@ -18,7 +19,9 @@ use stateful_redis_metrics::Operation;
 use stateful_redis_scripts::{GET, Get, GuardKeys, MessageWindow, WRITE, Write, WriteOp, WriteResult};
 
 use crate::executor::{Encoded, Inner};
-use crate::leases::{Lease, LeaseGuard};
+use crate::leases::{Lease, LeaseGuard, Leases};
+use crate::listing::EntityScan;
+use crate::presence::Presence;
 
 /// The outcome of [`StateHandle::update`].
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +53,8 @@ pub enum Change<'a, T> {
     },
     /// Delete only at this version.
     Delete(Version),
+    /// Delete whatever the version ([`StateHandle::delete`]); [`Error::NotFound`] when absent.
+    DeleteAny,
 }
 
 /// The outcome of [`StateHandle::apply_once`].
@@ -276,6 +281,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 (WriteOp::Transition { from, to }, value)
             }
             Change::Delete(expected) => (WriteOp::Delete { expected: expected.0 }, None),
+            Change::DeleteAny => (WriteOp::DeleteAny, None),
         };
         Ok(Prepared { op, value })
     }
@@ -433,7 +439,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
             (Change::Put(_), None) => Operation::Put,
             (Change::Cas(..), None) => Operation::Cas,
             (Change::Transition { .. }, None) => Operation::Transition,
-            (Change::Delete(_), None) => Operation::Delete,
+            (Change::Delete(_) | Change::DeleteAny, None) => Operation::Delete,
         };
         let started = std::time::Instant::now();
         // Checked here, before the one await: a nested async fn would add a level to every
@@ -509,33 +515,58 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
     /// writes the result at the version read. On a conflict it backs off briefly and
     /// tries again, up to `state.update_max_attempts` times; [`Updated::attempts`] says how
     /// many it took. No update is ever lost: every write is a compare-and-set.
-    pub async fn update<F>(&self, entity: &str, change: F) -> Result<Updated<T>, Error>
+    pub async fn update<F>(&self, entity: &str, mut change: F) -> Result<Updated<T>, Error>
     where
         F: FnMut(Option<T>) -> T,
     {
-        self.update_fenced(entity, change, None).await
+        let change = move |old| Ok::<_, Infallible>(change(old));
+        self.update_fenced(entity, change, None, Operation::Update)
+            .await
+            .map_err(TryUpdateError::into_error)
     }
 
-    async fn update_fenced<F>(&self, entity: &str, change: F, fence: Option<&Fence>) -> Result<Updated<T>, Error>
+    /// [`update`](Self::update) whose `change` may refuse: `Err(e)` ends the loop at once
+    /// with [`TryUpdateError::Aborted`]`(e)` and writes nothing (what that attempt read is
+    /// left as it was). To leave an entity unchanged when there is nothing to do, abort with
+    /// an error of your own that says so. `change` runs once per attempt, each time on the
+    /// value just read; a failure of Redis is [`TryUpdateError::Failed`].
+    pub async fn try_update<F, E>(&self, entity: &str, change: F) -> Result<Updated<T>, TryUpdateError<E>>
     where
-        F: FnMut(Option<T>) -> T,
+        F: FnMut(Option<T>) -> Result<T, E>,
+    {
+        self.update_fenced(entity, change, None, Operation::Update).await
+    }
+
+    async fn update_fenced<F, E>(
+        &self,
+        entity: &str,
+        change: F,
+        fence: Option<&Fence>,
+        operation: Operation,
+    ) -> Result<Updated<T>, TryUpdateError<E>>
+    where
+        F: FnMut(Option<T>) -> Result<T, E>,
     {
         let started = std::time::Instant::now();
         let result = self.update_unobserved(entity, change, fence).await;
-        self.exec.observe(Operation::Update, started, &result);
+        // An abort is the caller's verdict, not a failure of the operation.
+        match &result {
+            Err(TryUpdateError::Failed(e)) => self.exec.observe(operation, started, &Err::<(), _>(e.duplicate())),
+            _ => self.exec.observe(operation, started, &Ok::<(), Error>(())),
+        }
         result
     }
 
-    async fn update_unobserved<F>(
+    async fn update_unobserved<F, E>(
         &self,
         entity: &str,
         mut change: F,
         fence: Option<&Fence>,
-    ) -> Result<Updated<T>, Error>
+    ) -> Result<Updated<T>, TryUpdateError<E>>
     where
-        F: FnMut(Option<T>) -> T,
+        F: FnMut(Option<T>) -> Result<T, E>,
     {
-        validate_entity_id(entity)?;
+        validate_entity_id(entity).map_err(Error::from)?;
         check_fence(fence)?;
         // One in-flight slot for the whole loop: shutdown waits for the update to finish.
         let _op = self.exec.begin()?;
@@ -545,7 +576,7 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 Some(v) => (v.version, Some(v.value)),
                 None => (Version::NONE, None),
             };
-            let value = change(old);
+            let value = change(old).map_err(TryUpdateError::Aborted)?;
             let prepared = Prepared {
                 op: WriteOp::Cas { expected: expected.0 },
                 value: Some(&value),
@@ -560,13 +591,14 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
                 }
                 Err(Error::Conflict { .. }) if attempt < max => backoff(attempt).await,
                 Err(Error::Conflict { .. }) => break,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         Err(Error::TooManyConflicts {
             entity: entity.to_owned(),
             attempts: max,
-        })
+        }
+        .into())
     }
 
     /// Moves the entity to status `to` if its status is one of `from` (`""` in `from`
@@ -584,6 +616,77 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
         self.write(entity, Change::Delete(expected), None, None)
             .await
             .map(|_| ())
+    }
+
+    /// Deletes the entity whatever its version: `true` if it existed, `false` if there was
+    /// nothing to delete. Like [`put`](Self::put) it is never re-sent when its outcome is
+    /// unknown (a timeout): the error says so, and deleting again is harmless. Under a lease,
+    /// use [`Fenced::delete`].
+    pub async fn delete(&self, entity: &str) -> Result<bool, Error> {
+        self.delete_fenced(entity, None).await
+    }
+
+    async fn delete_fenced(&self, entity: &str, fence: Option<&Fence>) -> Result<bool, Error> {
+        let started = std::time::Instant::now();
+        let result = match self.prepare(entity, Change::DeleteAny, fence, None) {
+            Ok(prepared) => match self.send(entity, &prepared, fence, None).await {
+                Ok(_) => Ok(true),
+                // Nothing to delete is an answer, not a failure.
+                Err(Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        self.exec.observe(Operation::Delete, started, &result);
+        result
+    }
+
+    /// Reads many entities at once: one result per id of `entities`, in their order (`None`
+    /// where an entity does not exist). Every id is checked before anything is sent (a bad
+    /// one is the error, and nothing is read); the reads are then submitted together, so the
+    /// batcher sends them in a few pipelines, each to the server (or cluster master) of its
+    /// entity. At most 1024 are in flight at once, so a long list does not fill the queues.
+    /// The reads are not one snapshot: each entity is read atomically, on its own. The first
+    /// failure (Redis, or a value that does not decode) is the error.
+    pub async fn get_many(&self, entities: &[&str]) -> Result<Vec<Option<Versioned<T>>>, Error> {
+        use futures_util::StreamExt;
+
+        for entity in entities {
+            validate_entity_id(entity)?;
+        }
+        // A window of reads in flight, refilled as the oldest answer (no closure held across
+        // an await, so the future stays `Send`).
+        let mut values = Vec::with_capacity(entities.len());
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        let mut next = entities.iter();
+        loop {
+            while in_flight.len() < GET_MANY_IN_FLIGHT {
+                let Some(entity) = next.next() else { break };
+                in_flight.push_back(self.get(entity));
+            }
+            match in_flight.next().await {
+                Some(value) => values.push(value?),
+                None => return Ok(values),
+            }
+        }
+    }
+
+    /// Lists the entities of this namespace, page by page, without blocking the server:
+    /// `SCAN` on every server; see [`EntityScan`] for what it guarantees. Nothing is sent
+    /// until the first [`next_page`](EntityScan::next_page).
+    pub fn entities(&self) -> EntityScan {
+        EntityScan::new(Arc::clone(&self.exec), self.namespace.clone())
+    }
+
+    /// Ownership leases on this handle's namespace: a lease taken here fences the writes of
+    /// this handle ([`under`](Self::under)), with no chance of naming another namespace.
+    pub fn leases(&self) -> Leases {
+        Leases::new(Arc::clone(&self.exec), self.namespace.clone())
+    }
+
+    /// Presence (heartbeats, the active count and members) of this handle's namespace.
+    pub fn presence(&self) -> Presence {
+        Presence::new(Arc::clone(&self.exec), self.namespace.clone())
     }
 
     /// Applies `change` exactly once per `message_id`: the change and the record of the id
@@ -624,13 +727,32 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
     }
 
     /// [`StateHandle::update`], fenced: every attempt carries the token.
-    pub async fn update<F>(&self, change: F) -> Result<Updated<T>, Error>
+    pub async fn update<F>(&self, mut change: F) -> Result<Updated<T>, Error>
     where
         F: FnMut(Option<T>) -> T,
     {
+        let change = move |old| Ok::<_, Infallible>(change(old));
         self.handle
-            .update_fenced(&self.fence.entity, change, Some(&self.fence))
+            .update_fenced(&self.fence.entity, change, Some(&self.fence), Operation::Update)
             .await
+            .map_err(TryUpdateError::into_error)
+    }
+
+    /// [`StateHandle::try_update`], fenced: every attempt carries the token.
+    pub async fn try_update<F, E>(&self, change: F) -> Result<Updated<T>, TryUpdateError<E>>
+    where
+        F: FnMut(Option<T>) -> Result<T, E>,
+    {
+        self.handle
+            .update_fenced(&self.fence.entity, change, Some(&self.fence), Operation::Update)
+            .await
+    }
+
+    /// [`StateHandle::delete`], fenced: refused with [`Error::Fenced`] (nothing deleted) when
+    /// the lease is stale. Re-sent when its outcome is unknown, as every fenced write is; a
+    /// retry of a delete that did apply returns its first outcome.
+    pub async fn delete(&self) -> Result<bool, Error> {
+        self.handle.delete_fenced(&self.fence.entity, Some(&self.fence)).await
     }
 
     /// [`StateHandle::transition`], fenced.
@@ -658,6 +780,62 @@ impl<T, C: Codec<T>> Fenced<'_, T, C> {
         self.handle.write(&f.entity, change, Some(f), Some(message_id)).await
     }
 }
+
+/// Why [`StateHandle::try_update`] ended without writing.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TryUpdateError<E> {
+    /// The closure returned `Err`: nothing was written.
+    Aborted(E),
+    /// The update failed ([`Error::TooManyConflicts`], a fence, Redis…).
+    Failed(Error),
+}
+
+impl<E> TryUpdateError<E> {
+    /// The closure's error, if it aborted.
+    pub fn aborted(self) -> Option<E> {
+        match self {
+            TryUpdateError::Aborted(e) => Some(e),
+            TryUpdateError::Failed(_) => None,
+        }
+    }
+}
+
+impl TryUpdateError<Infallible> {
+    fn into_error(self) -> Error {
+        match self {
+            TryUpdateError::Failed(e) => e,
+            TryUpdateError::Aborted(never) => match never {},
+        }
+    }
+}
+
+impl<E> From<Error> for TryUpdateError<E> {
+    fn from(e: Error) -> Self {
+        TryUpdateError::Failed(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for TryUpdateError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryUpdateError::Aborted(e) => write!(f, "update aborted: {e}"),
+            TryUpdateError::Failed(e) => write!(f, "update failed: {e}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for TryUpdateError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TryUpdateError::Aborted(e) => Some(e),
+            TryUpdateError::Failed(e) => Some(e),
+        }
+    }
+}
+
+/// Most reads of one [`StateHandle::get_many`] in flight at once.
+const GET_MANY_IN_FLIGHT: usize = 1024;
 
 /// Refuses a hand-made fence with token 0: no lease ever has it.
 fn check_fence(fence: Option<&Fence>) -> Result<(), Error> {

@@ -312,3 +312,129 @@ crate::on_both! {
             .expect("the holder writes");
     }
 }
+
+crate::on_both! {
+    async fn acquire_wait_gets_the_lease_once_released_or_expired_and_gives_up_after_wait(topology: &Topology) {
+        let exec = topology.executor().await;
+        let leases = exec.state::<Counter>("it").expect("namespace").leases();
+        let long = Duration::from_secs(30);
+        // Released: the waiter gets it, with a newer token.
+        let first = leases.acquire("w", "A", long).await.expect("A");
+        let waiter = {
+            let leases = leases.clone();
+            tokio::spawn(async move { leases.acquire_wait("w", "B", long, Duration::from_secs(20)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        leases.release(&first).await.expect("A releases");
+        let second = waiter.await.expect("task").expect("B once A released");
+        assert_eq!(second.owner(), "B");
+        assert!(second.token() > first.token());
+        // Expired (never renewed): the waiter gets it.
+        let short = leases.acquire("e", "A", Duration::from_millis(300)).await.expect("A");
+        let after = leases
+            .acquire_wait("e", "B", long, Duration::from_secs(20))
+            .await
+            .expect("B once A expired");
+        assert!(after.token() > short.token());
+        // Still held after `wait`: the holder's error.
+        match leases.acquire_wait("w", "C", long, Duration::from_millis(200)).await {
+            Err(Error::LeaseHeld { holder, .. }) => assert_eq!(holder, "B"),
+            other => panic!("expected LeaseHeld, got {other:?}"),
+        }
+        match leases.acquire_wait("w", "C", long, Duration::ZERO).await {
+            Err(Error::LeaseHeld { holder, .. }) => assert_eq!(holder, "B"),
+            other => panic!("expected LeaseHeld, got {other:?}"),
+        }
+        // A wait too long to measure is no error.
+        let free = leases.acquire_wait("free", "C", long, Duration::MAX).await.expect("free");
+        leases.release(&free).await.expect("release");
+        // Bad arguments at once.
+        assert!(matches!(
+            leases.acquire_wait("w{", "C", long, long).await,
+            Err(Error::InvalidId(_))
+        ));
+        assert!(matches!(
+            leases.acquire_wait("w", "C", Duration::ZERO, long).await,
+            Err(Error::InvalidArgument { name: "ttl", .. })
+        ));
+        // The guarded form keeps it.
+        leases.release(&second).await.expect("B releases");
+        let guard = leases
+            .acquire_guarded_wait("w", "D", long, Duration::from_secs(5))
+            .await
+            .expect("D");
+        assert!(guard.is_valid());
+        guard.release().await.expect("D releases");
+        exec.shutdown().await;
+    }
+}
+
+crate::on_both! {
+    async fn a_cancelled_acquire_wait_leaves_no_lease_behind(topology: &Topology) {
+        let exec = topology.executor().await;
+        let leases = exec.leases("it").expect("namespace");
+        let ttl = Duration::from_secs(60);
+        let mut cancelled = 0;
+        // Cancelled at every phase: before sending, with the grant in flight, with the reply
+        // on its way back.
+        for i in 0..60u64 {
+            let entity = format!("c{i}");
+            let mut attempt = std::pin::pin!(leases.acquire_wait(&entity, "gone", ttl, ttl));
+            // Polled once, then after 0 to 5 turns of the runtime, then dropped if not done.
+            let mut granted = None;
+            for _ in 0..=(i % 6) {
+                let poll = std::future::poll_fn(|cx| std::task::Poll::Ready(attempt.as_mut().poll(cx))).await;
+                if let std::task::Poll::Ready(result) = poll {
+                    granted = Some(result.expect("granted"));
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            match granted {
+                Some(lease) => leases.release(&lease).await.expect("release"),
+                None => cancelled += 1,
+            }
+        }
+        assert!(cancelled > 0, "no acquire_wait was cancelled");
+        // Waiting while a lease is held, then cancelled: it stops trying.
+        let held = leases.acquire("h", "holder", ttl).await.expect("holder");
+        let attempt = leases.acquire_wait("h", "gone", ttl, ttl);
+        assert!(tokio::time::timeout(Duration::from_millis(100), attempt).await.is_err());
+        leases.release(&held).await.expect("release");
+        // Every entity is free well before the 60 s a forgotten grant would hold it.
+        for i in 0..60u64 {
+            let entity = format!("c{i}");
+            let lease = leases
+                .acquire_wait(&entity, "checker", ttl, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("{entity} is still held: {e}"));
+            leases.release(&lease).await.expect("release");
+        }
+        let lease = leases
+            .acquire_wait("h", "checker", ttl, Duration::from_secs(5))
+            .await
+            .expect("h is free");
+        assert_eq!(lease.owner(), "checker");
+        // Cancelled while the grant is in flight (the server holds the call back): the grant
+        // arrives after the caller left, and is released.
+        let keys = stateful_redis::KeyLayout::new(&stateful_redis::Namespace::new("it").expect("namespace"));
+        let (lease_key, fence_key) = (keys.lease("p"), keys.fence("p"));
+        assert_eq!(topology.cli_for(&lease_key, &["CLIENT", "PAUSE", "500", "WRITE"]), "OK");
+        let attempt = leases.acquire_wait("p", "gone", ttl, ttl);
+        assert!(tokio::time::timeout(Duration::from_millis(100), attempt).await.is_err());
+        // Granted once the pause ends (the fence counter says so), then released.
+        let mut seen = (String::new(), String::new());
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seen = (
+                topology.cli_for(&fence_key, &["GET", &fence_key]),
+                topology.cli_for(&lease_key, &["EXISTS", &lease_key]),
+            );
+            if seen == ("1".into(), "0".into()) {
+                break;
+            }
+        }
+        assert_eq!(seen, ("1".into(), "0".into()), "(fence, lease exists): granted after the cancellation and kept");
+        exec.shutdown().await;
+    }
+}
