@@ -277,8 +277,9 @@ async fn run(fleet: Arc<Fleet>, control: Arc<Control>, config: ExecutorConfig) -
     let exec = StatefulExecutor::builder().config(config).build().await?;
     *control.exec.lock().unwrap_or_else(|p| p.into_inner()) = Some(exec.clone());
     let devices = exec.state::<Device>(&fleet.namespace)?.with_ttl(super::KEEP_STATE);
-    let leases = exec.leases(&fleet.namespace)?;
-    let presence = exec.presence(&fleet.namespace)?.with_window(fleet.window);
+    // The handle's own leases and presence: one namespace for the state, its leases and fences.
+    let leases = devices.leases();
+    let presence = devices.presence().with_window(fleet.window);
     let members = exec.state::<u64>(&fleet.members)?.with_ttl(super::KEEP_STATE);
     let dead = Arc::new(Mutex::new(vec![false; fleet.names.len()]));
     control.set_life(Life::Running);

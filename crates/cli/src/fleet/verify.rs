@@ -77,8 +77,10 @@ pub(crate) async fn verify(
 ) -> anyhow::Result<Vec<Check>> {
     let devices = exec.state::<Device>(&fleet.namespace)?;
     // First, while the last heartbeats are fresh.
-    let presence = exec.presence(&fleet.namespace)?.with_window(fleet.window);
-    let active = presence.active_count().await?;
+    let presence = devices.presence().with_window(fleet.window);
+    let active: std::collections::BTreeSet<String> = presence.members().await?.into_iter().collect();
+    // Every key of the namespace names one of the fleet's devices, and all are there.
+    let listed = devices.entities().all().await?;
     let ids: Vec<String> = (0..fleet.devices).map(device_id).collect();
     let records = read_records(&devices, &ids).await?;
     let mut found = read_ownership(exec, &devices, &ids).await?;
@@ -95,6 +97,7 @@ pub(crate) async fn verify(
     let mut stale = Vec::new();
     let mut unowned = Vec::new();
     let mut online = 0u64;
+    let mut presence_wrong = Vec::new();
     let mut uncertain = 0u64;
     for (n, f) in found.iter().enumerate() {
         let id = &ids[n];
@@ -109,8 +112,14 @@ pub(crate) async fn verify(
             Some(r) => (r.version, r.value.clone(), r.status.as_deref().unwrap_or_default()),
             None => (Version::NONE, Device::default(), ""),
         };
-        if status != OFFLINE && f.record.is_some() {
-            online += 1;
+        let connected = status != OFFLINE && f.record.is_some();
+        online += u64::from(connected);
+        if connected != active.contains(id) {
+            presence_wrong.push(format!(
+                "{id}: {} but {} in presence",
+                if connected { status } else { "offline" },
+                if connected { "not active" } else { "active" }
+            ));
         }
         if version.0 < writes
             || version.0 > writes + slack
@@ -207,45 +216,47 @@ pub(crate) async fn verify(
         },
         Check {
             name: "every device owned by a live instance",
-            passed: unowned.is_empty(),
-            detail: summary(&unowned, format!("{} devices held by {}", ids.len(), live.join(", "))),
+            passed: unowned.is_empty() && listed.len() == ids.len(),
+            detail: if unowned.is_empty() && listed.len() != ids.len() {
+                format!(
+                    "the namespace lists {} devices, the fleet has {}",
+                    listed.len(),
+                    ids.len()
+                )
+            } else {
+                summary(
+                    &unowned,
+                    format!(
+                        "{} devices (as many as the namespace lists) held by {}",
+                        ids.len(),
+                        live.join(", ")
+                    ),
+                )
+            },
         },
         Check {
             name: "presence count equals the live devices",
-            passed: active == online,
-            detail: format!("{active} active in presence, {online} devices not offline"),
+            passed: presence_wrong.is_empty() && active.len() as u64 == online,
+            detail: summary(
+                &presence_wrong,
+                format!(
+                    "{} active in presence, exactly the {online} devices not offline",
+                    active.len()
+                ),
+            ),
         },
     ])
 }
 
-/// Every device's record, read by 32 concurrent readers.
+/// Every device's record: `get_many` in chunks (each a few pipelines).
 async fn read_records(
     devices: &StateHandle<Device, SerdeCodec>,
     ids: &[String],
 ) -> anyhow::Result<Vec<Option<Versioned<Device>>>> {
-    const READERS: usize = 32;
-    let mut tasks = Vec::new();
-    for r in 0..READERS {
-        let devices = devices.clone();
-        let mine: Vec<(usize, String)> = ids
-            .iter()
-            .enumerate()
-            .filter(|(n, _)| n % READERS == r)
-            .map(|(n, id)| (n, id.clone()))
-            .collect();
-        tasks.push(tokio::spawn(async move {
-            let mut out = Vec::with_capacity(mine.len());
-            for (n, id) in mine {
-                out.push((n, devices.get(&id).await?));
-            }
-            Ok::<_, stateful_redis::Error>(out)
-        }));
-    }
-    let mut records: Vec<Option<Versioned<Device>>> = (0..ids.len()).map(|_| None).collect();
-    for task in tasks {
-        for (n, record) in task.await?? {
-            records[n] = record;
-        }
+    let mut records = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(2048) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        records.extend(devices.get_many(&chunk).await?);
     }
     Ok(records)
 }

@@ -45,7 +45,10 @@ fn assert_run_passed(summary: &serde_json::Value) {
     // paused one's late writes and the zombie's were refused, and redeliveries were replays.
     assert!(summary["takeovers"].as_u64().expect("takeovers") > 0, "{summary}");
     assert!(summary["fenced_refusals"].as_u64().expect("fenced") > 0, "{summary}");
-    assert!(summary["stale_writes_refused"].as_u64().expect("late writes") > 0, "{summary}");
+    assert!(
+        summary["stale_writes_refused"].as_u64().expect("late writes") > 0,
+        "{summary}"
+    );
     assert!(summary["replays"].as_u64().expect("replays") > 0, "{summary}");
     assert!(
         summary["by_operation"]["message"].as_u64().expect("messages") > 0,
