@@ -383,6 +383,8 @@ struct Slot {
     holder: usize,
     retry_at: Instant,
     owned: Option<Owned>,
+    /// A takeover waiting for a dead holder's lease to run out (`acquire_guarded_wait`).
+    waiting: Option<tokio::task::JoinHandle<Result<LeaseGuard, Error>>>,
 }
 
 impl Slot {
@@ -393,6 +395,7 @@ impl Slot {
             holder,
             retry_at: Instant::now(),
             owned: None,
+            waiting: None,
         }
     }
 }
@@ -483,8 +486,14 @@ impl Worker {
                         self.step(n).await;
                         busy = true;
                     }
-                } else if Instant::now() >= self.slots[n].retry_at && self.wants(n, &dead) {
-                    self.acquire(n).await;
+                } else if self.slots[n].waiting.as_ref().is_some_and(|w| w.is_finished()) {
+                    self.waited(n).await;
+                    busy = true;
+                } else if self.slots[n].waiting.is_none()
+                    && Instant::now() >= self.slots[n].retry_at
+                    && self.wants(n, &dead)
+                {
+                    self.acquire(n, &dead).await;
                     busy = true;
                 }
                 if Instant::now() >= next_beat {
@@ -549,7 +558,7 @@ impl Worker {
         self.slots[n].retry_at = Instant::now();
     }
 
-    async fn acquire(&mut self, n: usize) {
+    async fn acquire(&mut self, n: usize, dead: &[bool]) {
         let stats = &self.control.stats;
         stats.count(Op::Acquire);
         let (id, previous) = {
@@ -562,9 +571,21 @@ impl Worker {
                 self.adopt(n, guard, previous).await;
             }
             Err(Error::LeaseHeld { holder, expires_in, .. }) => {
+                let holder = self.fleet.names.iter().position(|x| *x == holder).unwrap_or(NOBODY);
                 let slot = &mut self.slots[n];
-                slot.holder = self.fleet.names.iter().position(|x| *x == holder).unwrap_or(NOBODY);
-                slot.retry_at = Instant::now() + expires_in + Duration::from_millis(1);
+                slot.holder = holder;
+                if holder == NOBODY || dead.get(holder).copied().unwrap_or(false) {
+                    // A dead holder's lease runs out by itself: wait for it in the background
+                    // (cancel-safe: a grant nobody takes is released), a ttl past its expiry.
+                    let (leases, id, name) = (self.leases.clone(), slot.id.clone(), self.control.name.clone());
+                    let (ttl, wait) = (self.fleet.ttl, expires_in + self.fleet.ttl);
+                    slot.waiting = Some(tokio::spawn(async move {
+                        leases.acquire_guarded_wait(&id, &name, ttl, wait).await
+                    }));
+                } else {
+                    // Its holder lives: look again when its lease would run out.
+                    slot.retry_at = Instant::now() + expires_in + Duration::from_millis(1);
+                }
             }
             Err(e) => {
                 stats.error(&e);
@@ -648,6 +669,30 @@ impl Worker {
             unsure: false,
             tried: None,
         });
+    }
+
+    /// The end of a background wait for a lease.
+    async fn waited(&mut self, n: usize) {
+        let Some(waiting) = self.slots[n].waiting.take() else {
+            return;
+        };
+        let previous = self.slots[n].holder;
+        match waiting.await {
+            Ok(Ok(guard)) => {
+                self.control.stats.count(Op::Acquire);
+                self.adopt(n, guard, previous).await;
+            }
+            Ok(Err(Error::LeaseHeld { holder, expires_in, .. })) => {
+                let slot = &mut self.slots[n];
+                slot.holder = self.fleet.names.iter().position(|x| *x == holder).unwrap_or(NOBODY);
+                slot.retry_at = Instant::now() + expires_in + Duration::from_millis(1);
+            }
+            Ok(Err(e)) => {
+                self.control.stats.error(&e);
+                self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4;
+            }
+            Err(_) => self.slots[n].retry_at = Instant::now() + self.fleet.ttl / 4,
+        }
     }
 
     /// A takeover that could not make its first write: the lease goes back, and this
@@ -807,6 +852,9 @@ impl Worker {
     fn crash(&mut self) {
         let mut zombies = self.control.zombies.lock().unwrap_or_else(|p| p.into_inner());
         for slot in &mut self.slots {
+            if let Some(waiting) = slot.waiting.take() {
+                waiting.abort();
+            }
             if let Some(owned) = slot.owned.take() {
                 zombies.push(Zombie {
                     device: slot.index,
@@ -825,6 +873,10 @@ impl Worker {
 
     async fn release_all(&mut self) {
         for slot in &mut self.slots {
+            if let Some(waiting) = slot.waiting.take() {
+                // Cancel-safe: a lease granted to the aborted wait is released.
+                waiting.abort();
+            }
             if let Some(owned) = slot.owned.take() {
                 let _ = owned.guard.release().await;
                 self.control.stats.held.fetch_sub(1, Ordering::Relaxed);
