@@ -151,6 +151,9 @@ const RUN: u8 = 0;
 const SETTLE: u8 = 1;
 /// Release everything and stop.
 const DONE: u8 = 2;
+/// Hold still for the verdict: no takeover starts or finishes (waits are given up), leases
+/// are renewed and heartbeats go on.
+const FREEZE: u8 = 3;
 
 /// A lease the killed instance held when it died, for the late writes of a "zombie".
 #[derive(Debug, Clone)]
@@ -239,6 +242,10 @@ impl Control {
 
     pub(crate) fn settle(&self) {
         self.phase.store(SETTLE, Ordering::SeqCst);
+    }
+
+    pub(crate) fn freeze(&self) {
+        self.phase.store(FREEZE, Ordering::SeqCst);
     }
 
     pub(crate) fn finish(&self) {
@@ -469,6 +476,9 @@ impl Worker {
             let asked = self.control.beats_asked.load(Ordering::SeqCst);
             if asked != self.beats {
                 self.beats = asked;
+                if self.control.phase() == FREEZE {
+                    self.give_up_waits().await;
+                }
                 self.heartbeat().await;
                 self.control.beats_done.fetch_add(1, Ordering::SeqCst);
             }
@@ -486,6 +496,8 @@ impl Worker {
                         self.step(n).await;
                         busy = true;
                     }
+                } else if phase == FREEZE {
+                    // No takeover starts or ends while the verdict is read.
                 } else if self.slots[n].waiting.as_ref().is_some_and(|w| w.is_finished()) {
                     self.waited(n).await;
                     busy = true;
@@ -669,6 +681,18 @@ impl Worker {
             unsure: false,
             tried: None,
         });
+    }
+
+    /// Stops every background wait for a lease; a lease one got goes back at once.
+    async fn give_up_waits(&mut self) {
+        for slot in &mut self.slots {
+            let Some(waiting) = slot.waiting.take() else { continue };
+            waiting.abort();
+            if let Ok(Ok(guard)) = waiting.await {
+                let _ = guard.release().await;
+            }
+            slot.retry_at = Instant::now();
+        }
     }
 
     /// The end of a background wait for a lease.

@@ -357,8 +357,10 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
     drop(screen);
     // One fresh heartbeat of every active device, so that the count does not hang on
     // the timing of the periodic ones.
+    // Frozen first: no takeover writes while the verdict is read.
     let running: Vec<&Arc<Control>> = controls.iter().filter(|c| c.life() == Life::Running).collect();
     for c in &running {
+        c.freeze();
         c.beat_now(fleet.tasks, true);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
