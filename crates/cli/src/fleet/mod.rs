@@ -87,6 +87,11 @@ pub(crate) struct FleetArgs {
     /// Print one JSON object on stdout instead of the text verdict.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Keep the run's device and membership records in the given Redis (by default they are
+    /// deleted after the verdict; they expire after an hour anyway). Leases and message ids
+    /// expire by themselves; fence counters stay, as they must.
+    #[arg(long)]
+    keep: bool,
     /// For tests of the verification: inject a fault through Redis before verifying.
     #[arg(long, value_enum, hide = true)]
     inject_fault: Option<Fault>,
@@ -167,7 +172,7 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
         ));
     }
     let configured = args.config.is_some() || std::env::var_os("STATEFUL_REDIS_REDIS__URL").is_some();
-    let (_embedded, url) = match &args.redis {
+    let (embedded, url) = match &args.redis {
         Some(urls) if config.redis.cluster => {
             let mut urls = urls.split(',').map(str::trim).filter(|u| !u.is_empty());
             let first = urls.next().unwrap_or_default().to_owned();
@@ -424,7 +429,14 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
         })?;
         summary.report = Some(dir.join("report.html"));
     }
+    if embedded.is_none()
+        && !args.keep
+        && let Err(e) = clean_up(&observer, &fleet).await
+    {
+        eprintln!("warning: the run's records stay in Redis (they expire in an hour): {e:#}");
+    }
     observer.shutdown().await;
+    drop(embedded);
     print_summary(&summary, args.json)?;
     if summary.passed {
         Ok(())
@@ -524,6 +536,30 @@ async fn chaos(event: &Event, controls: &[Arc<Control>], observer: &StatefulExec
             }
         }
     }
+}
+
+/// Deletes the run's device and membership records (`StateHandle::delete`, 16 at a time).
+async fn clean_up(observer: &StatefulExecutor, fleet: &Fleet) -> anyhow::Result<()> {
+    const PARTS: u32 = 16;
+    let devices = observer.state::<Device>(&fleet.namespace)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for part in 0..PARTS {
+        let (devices, n) = (devices.clone(), fleet.devices);
+        tasks.spawn(async move {
+            for i in (part..n).step_by(PARTS as usize) {
+                devices.delete(&device::device_id(i)).await?;
+            }
+            Ok::<(), Error>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let members = observer.state::<u64>(&fleet.members)?;
+    for name in &fleet.names {
+        members.delete(name).await?;
+    }
+    Ok(())
 }
 
 /// The killed instance comes back as a zombie and writes with the fences it held: every

@@ -69,6 +69,11 @@ fn fleet_verification_passes_on_a_single_server_and_its_report_renders() {
     let summary = json_of(&output);
     assert_run_passed(&summary);
     assert_eq!(summary["topology"], "standalone");
+    // The run's device records were deleted after the verdict: the server is left clean
+    // but for the fence counters (which must never go) and what expires by itself.
+    let count = |pattern: &str| server.cli(&["EVAL", "return #redis.call('KEYS', ARGV[1])", "0", pattern]);
+    assert_eq!(count("fleet-*:s"), "0");
+    assert_ne!(count("fleet-*:f"), "0");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report.json")).expect("JSON");
     assert!(
