@@ -100,7 +100,7 @@ fn render(frame: &mut ratatui::Frame<'_>, s: &Sample, timeline: &Timeline, fleet
         ])
         .split(frame.area());
     let title = format!(
-        " stateful-redis fleet: {} devices, {} instances, lease ttl {:.1} s   t = {:.0} / {:.0} s   held {}/{}   active {} ",
+        " stateful-redis fleet: {} devices, {} instances, lease ttl {:.1} s   {:.0} s into the run ({:.0} s of traffic)   held {}/{}   active {} ",
         fleet.devices,
         fleet.names.len(),
         fleet.ttl.as_secs_f64(),
