@@ -1,13 +1,17 @@
-//! `cargo xtask demo`: a ten-second load run against a throw-away Redis, to see the toolkit work.
+//! `cargo xtask demo`: a fleet of devices on a throw-away Redis, watched live on the dashboard,
+//! ending with the verification verdict and the report's path.
 
 use std::ffi::OsString;
 
 use crate::{cmd, tools};
 
-/// Runs `stateful-redis load` from a release build; `args` are appended to the load options, so
-/// `cargo xtask demo --duration 30` replaces the default duration.
+/// Runs `stateful-redis fleet` from a release build; `args` are appended to its options, so
+/// `cargo xtask demo --duration 60` replaces the default duration.
 pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
     tools::ensure_redis()?;
+    let root = cmd::project_root()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let report = target.join("demo");
     let mut cargo = cmd::cargo();
     cargo
         .args([
@@ -18,14 +22,12 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
             "--bin",
             "stateful-redis",
             "--",
-            "load",
+            "fleet",
             "--duration",
-            "10",
-            "--concurrency",
-            "50",
-            "--workload",
-            "put",
+            "30",
+            "--report",
         ])
+        .arg(&report)
         .args(args);
     cmd::run(&mut cargo)
 }

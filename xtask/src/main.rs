@@ -19,15 +19,18 @@ const HELP: &str = "\
 cargo xtask <TASK> [ARGS...]
 
 Tasks:
-  test [ARGS...]   install redis-server and redis-cli if missing (as root, with apt-get), then
+  test [ARGS...]   install redis-server, redis-cli, tmux and chromium if missing (as root, with
+                   apt-get: the fleet dashboard and report tests use the last two), then
                    `cargo test --workspace [ARGS...]` (unit, integration and doc tests), then
                    run every example of crates/stateful-redis/examples (each asserts what it
                    shows); ARGS go to cargo test, e.g. `cargo xtask test -p stateful-redis-core`
                    (ARGS that pick packages skip the examples)
   lint             `cargo fmt --check`, clippy and rustdoc with warnings denied: what CI checks
   demo [ARGS...]   install Redis tools if missing, then run the release CLI:
-                   `stateful-redis load --duration 10 --concurrency 50 --workload put [ARGS...]`
-  bench [--quick] [--baseline FILE] [--fail-on-regression]
+                   `stateful-redis fleet --duration 30 --report target/demo [ARGS...]` (10,000
+                   devices, 4 driver instances, a kill and a pause, the live dashboard), ending
+                   with the verification verdict and the report's path
+  bench [--quick] [--baseline FILE] [--fail-on-regression] [--fleet-only]
                    install Redis tools if missing (redis-benchmark too), run the divan
                    micro-benchmarks, then the executor against redis-benchmark and plain
                    redis-crate code on one throw-away redis-server (5 interleaved rounds;
@@ -35,7 +38,9 @@ Tasks:
                    compares with the previous report.json (or FILE) and prints report.md;
                    --fail-on-regression: exit 1 when a figure got worse than the baseline's
                    (throughput lower, latency or CPU higher) by more than this run's noise,
-                   max(2 x spread, 5%), naming each such figure
+                   max(2 x spread, 5%), naming each such figure; the fleet's figures (ops/s,
+                   per core, takeover time vs the lease ttl; charts in target/bench/fleet/);
+                   --fleet-only: only the fleet run (10 s), printed, nothing stored
   publish-check    `cargo publish --workspace --dry-run --allow-dirty`: packages every published
                    crate and builds each package alone, uploading nothing; reads the
                    crates.io index (2 to 5 minutes, so not part of `lint`)

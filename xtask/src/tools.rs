@@ -55,6 +55,17 @@ const REQUIRED: &[Tool] = &[
         package: "prometheus",
         upstream: "Prometheus >= 2.40",
     },
+    // The fleet tests: its dashboard in a real terminal, its HTML report in a real browser.
+    Tool {
+        binary: "tmux",
+        package: "tmux",
+        upstream: "tmux",
+    },
+    Tool {
+        binary: "chromium",
+        package: "chromium",
+        upstream: "Chromium (as `chromium` on PATH)",
+    },
 ];
 
 /// Makes sure every [`REQUIRED`] program is on PATH.

@@ -4,6 +4,7 @@ mod check;
 mod config;
 mod embedded;
 mod failure;
+mod fleet;
 mod load;
 
 use std::io::IsTerminal as _;
@@ -37,6 +38,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Drive a fleet of devices with several driver instances (leases and failover, state
+    /// machines, exactly-once messages, fenced writes, presence), with a live dashboard,
+    /// then verify from Redis that nothing was lost, applied twice or written by a stale
+    /// holder.
+    ///
+    /// During the run one instance is killed (its leases expire and the others take its
+    /// devices over) and one is frozen past its lease ttl (its late writes must be refused
+    /// as fenced). Exit status: 0 when every check passes, 1 when one fails, 2 when the run
+    /// cannot start. The dashboard is drawn on stderr when it is a terminal; a progress
+    /// line a second otherwise.
+    Fleet(fleet::FleetArgs),
     /// Run many concurrent callers against Redis and report throughput and latency.
     Load(load::LoadArgs),
     /// Check that a Redis deployment keeps the guarantees (eviction, persistence, ACL,
@@ -71,6 +83,7 @@ impl Command {
     fn json(&self) -> bool {
         match self {
             Command::Load(args) => args.json,
+            Command::Fleet(args) => args.json,
             Command::Check(args) => args.json,
             Command::Config(_) => false,
         }
@@ -78,15 +91,6 @@ impl Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never into a log file or a pipe.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Help and version are not errors; clap prints them, and other errors under plain text.
@@ -98,6 +102,22 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    // The fleet dashboard owns the terminal: log lines would tear it (RUST_LOG still applies).
+    let default_filter = match &cli.command {
+        Command::Fleet(args) if args.draws_dashboard() => "off",
+        // A lost lease is a warning for a service, and the run loses many on purpose.
+        Command::Fleet(_) => "error",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .init();
     let json = cli.command.json();
     let runtime = if cli.threads == 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -117,6 +137,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Load(args) => load::run(args).await,
+            Command::Fleet(args) => fleet::run(args).await,
             Command::Check(args) => check::run(args).await,
             Command::Config(args) => config::run(args),
         }

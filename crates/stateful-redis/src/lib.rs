@@ -206,8 +206,8 @@ pub use stateful_redis_batch::BatchStats;
 pub use stateful_redis_core::{
     Aggregation, AlertRule, AlertmanagerConfig, AlertsConfig, BatchConfig, BytesCodec, Codec, CodecError, CodecTimings,
     Comparison, ConfigError, Envelope, Error, ErrorKind, ExecutorConfig, IdempotencyConfig, InvalidId, KeyLayout,
-    LeaseConfig, Namespace, OtlpProtocol, OverloadPolicy, PoolConfig, PresenceConfig, RedisConfig, RedisUrl, Result,
-    RetryConfig, Secret, SerdeCodec, Severity, StateConfig, TelemetryConfig, Version, Versioned, WebhookConfig,
+    LeaseConfig, Namespace, OtlpProtocol, OverloadPolicy, PoolConfig, PresenceConfig, Record, RedisConfig, RedisUrl,
+    Result, RetryConfig, Secret, SerdeCodec, Severity, StateConfig, TelemetryConfig, Version, Versioned, WebhookConfig,
 };
 #[doc(inline)]
 pub use stateful_redis_metrics::{

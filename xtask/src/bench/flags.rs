@@ -1,4 +1,4 @@
-//! The arguments of `cargo xtask bench`: `[--quick] [--baseline FILE] [--fail-on-regression]`.
+//! The arguments of `cargo xtask bench`: `[--quick] [--baseline FILE] [--fail-on-regression] [--fleet-only]`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -15,6 +15,8 @@ pub(super) struct Flags {
     /// `--fail-on-regression`: exit non-zero when a figure got worse than the baseline's by more
     /// than this run's noise.
     pub(super) fail_on_regression: bool,
+    /// `--fleet-only`: only the fleet run (10 s), its figures printed, no report stored.
+    pub(super) fleet_only: bool,
 }
 
 impl Flags {
@@ -26,11 +28,12 @@ impl Flags {
             match arg.to_str() {
                 Some("--quick") => flags.quick = true,
                 Some("--fail-on-regression") => flags.fail_on_regression = true,
+                Some("--fleet-only") => flags.fleet_only = true,
                 Some("--baseline") => {
                     flags.baseline = Some(args.next().context("`--baseline` needs a file")?.into());
                 }
                 _ => bail!(
-                    "unknown argument `{}`: `cargo xtask bench` takes `--quick`, `--baseline FILE` and `--fail-on-regression`",
+                    "unknown argument `{}`: `cargo xtask bench` takes `--quick`, `--baseline FILE`, `--fail-on-regression` and `--fleet-only`",
                     arg.to_string_lossy()
                 ),
             }

@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: divan micro-benchmarks, then end-to-end throughput, latency and client CPU
 //! of the executor against `redis-benchmark` and plain redis-crate code on one `redis-server` in one
-//! run; writes `target/bench/report.{json,md}` and compares them with the previous report.
+//! run, and the fleet's figures (`stateful-redis fleet`: operations per second and per core,
+//! takeover time against the lease ttl); writes `target/bench/report.{json,md}` (the fleet's charts in
+//! `target/bench/fleet/report.html`) and compares them with the previous report.
 //!
 //! Benchmarks report; by default they never fail on a figure: a missed target is shown as "not
 //! met". The run fails when a client fails (an error reply, a crash), because its figures would
@@ -13,6 +15,7 @@ mod compare;
 mod cost;
 mod divan;
 mod flags;
+mod fleet;
 mod otlp;
 mod report;
 mod sample;
@@ -81,6 +84,7 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
         quick,
         baseline,
         fail_on_regression,
+        fleet_only,
     } = Flags::parse(args)?;
     let plan = Plan::new(quick);
     let started = Instant::now();
@@ -124,9 +128,15 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
         plain: target.join("release").join("plain"),
     };
 
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let fleet_seconds = if quick || fleet_only { 10 } else { 30 };
+    if fleet_only {
+        let fleet = fleet::run(&bins.load, &out_dir, 10_000, fleet_seconds)?;
+        print_report(&fleet.markdown);
+        return Ok(());
+    }
     let micro = divan::micro(plan)?;
 
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let pinning = pinning();
     let server = Server::start(&out_dir.join("redis-server.log"), pinning.as_ref())?;
     // The scripts as the executor loads them (write.lua is built from two files).
@@ -177,15 +187,18 @@ pub(crate) fn run(args: &[OsString]) -> anyhow::Result<()> {
         VALUE_SIZE,
         report.median("executor-put", "ops_per_sec"),
     )?;
+    let fleet = fleet::run(&bins.load, &out_dir, 10_000, fleet_seconds)?;
     let mut json = report.to_json();
     json["cluster"] = cluster.json;
     json["server_cost"] = report.server_cost_json(&cost);
+    json["fleet"] = fleet.json;
     let comparison = previous
         .as_ref()
         .map(|(path, _, prev)| compare::compare(&json, path, prev));
     let mut markdown = report.markdown(&sha, comparison.as_ref().map(|c| c.markdown.as_str()));
     markdown.push_str(&report.server_cost_markdown(&cost));
     markdown.push_str(&cluster.markdown);
+    markdown.push_str(&fleet.markdown);
 
     if let Some((_, text, _)) = &previous {
         write(&out_dir.join("report.prev.json"), text)?;

@@ -2,6 +2,7 @@
 
 mod check;
 mod errors;
+mod fleet;
 
 use std::process::Command;
 
