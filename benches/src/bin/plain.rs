@@ -152,6 +152,12 @@ fn put_template() -> anyhow::Result<Vec<Slot>> {
     Ok(slots)
 }
 
+#[allow(clippy::print_stdout, reason = "the script is what was asked for")]
+fn print_write_script() -> anyhow::Result<()> {
+    println!("{}", stateful_redis_scripts::WRITE.source());
+    Ok(())
+}
+
 #[allow(clippy::print_stdout, reason = "the argument list is what was asked for")]
 fn print_put_args(template: &[Slot]) -> anyhow::Result<()> {
     let words = template
@@ -172,8 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return print_put_args(&template);
     }
     if args.print_write_script {
-        println!("{}", stateful_redis_scripts::WRITE.source());
-        return Ok(());
+        return print_write_script();
     }
     #[allow(clippy::disallowed_methods, reason = "the baseline must be plain redis crate code")]
     let client = redis::Client::open(args.url.as_str()).with_context(|| format!("bad URL {}", args.url))?;

@@ -786,6 +786,20 @@ fn tail_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Reads one field of a state record (`stateful_redis_core::Record`'s layout).
+const RECORD_FIELD_LUA: &str = "local r = redis.call('GET', KEYS[1]) if not r then return '' end \
+    local s = string.byte(r, 2) local f = ARGV[1] \
+    if f == 'version' then return string.format('%d', struct.unpack('>I8', r, 3)) end \
+    if f == 'updated' then return string.format('%d', struct.unpack('>I6', r, 11)) end \
+    if f == 'fence' then return string.format('%d', struct.unpack('>I6', r, 17)) end \
+    if f == 'status' then return string.sub(r, 23, 22 + s) end \
+    return string.sub(r, 23 + s)";
+
+/// Writes a state record (`stateful_redis_core::Record`'s layout).
+const WRITE_RECORD_LUA: &str = "local t = redis.call('TIME') \
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+    return redis.call('SET', KEYS[1], struct.pack('>BBI8I6I6', 1, #ARGV[2], tonumber(ARGV[1]), now, 0) .. ARGV[2] .. ARGV[3])";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -850,16 +864,3 @@ mod tests {
     }
 }
 
-/// Reads one field of a state record (`stateful_redis_core::Record`'s layout).
-const RECORD_FIELD_LUA: &str = "local r = redis.call('GET', KEYS[1]) if not r then return '' end \
-    local s = string.byte(r, 2) local f = ARGV[1] \
-    if f == 'version' then return string.format('%d', struct.unpack('>I8', r, 3)) end \
-    if f == 'updated' then return string.format('%d', struct.unpack('>I6', r, 11)) end \
-    if f == 'fence' then return string.format('%d', struct.unpack('>I6', r, 17)) end \
-    if f == 'status' then return string.sub(r, 23, 22 + s) end \
-    return string.sub(r, 23 + s)";
-
-/// Writes a state record (`stateful_redis_core::Record`'s layout).
-const WRITE_RECORD_LUA: &str = "local t = redis.call('TIME') \
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
-    return redis.call('SET', KEYS[1], struct.pack('>BBI8I6I6', 1, #ARGV[2], tonumber(ARGV[1]), now, 0) .. ARGV[2] .. ARGV[3])";

@@ -26,7 +26,7 @@ pub(super) struct Cost {
     pub(super) message_id: f64,
 }
 
-/// Sum of `MEMORY USAGE` of `<prefix><n><suffix>` for n below ARGV[3].
+/// Sum of `MEMORY USAGE` of `<prefix><n><suffix>` for n below `ARGV[3]`.
 const SUM_MEMORY: &str = "local s = 0 for i = 0, tonumber(ARGV[3]) - 1 do \
     s = s + (redis.call('MEMORY', 'USAGE', ARGV[1] .. i .. ARGV[2]) or 0) end return s";
 
