@@ -53,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(text.starts_with("HTTP/1.0 200"), "{text}");
     assert!(
         ours.iter()
-            .any(|l| l.starts_with("stateful_redis_operations_total{") && l.contains("db_operation_name=\"put\"")),
+            .any(|l| l.starts_with("stateful_redis_operations_total{") && l.contains("stateful_redis_operation=\"put\"")),
         "{text}"
     );
     // Prometheus only: nothing is exported over OTLP, so nothing fails there.
