@@ -52,8 +52,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("http://{addr}/metrics serves, among others:\n{}", ours.join("\n"));
     assert!(text.starts_with("HTTP/1.0 200"), "{text}");
     assert!(
-        ours.iter()
-            .any(|l| l.starts_with("stateful_redis_operations_total{") && l.contains("stateful_redis_operation=\"put\"")),
+        ours.iter().any(
+            |l| l.starts_with("stateful_redis_operations_total{") && l.contains("stateful_redis_operation=\"put\"")
+        ),
         "{text}"
     );
     // Prometheus only: nothing is exported over OTLP, so nothing fails there.

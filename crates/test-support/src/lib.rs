@@ -863,4 +863,3 @@ mod tests {
         assert!(config.contains("\nsave \"\"\n"), "{config}");
     }
 }
-
