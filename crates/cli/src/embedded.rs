@@ -6,6 +6,39 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use stateful_redis::{ExecutorConfig, RedisUrl};
+
+use crate::failure::{Failure, Kind};
+
+/// Points `config` at the server a run talks to: `redis` (`--redis`; on a cluster its first
+/// URL, the others as seeds), else the URL a config file or `STATEFUL_REDIS_REDIS__URL`
+/// names, else a throw-away `redis-server` started here, which the returned value keeps
+/// alive.
+pub(crate) fn choose_server(
+    redis: Option<&str>,
+    config_file: bool,
+    config: &mut ExecutorConfig,
+) -> Result<Option<EmbeddedRedis>, Failure> {
+    let configured = config_file || std::env::var_os("STATEFUL_REDIS_REDIS__URL").is_some();
+    let (embedded, url) = match redis {
+        Some(urls) if config.redis.cluster => {
+            let mut urls = urls.split(',').map(str::trim).filter(|u| !u.is_empty());
+            let first = urls.next().unwrap_or_default().to_owned();
+            config.redis.seeds = urls.map(RedisUrl::new).collect();
+            (None, first)
+        }
+        Some(url) => (None, url.to_owned()),
+        None if configured => return Ok(None),
+        None => {
+            let server = EmbeddedRedis::start().map_err(|e| Failure::new(Kind::Connect, e))?;
+            let url = server.url();
+            eprintln!("no --redis given: started a throw-away redis-server at {url}; it stops when the run ends");
+            (Some(server), url)
+        }
+    };
+    config.redis.url = RedisUrl::new(url);
+    Ok(embedded)
+}
 
 /// A `redis-server` child process; killed on drop.
 #[derive(Debug)]

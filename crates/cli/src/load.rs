@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use stateful_redis::bytes::Bytes;
-use stateful_redis::{BytesCodec, Error, Operation, RedisUrl, StateHandle, StatefulExecutor, Version};
+use stateful_redis::{BytesCodec, Error, Operation, StateHandle, StatefulExecutor, Version};
 
-use crate::embedded::EmbeddedRedis;
+use crate::embedded::choose_server;
 use crate::failure::{Failure, Kind};
 
 /// What each operation does.
@@ -186,24 +186,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<(), Failure> {
             args.value_size, config.state.max_value_size
         )));
     }
-    let configured = args.config.is_some() || std::env::var_os("STATEFUL_REDIS_REDIS__URL").is_some();
-    let (_embedded, url) = match &args.redis {
-        Some(urls) if config.redis.cluster => {
-            let mut urls = urls.split(',').map(str::trim).filter(|u| !u.is_empty());
-            let first = urls.next().unwrap_or_default().to_owned();
-            config.redis.seeds = urls.map(RedisUrl::new).collect();
-            (None, first)
-        }
-        Some(url) => (None, url.clone()),
-        None if configured => (None, config.redis.url.expose().to_owned()),
-        None => {
-            let server = EmbeddedRedis::start().map_err(|e| Failure::new(Kind::Connect, e))?;
-            let url = server.url();
-            eprintln!("no --redis given: started a throw-away redis-server at {url}; it stops when the run ends");
-            (Some(server), url)
-        }
-    };
-    config.redis.url = RedisUrl::new(url.clone());
+    let _embedded = choose_server(args.redis.as_deref(), args.config.is_some(), &mut config)?;
     config.state.update_max_attempts = 1000;
     // Exports metrics and traces when the environment names an OTLP endpoint; every other
     // OTEL_* variable (protocol, headers, interval, sampler) is read too.

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use stateful_redis::{Error, ExecutorConfig, RedisUrl, StatefulExecutor};
+use stateful_redis::{Error, ExecutorConfig, StatefulExecutor};
 
 use self::device::{Device, Ledger};
 use self::instance::{Control, Fleet, Life, Op};
 use self::sample::{Mark, Sampler, Timeline};
 use self::verify::{Check, Fault};
-use crate::embedded::EmbeddedRedis;
+use crate::embedded::choose_server;
 use crate::failure::{Failure, Kind};
 
 /// How long the run's device state and message ids stay in Redis after it (its namespace is
@@ -171,24 +171,7 @@ pub(crate) async fn run(args: FleetArgs) -> Result<(), Failure> {
             "--cluster needs the seed nodes: --redis redis://host:port[,redis://host:port...]",
         ));
     }
-    let configured = args.config.is_some() || std::env::var_os("STATEFUL_REDIS_REDIS__URL").is_some();
-    let (embedded, url) = match &args.redis {
-        Some(urls) if config.redis.cluster => {
-            let mut urls = urls.split(',').map(str::trim).filter(|u| !u.is_empty());
-            let first = urls.next().unwrap_or_default().to_owned();
-            config.redis.seeds = urls.map(RedisUrl::new).collect();
-            (None, first)
-        }
-        Some(url) => (None, url.clone()),
-        None if configured => (None, config.redis.url.expose().to_owned()),
-        None => {
-            let server = EmbeddedRedis::start().map_err(|e| Failure::new(Kind::Connect, e))?;
-            let url = server.url();
-            eprintln!("no --redis given: started a throw-away redis-server at {url}; it stops when the run ends");
-            (Some(server), url)
-        }
-    };
-    config.redis.url = RedisUrl::new(url);
+    let embedded = choose_server(args.redis.as_deref(), args.config.is_some(), &mut config)?;
     let ttl = Duration::from_secs_f64(args.lease_ttl);
     let dashboard = args.draws_dashboard();
     // Alerts are evaluated every second, so that a run of seconds shows them; their log
