@@ -48,5 +48,5 @@ pub use crate::keys::{
     AUTO_MESSAGES_SUFFIX, AUTO_OUTCOMES_SUFFIX, FENCE_SUFFIX, KeyLayout, LEASE_SUFFIX, MESSAGES_SUFFIX,
     OUTCOMES_SUFFIX, STATE_SUFFIX, hash_tag,
 };
-pub use crate::record::{HEADER_LEN, MAX_VERSION, RECORD_FORMAT, Record};
+pub use crate::record::{EXPIRES, HEADER_LEN, MAX_VERSION, RECORD_FORMAT, Record};
 pub use crate::version::{Version, Versioned};

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! byte 0        RECORD_FORMAT (1): the layout of what follows
-//! byte 1        s, the status length in bytes (0: no status; at most MAX_STATUS_LEN)
+//! byte 1        s, the status length in bytes (0: no status; at most MAX_STATUS_LEN),
+//!               plus EXPIRES (0x80) when a write gave the record an expiry
 //! bytes 2..10   version, u64 big-endian, 1 ..= MAX_VERSION
 //! bytes 10..16  last update, ms since the Unix epoch by the server's clock, u48 big-endian
 //! bytes 16..22  fencing token of the last fenced write, u48 big-endian (0: not fenced)
@@ -20,6 +21,11 @@ use crate::id::MAX_STATUS_LEN;
 
 /// The first byte of every record: the layout version of the header.
 pub const RECORD_FORMAT: u8 = 1;
+
+/// The flag in the status-length byte of a record a write gave an expiry (a ttl): a
+/// bundle's puts keep such a record's expiry by writing it on its own (`SET … KEEPTTL`),
+/// where the others go in one `MSET`, which drops expiries.
+pub const EXPIRES: u8 = 0x80;
 
 /// Bytes of the fixed part of the header, before the status.
 pub const HEADER_LEN: usize = 22;
@@ -41,6 +47,8 @@ pub struct Record {
     pub updated_ms: u64,
     /// The fencing token of the last fenced write (0: the last write was not fenced).
     pub fence: u64,
+    /// Whether a write gave the record an expiry ([`EXPIRES`]).
+    pub expires: bool,
 }
 
 impl Record {
@@ -58,7 +66,8 @@ impl Record {
                 stored[0]
             ));
         }
-        let status_len = usize::from(stored[1]);
+        let expires = stored[1] & EXPIRES != 0;
+        let status_len = usize::from(stored[1] & !EXPIRES);
         if status_len > MAX_STATUS_LEN {
             return Err(format!("status length {status_len} is over {MAX_STATUS_LEN}"));
         }
@@ -87,6 +96,7 @@ impl Record {
             status,
             updated_ms,
             fence,
+            expires,
         })
     }
 
@@ -97,7 +107,7 @@ impl Record {
         let status = &status[..status.len().min(MAX_STATUS_LEN)];
         let mut out = Vec::with_capacity(HEADER_LEN + status.len() + self.data.len());
         out.push(RECORD_FORMAT);
-        out.push(status.len() as u8);
+        out.push(status.len() as u8 | if self.expires { EXPIRES } else { 0 });
         out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&self.updated_ms.to_be_bytes()[2..]);
         out.extend_from_slice(&self.fence.to_be_bytes()[2..]);
@@ -118,6 +128,7 @@ mod tests {
             status: status.map(str::to_owned),
             updated_ms: 1_765_000_000_123,
             fence: 42,
+            expires: status.is_some(),
         }
     }
 
@@ -135,7 +146,7 @@ mod tests {
         let cases: [(Vec<u8>, &str); 6] = [
             (b"hello".to_vec(), "shorter than"),
             ([&[9u8][..], &good[1..]].concat(), "format byte 0x09"),
-            ([&good[..1], &[200u8][..], &good[2..]].concat(), "status length 200"),
+            ([&good[..1], &[100u8][..], &good[2..]].concat(), "status length 100"),
             ([&good[..2], &[0u8; 8][..], &good[10..]].concat(), "version 0"),
             (good[..HEADER_LEN + 2].to_vec(), "no value"),
             (

@@ -6,8 +6,12 @@
 -- (1 write, 2 acquire, 3 renew, 4 release, 5 presence).
 -- KEYS: every call's keys, one call after another.
 -- ARGV: for each call, its script's number, its number of keys, its number of arguments,
---   then its arguments; or, for a plain put (a write with op 'put', no fence, no message id,
---   ttl '0'), 'p' and the value: the same put in two arguments instead of six.
+--   then its arguments; or, for a run of plain puts (writes with op 'put', no fence, no
+--   message id, ttl '0'), 'P', how many, then their values: one argument per put, not six.
+-- A run of plain puts reads its records with one MGET and writes them with one MSET (a
+-- redis.call costs more than the command it runs). MSET drops expiries, so a record a write
+-- gave an expiry (its header says so) and a key MGET did not find as a string are put one
+-- by one, as `write` puts them.
 -- Returns one reply per call, in order: what the call alone returns, or its error (a
 -- malformed call ends the list with an error, and those after it do not run). A call
 -- that fails (a wrong type, a bad argument) fails alone: the calls before it stay applied and
@@ -27,8 +31,8 @@ local wrote = false
 local GROWS = {HINCRBY = true, HSET = true, ZADD = true, INCR = true, SET = true}
 local WRITES = {DEL = true, PEXPIRE = true, HDEL = true, ZREMRANGEBYSCORE = true, ZREMRANGEBYRANK = true}
 local probe = redis.pcall('SETRANGE', KEYS[1], 0, '')
-if type(probe) == 'table' and probe.err and string.sub(probe.err, 1, 4) == 'OOM ' then
-  local oom = probe.err
+local oom = type(probe) == 'table' and probe.err and string.sub(probe.err, 1, 4) == 'OOM ' and probe.err
+if oom then
   local function refused(command)
     local name = string.upper(command)
     if GROWS[name] and not wrote then
@@ -80,21 +84,98 @@ end
 local argv, all = ARGV, KEYS
 local replies = {}
 local n, a, k = #argv, 1, 0
--- Small counts by table lookup: tonumber is strtod, slow for what it does here.
-local small = {}
-for i = 0, 32 do
-  small[tostring(i)] = i
+-- Small counts by table lookup (tonumber is strtod, slow for what it does here), made on
+-- the first call that is not a plain put: building it costs more than a run of puts saves.
+local small
+
+-- The run of `r` plain puts whose values follow argument `a + 1` and whose keys follow key
+-- `k`: one MGET, one MSET.
+local function puts(r)
+  local keys = {}
+  for i = 1, r do
+    keys[i] = all[k + i]
+  end
+  local olds = call('MGET', unpack(keys))
+  local now = clock().ms
+  -- MSET's arguments; where each key's record is in them; keys put one by one (for the
+  -- rest of the run: a later put of the key reads what the earlier one wrote).
+  local kv, at, alone, m = {}, {}, nil, 0
+  local base = #replies
+  for i = 1, r do
+    local key, data, reply = keys[i], argv[a + 1 + i], nil
+    if not (alone and alone[key]) then
+      local j = at[key]
+      local old = olds[i]
+      if j then
+        old = kv[j + 1]
+      end
+      if old then
+        local cur, status, last, ex = header(old)
+        if not cur then
+          reply = status
+        elseif ex == 0 then
+          local record, v = next_record(cur, status, last, 0, data, now)
+          if record then
+            if j then
+              kv[j + 1] = record
+            else
+              kv[m + 1], kv[m + 2] = key, record
+              at[key] = m + 1
+              m = m + 2
+            end
+          end
+          reply = v
+        end
+      end
+    end
+    if reply == nil then
+      alone = alone or {}
+      alone[key] = true
+      local ok, result = pcall(put_record, key, data, now)
+      reply = ok and result or failed(result)
+    end
+    replies[base + i] = reply
+  end
+  if m > 0 then
+    local done = pcall_('MSET', unpack(kv))
+    if type(done) == 'table' and done.err then
+      for i = 1, r do
+        if at[keys[i]] and type(replies[base + i]) == 'number' then
+          replies[base + i] = {err = done.err}
+        end
+      end
+    end
+  end
 end
+
 while a <= n do
   local sa, ka, aa = argv[a], argv[a + 1], argv[a + 2]
-  if sa == 'p' and a < n and k < #all then
-    -- A plain put, the common call, by position: 'p' and its value; its key is the next key.
-    k = k + 1
-    a = a + 2
-    wrote = false
-    local ok, reply = pcall(put_record, all[k], ka, clock().ms)
-    replies[#replies + 1] = ok and reply or failed(reply)
+  if sa == 'P' then
+    -- A run of plain puts, the common call, by position: their keys are the next keys.
+    local r = tonumber(ka)
+    if not r or r < 1 or a + 1 + r > n or k + r > #all then
+      replies[#replies + 1] = {err = 'ERR many: malformed call at argument ' .. a}
+      return replies
+    end
+    if r > 1 and not oom then
+      puts(r)
+    else
+      -- Over maxmemory each put goes alone, so that each is refused as it would be alone.
+      for i = 1, r do
+        wrote = false
+        local ok, reply = pcall(put_record, all[k + i], argv[a + 1 + i], clock().ms)
+        replies[#replies + 1] = ok and reply or failed(reply)
+      end
+    end
+    k = k + r
+    a = a + 2 + r
   else
+    if not small then
+      small = {}
+      for i = 0, 32 do
+        small[tostring(i)] = i
+      end
+    end
     local script = scripts[small[sa] or tonumber(sa)]
     local nk, na = small[ka] or tonumber(ka), small[aa] or tonumber(aa)
     if not script or not nk or not na or nk < 0 or na < 0 or a + 2 + na > n or k + nk > #all then

@@ -1,5 +1,5 @@
 -- write: every state change, with optional fencing and idempotency, in one atomic step.
--- The scripts crate puts record.lua (read_record, write_record, put_record) before it.
+-- The scripts crate puts record.lua (read_record, write_record, put_record, …) before it.
 --
 -- KEYS[1] state record (see record.lua)
 -- With a fence token or a message id, also:
@@ -63,7 +63,8 @@ local key, op, data, fence = KEYS[1], ARGV[1], ARGV[2], ARGV[4] or '0'
 if op == 'put' and fence == '0' and msg == '' and ARGV[3] == '0' then
   return put_record(key, data, now)
 end
-local cur, st, last = read_record(key) -- version, status, fence of the last fenced write
+-- version, status, fence of the last fenced write, expiry flag
+local cur, st, last, ex = read_record(key)
 if not cur then
   return st
 end
@@ -117,7 +118,7 @@ if not result then
   if fence ~= '0' then
     last = tonumber(fence)
   end
-  local v, corrupt = write_record(key, cur, st, last, data, now, ARGV[3])
+  local v, corrupt = write_record(key, cur, st, last, ex, data, now, ARGV[3])
   if not v then
     return corrupt
   end

@@ -91,8 +91,8 @@ pub struct Bundle<'a> {
     /// arguments.
     calls: Vec<(u64, ScriptCall<'a>)>,
     keys: usize,
-    /// Arguments in all: `EVALSHA`, the SHA, numkeys, the keys, and three plus its own for
-    /// each call.
+    /// Arguments in all: `EVALSHA`, the SHA, numkeys, the keys, three plus its own for
+    /// each call, and two for each run of plain puts plus their values.
     count: usize,
     bytes: usize,
 }
@@ -103,11 +103,13 @@ impl Bundle<'_> {
         for (_, call) in &self.calls {
             cmd.encoded(call.key_bytes, call.keys);
         }
-        for (number, call) in &self.calls {
-            if *number == PLAIN_PUT {
-                cmd.encoded(b"$1\r\np\r\n", 1);
-            } else {
+        for (i, (number, call)) in self.calls.iter().enumerate() {
+            if *number != PLAIN_PUT {
                 cmd.call_header(*number, call.keys as u64, call.args as u64);
+            } else if i == 0 || self.calls[i - 1].0 != PLAIN_PUT {
+                // A run of plain puts: `P`, how many, then their values.
+                let run = self.calls[i..].iter().take_while(|(n, _)| *n == PLAIN_PUT).count();
+                cmd.encoded(b"$1\r\nP\r\n", 1).int(run as u64);
             }
             cmd.encoded(call.arg_bytes, call.args);
         }
@@ -366,7 +368,8 @@ fn close<'a>(calls: &'a [Call], group: usize, plan: &mut Plan<'a>) {
     plan.members.ends.push(plan.members.order.len());
 }
 
-/// The number that stands for a plain put in a bundle, sent as `p` and its value (see many.lua).
+/// The number that stands for a plain put in a bundle: a run of them is sent as `P`, how
+/// many, and their values (see many.lua).
 const PLAIN_PUT: u64 = 0;
 
 /// A plain put's arguments (`put`, the value, ttl `0`, as [`Write`](crate::Write) encodes
@@ -402,7 +405,12 @@ fn bundle<'a>(calls: &'a [Call], members: &[usize]) -> Option<Bundle<'a>> {
             Some(put) => (PLAIN_PUT, put),
             None => (number(script)?, call),
         };
-        let header = if number == PLAIN_PUT { 1 } else { 3 };
+        let run_goes_on = number == PLAIN_PUT && bundle.calls.last().is_some_and(|(n, _)| *n == PLAIN_PUT);
+        let header = match number {
+            PLAIN_PUT if run_goes_on => 0,
+            PLAIN_PUT => 2,
+            _ => 3,
+        };
         bundle.keys += call.keys;
         bundle.count += call.keys + header + call.args;
         bundle.bytes += call.key_bytes.len() + call.arg_bytes.len() + 24;
@@ -507,10 +515,10 @@ mod tests {
             let key = format!("ns:{{{entity}}}:s");
             Call::new(&Write::new(&key, WriteOp::Cas { expected: 1 }, Some(b"\x03value")), 0)
         };
-        let calls = vec![put("a", 0), get("b", 0), cas("c")];
+        let calls = vec![put("a", 0), get("b", 0), put("d", 0), put("e", 0), cas("c"), put("f", 0)];
         let plan = plan(&calls, Combine::up_to(64));
         // The read of b goes ahead, as a plain GET; the writes share one bundle.
-        assert_eq!(members(&plan), vec![vec![1], vec![0, 2]]);
+        assert_eq!(members(&plan), vec![vec![1], vec![0, 2, 3, 4, 5]]);
         assert_eq!(plan.units[0].0.name(), "get");
         let (script, unit, _) = &plan.units[1];
         assert_eq!(script.name(), "many");
@@ -526,12 +534,13 @@ mod tests {
         let text: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         assert_eq!(text[0], "EVALSHA");
         assert_eq!(text[1], MANY.sha());
-        assert_eq!(text[2..5], ["2", "ns:{a}:s", "ns:{c}:s"]);
-        // A plain put is `p` and its value; any other call (number, keys, arguments,
-        // arguments…), write being script 1 of many.
-        assert_eq!(text[5..7], ["p", "\u{3}value"]);
-        assert_eq!(text[7..10], ["1", "1", "10"]);
-        assert_eq!(text[10..], ["cas", "\u{3}value", "0", "0", "", "", "0", "0", "", "1"]);
+        assert_eq!(text[2..8], ["5", "ns:{a}:s", "ns:{d}:s", "ns:{e}:s", "ns:{c}:s", "ns:{f}:s"]);
+        // A run of plain puts is `P`, how many, and their values; any other call is (number,
+        // keys, arguments, arguments…), write being script 1 of many.
+        assert_eq!(text[8..13], ["P", "3", "\u{3}value", "\u{3}value", "\u{3}value"]);
+        assert_eq!(text[13..16], ["1", "1", "10"]);
+        assert_eq!(text[16..26], ["cas", "\u{3}value", "0", "0", "", "", "0", "0", "", "1"]);
+        assert_eq!(text[26..], ["P", "1", "\u{3}value"]);
     }
 
     #[test]

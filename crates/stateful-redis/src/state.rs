@@ -200,7 +200,10 @@ impl<T, C: Codec<T>> StateHandle<T, C> {
 
     /// The same handle, but every write also sets the entity to expire `ttl` later
     /// (rounded up to whole milliseconds). Without it, or with `Duration::ZERO`, writes
-    /// leave expiry as it is.
+    /// leave expiry as it is: an expiry set here, which the record's header remembers. Set
+    /// expiries through this, not with `EXPIRE` on the key: a bundle's puts keep only the
+    /// expiries the header knows of (they write other records with one `MSET`, which drops
+    /// expiries; see `Record`'s `expires`).
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         // Redis refuses expiries past i64 ms; a century is the most we ask for.
         self.ttl_ms = ttl.as_nanos().div_ceil(1_000_000).min(MAX_TTL_MS) as u64;

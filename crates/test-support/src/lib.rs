@@ -788,7 +788,7 @@ fn tail_lines(text: &str, n: usize) -> String {
 
 /// Reads one field of a state record (`stateful_redis_core::Record`'s layout).
 const RECORD_FIELD_LUA: &str = "local r = redis.call('GET', KEYS[1]) if not r then return '' end \
-    local s = string.byte(r, 2) local f = ARGV[1] \
+    local s = string.byte(r, 2) % 128 local f = ARGV[1] \
     if f == 'version' then return string.format('%d', struct.unpack('>I8', r, 3)) end \
     if f == 'updated' then return string.format('%d', struct.unpack('>I6', r, 11)) end \
     if f == 'fence' then return string.format('%d', struct.unpack('>I6', r, 17)) end \

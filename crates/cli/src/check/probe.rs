@@ -94,6 +94,8 @@ const PROBE_ARGS: &[(&str, &str)] = &[
     ("get", "K"),
     ("getrange", "K 0 1"),
     ("set", "K v"),
+    ("mget", "K"),
+    ("mset", "K v"),
     ("incr", "K"),
     ("pttl", "K"),
     ("pexpire", "K 1"),

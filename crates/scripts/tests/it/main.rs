@@ -371,6 +371,12 @@ fn every_kind_of_call() -> Vec<Call> {
         })
     });
     push(&|| packed(Write::new("t:{b}:s", WriteOp::Put, Some(b"three"))));
+    push(&|| {
+        packed(Write {
+            ttl_ms: 60_000,
+            ..Write::new("t:{exp}:s", WriteOp::Put, Some(b"expires"))
+        })
+    });
     // Leases and a fenced write.
     push(&|| {
         packed(Acquire {
@@ -434,8 +440,17 @@ fn every_kind_of_call() -> Vec<Call> {
         ))
     });
     push(&|| packed(Write::new("t:{a}:s", WriteOp::Delete { expected: 3 }, None)));
-    // Plain puts (a bundle sends them by position) onto what is not a record, and at the
-    // highest version: corrupt, as alone.
+    // A run of plain puts (a bundle sends them by position, reads them with one MGET and
+    // writes them with one MSET): onto a deleted record, twice onto one record, onto a record
+    // with an expiry (kept), onto a key of another type, onto what is not a record, and at
+    // the highest version (corrupt, as alone).
+    push(&|| packed(Write::new("t:{a}:s", WriteOp::Put, Some(b"again"))));
+    push(&|| packed(Write::new("t:{a}:s", WriteOp::Put, Some(b"and again"))));
+    push(&|| packed(Write::new("t:{b}:s", WriteOp::Put, Some(b"four"))));
+    push(&|| packed(Write::new("t:{b}:s", WriteOp::Put, Some(b"five"))));
+    push(&|| packed(Write::new("t:{exp}:s", WriteOp::Put, Some(b"still expires"))));
+    push(&|| packed(Write::new("t:{b}:s", WriteOp::Put, Some(b"six"))));
+    push(&|| packed(Write::new("t:{str}:s", WriteOp::Put, Some(b"x"))));
     push(&|| packed(Write::new("t:{bad}:s", WriteOp::Put, Some(b"x"))));
     push(&|| packed(Write::new("t:{top}:s", WriteOp::Put, Some(b"x"))));
     calls
@@ -507,7 +522,8 @@ fn outcome(result: &Result<redis::Value, Error>) -> String {
     }
 }
 
-/// Every key the calls touch, with its type and content (a record's update time left out).
+/// Every key the calls touch, with its type, whether it expires, and its content (a record's
+/// update time left out).
 fn dump(server: &RedisServer) -> Vec<String> {
     let mut keys: Vec<String> = server.cli(&["KEYS", "t:*"]).lines().map(str::to_owned).collect();
     keys.sort();
@@ -533,7 +549,8 @@ fn dump(server: &RedisServer) -> Vec<String> {
                     .join(","),
                 _ => server.cli(&["GET", key]),
             };
-            format!("{key} {kind} {content}")
+            let expires = server.cli(&["PTTL", key]) != "-1";
+            format!("{key} {kind} expires={expires} {content}")
         })
         .collect()
 }
