@@ -199,6 +199,48 @@ fn record_operation(bencher: Bencher<'_, '_>, telemetry: &str) {
     });
 }
 
+/// Calls per pipeline in [`telemetry_pipeline_25`] (and puts in [`executor_put_25`]).
+const CROWD: usize = 25;
+
+/// Everything telemetry adds to one pipeline of 25 puts whose callers are in no span (as
+/// `stateful-redis load` makes them), with traces on at the default sampling ratio: each
+/// caller's context looked at, the pipeline's spans (a root, sampled by the ratio; the calls'
+/// spans under it when it is), their end, the batch size and queue wait, and each operation's
+/// duration. Divided by 25, the recording cost of one put, which `cargo xtask bench` sets
+/// beside the executor thread's CPU per put.
+#[divan::bench(sample_size = 200)]
+fn telemetry_pipeline_25(bencher: Bencher<'_, '_>) {
+    use stateful_redis_metrics::{Operation, Stage};
+    static TELEMETRY: std::sync::LazyLock<stateful_redis_otel::Telemetry> = std::sync::LazyLock::new(|| {
+        let mut config = stateful_redis_core::TelemetryConfig::default();
+        config.enabled = true;
+        config.protocol = Some(stateful_redis_core::OtlpProtocol::HttpProtobuf);
+        // Nothing listens there: exports fail, on the SDK's threads, not this one.
+        config.endpoint = Some("http://127.0.0.1:9".into());
+        config.metrics_interval = Some(std::time::Duration::from_secs(3600));
+        let sources =
+            stateful_redis_otel::Sources::new(stateful_redis_metrics::PerformanceMonitor::default(), "127.0.0.1", 6379);
+        stateful_redis_otel::Telemetry::start(&config, sources).expect("telemetry")
+    });
+    let t = &*TELEMETRY;
+    let waited = std::time::Duration::from_micros(40);
+    // Bound on first use: not part of the steady cost.
+    t.record(Operation::Put, waited, None);
+    bencher.bench(|| {
+        let traces: [Option<stateful_redis_otel::OpTrace>; CROWD] =
+            std::array::from_fn(|_| stateful_redis_otel::OpTrace::capture());
+        let spans = t.pipeline(traces.iter().map(|trace| ("write", Operation::Put, trace.as_ref())));
+        t.record_batch(CROWD);
+        t.record_stage(Stage::QueueWait, waited);
+        if let Some(spans) = spans {
+            spans.finish((0..CROWD).map(|_| None));
+        }
+        for _ in 0..CROWD {
+            t.record(Operation::Put, black_box(std::time::Duration::from_micros(250)), None);
+        }
+    });
+}
+
 /// An executor on a throw-away redis-server, on a current-thread runtime (so every allocation
 /// of an operation, the connection's reader task included, happens on this thread and is
 /// counted), with a handle, a 100-byte value and 1000 entity ids.
@@ -260,9 +302,6 @@ fn executor_put(bencher: Bencher<'_, '_>) {
         b.runtime.block_on(b.handle.put(&b.ids[i], &b.value)).expect("put")
     });
 }
-
-/// Puts from this many callers at once go out as one pipeline in [`executor_put_25`].
-const CROWD: usize = 25;
 
 /// 25 puts at once through the executor (one pipeline), per iteration: divided by 25, what one
 /// put costs when it shares its pipeline, as it does under load. `cargo xtask bench` reports

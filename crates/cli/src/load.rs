@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use nix::sys::resource::UsageWho;
 use stateful_redis::bytes::Bytes;
 use stateful_redis::{BytesCodec, Error, Operation, StateHandle, StatefulExecutor, Version};
 
@@ -124,6 +125,14 @@ struct Summary {
     entities: u64,
     value_size: usize,
     elapsed_s: f64,
+    /// CPU seconds of the whole process (every thread) from the first operation to the end
+    /// of the executor's shutdown, its last exports included: the run's cost without the
+    /// start-up (connecting, loading scripts, building telemetry providers).
+    cpu_s: f64,
+    /// On a one-thread runtime (`--threads 1`), the CPU seconds of that thread over the same
+    /// span: the executor's and the callers' work, recording telemetry included, without
+    /// what other threads do (an OpenTelemetry SDK's export, for one).
+    executor_cpu_s: Option<f64>,
     update_retries: u64,
     batches: u64,
     avg_batch: f64,
@@ -230,6 +239,8 @@ pub(crate) async fn run(args: LoadArgs) -> Result<(), Failure> {
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let one_thread = tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+    let cpu_before = (cpu_s(UsageWho::RUSAGE_SELF), cpu_s(UsageWho::RUSAGE_THREAD));
     let progress = tokio::spawn(progress(Arc::clone(&counters), Arc::clone(&stop), exec.clone()));
     let mut workers = Vec::with_capacity(args.concurrency as usize);
     for worker in 0..args.concurrency {
@@ -277,6 +288,10 @@ pub(crate) async fn run(args: LoadArgs) -> Result<(), Failure> {
         .map(|a| a.rule)
         .collect();
     exec.shutdown().await;
+    let cpu_used = (
+        cpu_s(UsageWho::RUSAGE_SELF) - cpu_before.0,
+        cpu_s(UsageWho::RUSAGE_THREAD) - cpu_before.1,
+    );
     let export_errors = exec.telemetry_export_errors();
     let c = &counters;
     let ops = c.done.load(Ordering::Relaxed);
@@ -296,6 +311,8 @@ pub(crate) async fn run(args: LoadArgs) -> Result<(), Failure> {
         entities: args.entities,
         value_size: args.value_size,
         elapsed_s: (elapsed * 1000.0).round() / 1000.0,
+        cpu_s: (cpu_used.0 * 10_000.0).round() / 10_000.0,
+        executor_cpu_s: one_thread.then_some((cpu_used.1 * 10_000.0).round() / 10_000.0),
         update_retries: c.retries.load(Ordering::Relaxed),
         batches: batch.batches,
         avg_batch: (batch.sent as f64 / batch.batches.max(1) as f64 * 10.0).round() / 10.0,
@@ -505,4 +522,11 @@ impl Tally {
         counters.errors.fetch_add(self.errors, Ordering::Relaxed);
         *self = Self::default();
     }
+}
+
+/// User and system CPU seconds so far of this process (`RUSAGE_SELF`, every thread) or of the
+/// calling thread (`RUSAGE_THREAD`); 0 if the OS will not say.
+fn cpu_s(who: UsageWho) -> f64 {
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    nix::sys::resource::getrusage(who).map_or(0.0, |u| seconds(u.user_time()) + seconds(u.system_time()))
 }

@@ -224,7 +224,7 @@ impl Telemetry {
     /// outside any span).
     pub fn pipeline<'a>(
         &self,
-        ops: impl ExactSizeIterator<Item = (&'static str, Operation, Option<&'a OpTrace>)>,
+        ops: impl ExactSizeIterator<Item = (&'static str, Operation, Option<&'a OpTrace>)> + Clone,
     ) -> Option<PipelineSpans> {
         let tracer = self.tracer.as_ref()?;
         Some(PipelineSpans::start(tracer, ops, &self.server))

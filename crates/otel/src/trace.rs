@@ -11,6 +11,8 @@
 //! (sampled by the tracer's sampler) when no caller is sampled. It links to every call span it
 //! carries, and each call span links back to it.
 
+use std::sync::Arc;
+
 use opentelemetry::global::{BoxedSpan, BoxedTracer};
 use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
@@ -30,8 +32,9 @@ impl Server {
         Self {
             common: vec![
                 KeyValue::new(semattr::DB_SYSTEM_NAME, "redis"),
-                KeyValue::new(semattr::DB_NAMESPACE, database.to_string()),
-                KeyValue::new(semattr::SERVER_ADDRESS, address.to_owned()),
+                // Shared strings: every span and pipeline clones these, without allocating.
+                KeyValue::new(semattr::DB_NAMESPACE, Arc::<str>::from(database.to_string())),
+                KeyValue::new(semattr::SERVER_ADDRESS, Arc::<str>::from(address)),
                 KeyValue::new(semattr::SERVER_PORT, i64::from(port)),
             ],
         }
@@ -51,8 +54,9 @@ impl OpTrace {
     /// the entered `tracing` span) the caller's `tracing` span. `None` when the caller is in
     /// no span, so that there is nothing to carry.
     pub fn capture() -> Option<Self> {
-        let cx = Context::current();
-        cx.span().span_context().is_valid().then_some(Self { caller: cx })
+        // Looked at in place: most callers of a busy service are in no span, and a clone of
+        // the context costs more than the look.
+        Context::map_current(|cx| cx.span().span_context().is_valid().then(|| Self { caller: cx.clone() }))
     }
 
     /// The caller's span, when the caller's trace is sampled.
@@ -83,48 +87,58 @@ pub struct PipelineSpans {
 impl PipelineSpans {
     pub(crate) fn start<'a>(
         tracer: &BoxedTracer,
-        ops: impl ExactSizeIterator<Item = (&'static str, Operation, Option<&'a OpTrace>)>,
+        ops: impl ExactSizeIterator<Item = (&'static str, Operation, Option<&'a OpTrace>)> + Clone,
         server: &Server,
     ) -> Self {
-        let ops: Vec<(&'static str, Operation, Parent<'_>)> = ops
-            .map(|(script, operation, op)| {
-                let parent = match op {
-                    Some(op) => op.sampled().map_or(Parent::Unsampled, Parent::Caller),
-                    None => Parent::Pipeline,
-                };
-                (script, operation, parent)
-            })
-            .collect();
+        let parent = |op: Option<&'a OpTrace>| match op {
+            Some(op) => op.sampled().map_or(Parent::Unsampled, Parent::Caller),
+            None => Parent::Pipeline,
+        };
         let n = ops.len();
-        let pipeline = (n > 1).then(|| {
-            let first_sampled = ops.iter().find_map(|(_, _, p)| match p {
-                Parent::Caller(cx) => Some(*cx),
-                _ => None,
-            });
-            let mut attributes = server.common.clone();
-            attributes.push(KeyValue::new(semattr::DB_OPERATION_NAME, "BATCH EVALSHA"));
-            // The conventions say never 1.
-            attributes.push(KeyValue::new(semattr::DB_OPERATION_BATCH_SIZE, n as i64));
-            let builder = tracer
-                .span_builder("BATCH EVALSHA")
-                .with_kind(SpanKind::Client)
-                .with_attributes(attributes);
-            Context::new().with_span(tracer.build_with_context(builder, first_sampled.unwrap_or(&Context::new())))
+        let first_sampled = ops.clone().find_map(|(_, _, op)| match parent(op) {
+            Parent::Caller(cx) => Some(cx),
+            _ => None,
         });
-        let recording = pipeline.as_ref().filter(|cx| cx.span().is_recording());
+        // The pipeline's span, kept (as the context its calls are children of) only when it
+        // is recorded: the sampler drops most, and those cost nothing more.
+        let pipeline = (n > 1)
+            .then(|| {
+                let mut attributes = Vec::with_capacity(server.common.len() + 2);
+                attributes.extend_from_slice(&server.common);
+                attributes.push(KeyValue::new(semattr::DB_OPERATION_NAME, "BATCH EVALSHA"));
+                // The conventions say never 1.
+                attributes.push(KeyValue::new(semattr::DB_OPERATION_BATCH_SIZE, n as i64));
+                let builder = tracer
+                    .span_builder("BATCH EVALSHA")
+                    .with_kind(SpanKind::Client)
+                    .with_attributes(attributes);
+                tracer.build_with_context(builder, first_sampled.unwrap_or(&Context::new()))
+            })
+            .filter(|span| span.is_recording())
+            .map(|span| Context::new().with_span(span));
+        // No span to record for any call: a single call without a caller span is a root of
+        // its own, else a call needs a sampled caller or a recorded pipeline.
+        if pipeline.is_none() && first_sampled.is_none() && n > 1 {
+            return Self {
+                pipeline,
+                operations: Vec::new(),
+            };
+        }
+        let recording = pipeline.as_ref();
         let operations = ops
-            .iter()
+            .map(|(script, operation, op)| (script, operation, parent(op)))
             .map(|(script, operation, parent)| {
                 let parent = match parent {
-                    Parent::Caller(cx) => *cx,
+                    Parent::Caller(cx) => cx,
                     Parent::Unsampled => return None,
                     // A single call without a caller span is a root.
                     Parent::Pipeline if n == 1 => &Context::new(),
                     Parent::Pipeline => recording?,
                 };
-                let mut attributes = server.common.clone();
+                let mut attributes = Vec::with_capacity(server.common.len() + 3);
+                attributes.extend_from_slice(&server.common);
                 attributes.push(KeyValue::new(semattr::DB_OPERATION_NAME, "EVALSHA"));
-                attributes.push(KeyValue::new(semattr::DB_STORED_PROCEDURE_NAME, *script));
+                attributes.push(KeyValue::new(semattr::DB_STORED_PROCEDURE_NAME, script));
                 attributes.push(KeyValue::new(crate::instruments::OPERATION, operation.as_str()));
                 let mut builder = tracer
                     .span_builder(format!("EVALSHA {script}"))
@@ -147,7 +161,7 @@ impl PipelineSpans {
 
     /// Whether any span of the pipeline is recorded (will be exported).
     pub fn is_recording(&self) -> bool {
-        self.pipeline.as_ref().is_some_and(|p| p.span().is_recording()) || self.operations.iter().any(Option::is_some)
+        self.pipeline.is_some() || self.operations.iter().any(Option::is_some)
     }
 
     /// The span context of each call's span, in pipeline order (`None` for an untraced call).

@@ -515,7 +515,14 @@ mod tests {
             let key = format!("ns:{{{entity}}}:s");
             Call::new(&Write::new(&key, WriteOp::Cas { expected: 1 }, Some(b"\x03value")), 0)
         };
-        let calls = vec![put("a", 0), get("b", 0), put("d", 0), put("e", 0), cas("c"), put("f", 0)];
+        let calls = vec![
+            put("a", 0),
+            get("b", 0),
+            put("d", 0),
+            put("e", 0),
+            cas("c"),
+            put("f", 0),
+        ];
         let plan = plan(&calls, Combine::up_to(64));
         // The read of b goes ahead, as a plain GET; the writes share one bundle.
         assert_eq!(members(&plan), vec![vec![1], vec![0, 2, 3, 4, 5]]);
@@ -534,7 +541,10 @@ mod tests {
         let text: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         assert_eq!(text[0], "EVALSHA");
         assert_eq!(text[1], MANY.sha());
-        assert_eq!(text[2..8], ["5", "ns:{a}:s", "ns:{d}:s", "ns:{e}:s", "ns:{c}:s", "ns:{f}:s"]);
+        assert_eq!(
+            text[2..8],
+            ["5", "ns:{a}:s", "ns:{d}:s", "ns:{e}:s", "ns:{c}:s", "ns:{f}:s"]
+        );
         // A run of plain puts is `P`, how many, and their values; any other call is (number,
         // keys, arguments, arguments…), write being script 1 of many.
         assert_eq!(text[8..13], ["P", "3", "\u{3}value", "\u{3}value", "\u{3}value"]);

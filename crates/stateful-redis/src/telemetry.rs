@@ -131,7 +131,7 @@ mod on {
     /// `ops`: each call's script, operation and trace.
     pub(crate) fn pipeline<'a>(
         handle: &Handle,
-        ops: impl ExactSizeIterator<Item = (&'static Script, Operation, &'a Trace)>,
+        ops: impl ExactSizeIterator<Item = (&'static Script, Operation, &'a Trace)> + Clone,
     ) -> Spans {
         let t = handle.as_ref()?;
         t.record_batch(ops.len());
@@ -202,7 +202,7 @@ mod on {
     #[inline]
     pub(crate) fn pipeline<'a>(
         _: &Handle,
-        _: impl ExactSizeIterator<Item = (&'static Script, Operation, &'a Trace)>,
+        _: impl ExactSizeIterator<Item = (&'static Script, Operation, &'a Trace)> + Clone,
     ) -> Spans {
         Spans
     }

@@ -22,6 +22,9 @@ pub(super) struct Sample {
     pub(super) wall_s: f64,
     pub(super) client_cpu_s: f64,
     pub(super) server_cpu_s: Option<f64>,
+    /// `stateful-redis load`'s own figure: the CPU of the one thread that runs the executor
+    /// and its callers, over the operations (start-up and other threads left out).
+    pub(super) executor_cpu_s: Option<f64>,
 }
 
 impl Sample {
@@ -31,6 +34,10 @@ impl Sample {
 
     pub(super) fn server_cpu_per_100k(&self) -> Option<f64> {
         self.server_cpu_s.map(|s| per_100k(s, self.ops))
+    }
+
+    pub(super) fn executor_cpu_per_100k(&self) -> Option<f64> {
+        self.executor_cpu_s.map(|s| per_100k(s, self.ops))
     }
 }
 
@@ -188,6 +195,7 @@ fn parse_json_summary(text: &str) -> anyhow::Result<Sample> {
         p99_us: number("p99_us")?,
         errors: number("errors")? as u64,
         conflicts: v.get("conflicts").and_then(Value::as_u64),
+        executor_cpu_s: v.get("executor_cpu_s").and_then(Value::as_f64),
         ..Sample::default()
     })
 }

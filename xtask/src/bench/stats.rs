@@ -10,6 +10,7 @@ pub(super) const METRICS: &[(&str, bool, &str)] = &[
     ("p99_us", false, "p99 µs"),
     ("client_cpu_s_per_100k", false, "client CPU s/100k"),
     ("server_cpu_s_per_100k", false, "server CPU s/100k"),
+    ("executor_cpu_s_per_100k", false, "executor thread CPU s/100k"),
 ];
 
 pub(super) fn metric(sample: &Sample, name: &str) -> Option<f64> {
@@ -19,6 +20,7 @@ pub(super) fn metric(sample: &Sample, name: &str) -> Option<f64> {
         "p99_us" => Some(sample.p99_us),
         "client_cpu_s_per_100k" => Some(sample.client_cpu_per_100k()),
         "server_cpu_s_per_100k" => sample.server_cpu_per_100k(),
+        "executor_cpu_s_per_100k" => sample.executor_cpu_per_100k(),
         _ => None,
     }
 }
