@@ -441,9 +441,13 @@ impl Worker {
         let mut digits = itoa::Buffer::new();
         while self.claim(&mut claimed) {
             let entity = self.next_entity();
+            // `e` and 12 digits, as redis-benchmark writes `e__rand_int__`: the bench's anchors
+            // read and write the same keys.
+            let number = digits.format(entity);
             id.clear();
             id.push('e');
-            id.push_str(digits.format(entity));
+            id.extend(std::iter::repeat_n('0', 12usize.saturating_sub(number.len())));
+            id.push_str(number);
             let result = match self.workload {
                 Workload::Put => self.handle.put(&id, &self.value).await.map(|_| ()),
                 Workload::Get => self.handle.get(&id).await.map(|_| ()),

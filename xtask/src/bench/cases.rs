@@ -79,7 +79,7 @@ pub(super) const MINIMAL_PUT: &str =
 /// arguments is caught.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Written {
-    /// Records of the value under `load:{e<n>}:s`.
+    /// Records of the value under `load:{e<n, 12 digits>}:s`.
     Records,
     /// [`MINIMAL_PUT`]'s hashes under `min:{e<n>}`.
     MinimalHashes,

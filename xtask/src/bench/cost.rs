@@ -26,9 +26,10 @@ pub(super) struct Cost {
     pub(super) message_id: f64,
 }
 
-/// Sum of `MEMORY USAGE` of `<prefix><n><suffix>` for n below `ARGV[3]`.
+/// Sum of `MEMORY USAGE` of `<prefix><n><suffix>` for n below `ARGV[3]`, n in 12 digits as
+/// `stateful-redis load` names its entities (`e000000000007`).
 const SUM_MEMORY: &str = "local s = 0 for i = 0, tonumber(ARGV[3]) - 1 do \
-    s = s + (redis.call('MEMORY', 'USAGE', ARGV[1] .. i .. ARGV[2]) or 0) end return s";
+    s = s + (redis.call('MEMORY', 'USAGE', ARGV[1] .. string.format('%012d', i) .. ARGV[2]) or 0) end return s";
 
 pub(super) fn measure(server: &Server, bins: &Bins, write_lua: &Path) -> anyhow::Result<Cost> {
     let sum = |prefix: &str, suffix: &str, n: u32| -> anyhow::Result<f64> {
@@ -39,7 +40,7 @@ pub(super) fn measure(server: &Server, bins: &Bins, write_lua: &Path) -> anyhow:
     let mut records = Vec::new();
     for size in [100, 1024] {
         server.cli(&["FLUSHALL"])?;
-        // Records as the executor writes them, on entities e0 … e<SAMPLE-1>.
+        // Records as the executor writes them, on entities e000000000000 … (12 digits).
         let out = pinned(&bins.load, server.clients.as_deref())
             .args([
                 "load",
@@ -60,7 +61,7 @@ pub(super) fn measure(server: &Server, bins: &Bins, write_lua: &Path) -> anyhow:
         // The same value as plain strings, under keys of the same length.
         let value = format!("\u{3}{}", "v".repeat(size));
         let commands: String = (0..SAMPLE)
-            .map(|n| resp(&["SET", &format!("load:{{e{n}}}:p"), &value]))
+            .map(|n| resp(&["SET", &format!("load:{{e{n:012}}}:p"), &value]))
             .collect();
         pipe(server, &dir.join("plain.resp"), &commands)?;
         let record = sum("load:{e", "}:s", SAMPLE)? / f64::from(SAMPLE);
@@ -72,7 +73,7 @@ pub(super) fn measure(server: &Server, bins: &Bins, write_lua: &Path) -> anyhow:
     let acquire = include_str!("../../../crates/scripts/lua/acquire.lua");
     let commands: String = (0..SAMPLE)
         .map(|n| {
-            let (lease, fence) = (format!("load:{{e{n}}}:l"), format!("load:{{e{n}}}:f"));
+            let (lease, fence) = (format!("load:{{e{n:012}}}:l"), format!("load:{{e{n:012}}}:f"));
             resp(&["EVAL", acquire, "2", &lease, &fence, "driver-1", "30000"])
         })
         .collect();
@@ -84,7 +85,7 @@ pub(super) fn measure(server: &Server, bins: &Bins, write_lua: &Path) -> anyhow:
     let write = std::fs::read_to_string(write_lua).context("reading the write script")?;
     let mut commands = String::new();
     for n in 0..ID_ENTITIES {
-        let keys = ["s", "f", "l", "m", "mr"].map(|kind| format!("load:{{e{n}}}:{kind}"));
+        let keys = ["s", "f", "l", "m", "mr"].map(|kind| format!("load:{{e{n:012}}}:{kind}"));
         for m in 0..IDS_PER_ENTITY {
             let id = format!("msg-{m:06}");
             let mut args = vec!["EVAL", &write, "5"];
