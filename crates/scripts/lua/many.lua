@@ -89,18 +89,30 @@ local n, a, k = #argv, 1, 0
 local small
 
 -- The run of `r` plain puts whose values follow argument `a + 1` and whose keys follow key
--- `k`: one MGET, one MSET.
+-- `k`: one MGET, one MSET. Nothing here raises: an error would end the bundle after calls
+-- before the run had changed data, and the calls would be sent again.
 local function puts(r)
   local keys = {}
   for i = 1, r do
     keys[i] = all[k + i]
   end
-  local olds = call('MGET', unpack(keys))
-  local now = clock().ms
+  local base = #replies
+  local got, t = pcall(clock)
+  if not got then
+    for i = 1, r do
+      replies[base + i] = failed(t)
+    end
+    return
+  end
+  local now = t.ms
+  -- Refused (an ACL without MGET): every put one by one, each failing alone.
+  local olds = pcall_('MGET', unpack(keys))
+  if olds.err then
+    olds = {}
+  end
   -- MSET's arguments; where each key's record is in them; keys put one by one (for the
   -- rest of the run: a later put of the key reads what the earlier one wrote).
   local kv, at, alone, m = {}, {}, nil, 0
-  local base = #replies
   for i = 1, r do
     local key, data, reply = keys[i], argv[a + 1 + i], nil
     if not (alone and alone[key]) then
@@ -139,9 +151,19 @@ local function puts(r)
   if m > 0 then
     local done = pcall_('MSET', unpack(kv))
     if type(done) == 'table' and done.err then
+      -- Refused (an ACL without MSET): each record on its own, as `write` writes it, and
+      -- the puts of a key whose record is refused fail with it.
+      local refused = {}
+      for j = 1, m, 2 do
+        local set = pcall_('SET', kv[j], kv[j + 1], 'KEEPTTL')
+        if type(set) == 'table' and set.err then
+          refused[kv[j]] = set.err
+        end
+      end
       for i = 1, r do
-        if at[keys[i]] and type(replies[base + i]) == 'number' then
-          replies[base + i] = {err = done.err}
+        local err = refused[keys[i]]
+        if err and type(replies[base + i]) == 'number' then
+          replies[base + i] = {err = err}
         end
       end
     end
@@ -161,9 +183,13 @@ while a <= n do
       puts(r)
     else
       -- Over maxmemory each put goes alone, so that each is refused as it would be alone.
+      local got, t = pcall(clock)
       for i = 1, r do
         wrote = false
-        local ok, reply = pcall(put_record, all[k + i], argv[a + 1 + i], clock().ms)
+        local ok, reply = false, t
+        if got then
+          ok, reply = pcall(put_record, all[k + i], argv[a + 1 + i], t.ms)
+        end
         replies[#replies + 1] = ok and reply or failed(reply)
       end
     end

@@ -676,6 +676,50 @@ async fn a_bundle_with_keys_the_user_may_not_touch_answers_each_call_on_its_own(
 }
 
 #[tokio::test]
+async fn a_bundle_for_a_user_without_mget_or_mset_applies_each_call_once() {
+    // A user set up with an older ACL_COMMANDS: a run of plain puts falls back to one put at a
+    // time, and the call before the run (which changed data) is not sent a second time.
+    for denied in ["-mget", "-mset", "-mget -mset"] {
+        let server = RedisServer::builder()
+            .require_admin_password("admin-pw")
+            .acl_user(
+                "app",
+                "app-pw",
+                &format!("~t:* {} {denied}", stateful_redis_scripts::ACL_COMMANDS),
+            )
+            .start();
+        let scripts = Arc::new(Scripts::new());
+        let hook: Arc<dyn ConnectHook> = Arc::clone(&scripts) as Arc<dyn ConnectHook>;
+        let url = format!("redis://app:app-pw@127.0.0.1:{}", server.port());
+        let pool = Pool::connect(&RedisConfig::with_url(url), vec![hook])
+            .await
+            .expect("connect");
+        server.write_record("t:{a}:s", 1, "", "\u{3}a");
+        server.write_record("t:{b}:s", 1, "", "\u{3}b");
+        let calls = vec![
+            Call::new(
+                &Write {
+                    ttl_ms: 60_000,
+                    ..Write::new("t:{c}:s", WriteOp::Put, Some(b"c"))
+                },
+                0,
+            ),
+            Call::new(&Write::new("t:{a}:s", WriteOp::Put, Some(b"a2")), 0),
+            Call::new(&Write::new("t:{b}:s", WriteOp::Put, Some(b"b2")), 0),
+            Call::new(&Write::new("t:{a}:s", WriteOp::Put, Some(b"a3")), 0),
+        ];
+        let results = scripts.run_direct(&pool, 0, &calls, Combine::up_to(64)).await;
+        let versions: Vec<String> = results.iter().map(outcome).collect();
+        assert_eq!(versions, ["int(1)", "int(2)", "int(2)", "int(3)"], "{denied}");
+        assert_eq!(scripts.stats().bundles, 1, "{denied}");
+        for (key, version, value) in [("t:{c}:s", "1", "c"), ("t:{a}:s", "3", "a3"), ("t:{b}:s", "2", "b2")] {
+            assert_eq!(server.record(key, "version"), version, "{denied}: {key}");
+            assert_eq!(server.record(key, "value"), value, "{denied}: {key}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_refused_bundle_never_applies_a_call_after_a_later_call_of_its_entity() {
     let (server, scripts, pool) = limited_user().await;
     // Bundles of two: [x first, a denied key], then [x second, y] runs. The first bundle is refused
