@@ -139,23 +139,27 @@ fn monitor_record(bencher: Bencher<'_, '_>) {
     });
 }
 
+/// The telemetry of `otel-setup` over OTLP/HTTP to a port where nothing listens, with a
+/// metrics interval of an hour: no export runs on this thread during a benchmark (a span
+/// export fails on the SDK's own threads). `traces`: whether spans are made too.
+fn telemetry(monitor: stateful_redis_metrics::PerformanceMonitor, traces: bool) -> stateful_redis_otel::Telemetry {
+    let mut config = stateful_redis_core::TelemetryConfig::default();
+    config.enabled = true;
+    config.protocol = Some(stateful_redis_core::OtlpProtocol::HttpProtobuf);
+    config.endpoint = Some("http://127.0.0.1:9".into());
+    config.metrics_interval = Some(std::time::Duration::from_secs(3600));
+    config.traces = traces;
+    let sources = stateful_redis_otel::Sources::new(monitor, "127.0.0.1", 6379);
+    stateful_redis_otel::Telemetry::start(&config, sources).expect("telemetry")
+}
+
 /// Recording one operation in OpenTelemetry's `db.client.operation.duration` (a bound
 /// histogram series, bound on first use), from one thread and from two at once. This is what
 /// telemetry adds to each operation besides the monitor's record above.
 #[divan::bench(threads = [1, 2])]
 fn otel_record(bencher: Bencher<'_, '_>) {
-    static TELEMETRY: std::sync::LazyLock<stateful_redis_otel::Telemetry> = std::sync::LazyLock::new(|| {
-        let mut config = stateful_redis_core::TelemetryConfig::default();
-        config.enabled = true;
-        config.protocol = Some(stateful_redis_core::OtlpProtocol::HttpProtobuf);
-        // Nothing listens there, and the interval is long: no export runs during the benchmark.
-        config.endpoint = Some("http://127.0.0.1:9".into());
-        config.metrics_interval = Some(std::time::Duration::from_secs(3600));
-        config.traces = false;
-        let sources =
-            stateful_redis_otel::Sources::new(stateful_redis_metrics::PerformanceMonitor::default(), "127.0.0.1", 6379);
-        stateful_redis_otel::Telemetry::start(&config, sources).expect("telemetry")
-    });
+    static TELEMETRY: std::sync::LazyLock<stateful_redis_otel::Telemetry> =
+        std::sync::LazyLock::new(|| telemetry(stateful_redis_metrics::PerformanceMonitor::default(), false));
     let telemetry = &*TELEMETRY;
     bencher.bench(|| {
         telemetry.record(
@@ -170,21 +174,11 @@ fn otel_record(bencher: Bencher<'_, '_>) {
 /// on (the monitor, then `db.client.operation.duration` through the SDK of `otel-setup`, whose
 /// series are bound): the "recording cost, telemetry on / off" figure. Both read the clock once.
 #[divan::bench(args = ["off", "on"], threads = [1, 2], sample_size = 1000)]
-fn record_operation(bencher: Bencher<'_, '_>, telemetry: &str) {
+fn record_operation(bencher: Bencher<'_, '_>, mode: &str) {
     static MONITOR: std::sync::LazyLock<stateful_redis_metrics::PerformanceMonitor> =
         std::sync::LazyLock::new(stateful_redis_metrics::PerformanceMonitor::default);
     let monitor = &*MONITOR;
-    let on = (telemetry == "on").then(|| {
-        let mut config = stateful_redis_core::TelemetryConfig::default();
-        config.enabled = true;
-        config.protocol = Some(stateful_redis_core::OtlpProtocol::HttpProtobuf);
-        // Nothing listens there, and the interval is long: no export runs during the benchmark.
-        config.endpoint = Some("http://127.0.0.1:9".into());
-        config.metrics_interval = Some(std::time::Duration::from_secs(3600));
-        config.traces = false;
-        let sources = stateful_redis_otel::Sources::new(monitor.clone(), "127.0.0.1", 6379);
-        stateful_redis_otel::Telemetry::start(&config, sources).expect("telemetry")
-    });
+    let on = (mode == "on").then(|| telemetry(monitor.clone(), false));
     let started = std::time::Instant::now();
     if let Some(t) = &on {
         // The series is bound on its first record: not part of the steady cost.
@@ -211,17 +205,8 @@ const CROWD: usize = 25;
 #[divan::bench(sample_size = 200)]
 fn telemetry_pipeline_25(bencher: Bencher<'_, '_>) {
     use stateful_redis_metrics::{Operation, Stage};
-    static TELEMETRY: std::sync::LazyLock<stateful_redis_otel::Telemetry> = std::sync::LazyLock::new(|| {
-        let mut config = stateful_redis_core::TelemetryConfig::default();
-        config.enabled = true;
-        config.protocol = Some(stateful_redis_core::OtlpProtocol::HttpProtobuf);
-        // Nothing listens there: exports fail, on the SDK's threads, not this one.
-        config.endpoint = Some("http://127.0.0.1:9".into());
-        config.metrics_interval = Some(std::time::Duration::from_secs(3600));
-        let sources =
-            stateful_redis_otel::Sources::new(stateful_redis_metrics::PerformanceMonitor::default(), "127.0.0.1", 6379);
-        stateful_redis_otel::Telemetry::start(&config, sources).expect("telemetry")
-    });
+    static TELEMETRY: std::sync::LazyLock<stateful_redis_otel::Telemetry> =
+        std::sync::LazyLock::new(|| telemetry(stateful_redis_metrics::PerformanceMonitor::default(), true));
     let t = &*TELEMETRY;
     let waited = std::time::Duration::from_micros(40);
     // Bound on first use: not part of the steady cost.

@@ -638,12 +638,17 @@ async fn a_bundle_the_server_lost_is_loaded_again_and_each_call_applies_once() {
 /// A server whose user `app` may touch only keys under `t:`, and a pool of that user with the
 /// scripts preloaded.
 async fn limited_user() -> (RedisServer, Arc<Scripts>, Pool) {
+    limited_user_without("").await
+}
+
+/// A user allowed `t:*` and `ACL_COMMANDS`, then `denied` (ACL rules, such as `-mget`).
+async fn limited_user_without(denied: &str) -> (RedisServer, Arc<Scripts>, Pool) {
     let server = RedisServer::builder()
         .require_admin_password("admin-pw")
         .acl_user(
             "app",
             "app-pw",
-            &format!("~t:* {}", stateful_redis_scripts::ACL_COMMANDS),
+            &format!("~t:* {} {denied}", stateful_redis_scripts::ACL_COMMANDS),
         )
         .start();
     let scripts = Arc::new(Scripts::new());
@@ -680,20 +685,7 @@ async fn a_bundle_for_a_user_without_mget_or_mset_applies_each_call_once() {
     // A user set up with an older ACL_COMMANDS: a run of plain puts falls back to one put at a
     // time, and the call before the run (which changed data) is not sent a second time.
     for denied in ["-mget", "-mset", "-mget -mset"] {
-        let server = RedisServer::builder()
-            .require_admin_password("admin-pw")
-            .acl_user(
-                "app",
-                "app-pw",
-                &format!("~t:* {} {denied}", stateful_redis_scripts::ACL_COMMANDS),
-            )
-            .start();
-        let scripts = Arc::new(Scripts::new());
-        let hook: Arc<dyn ConnectHook> = Arc::clone(&scripts) as Arc<dyn ConnectHook>;
-        let url = format!("redis://app:app-pw@127.0.0.1:{}", server.port());
-        let pool = Pool::connect(&RedisConfig::with_url(url), vec![hook])
-            .await
-            .expect("connect");
+        let (server, scripts, pool) = limited_user_without(denied).await;
         server.write_record("t:{a}:s", 1, "", "\u{3}a");
         server.write_record("t:{b}:s", 1, "", "\u{3}b");
         let calls = vec![
